@@ -1,0 +1,49 @@
+# Kiln's build, test and release targets. `make help` lists them.
+
+CARGO ?= cargo
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+# Debian packages the test suites need; `make test` installs the missing ones.
+TEST_PACKAGES :=
+
+.PHONY: help build test lint crds demo e2e bench deps
+
+help:
+	@echo "make build   build the kiln and kiln-operator binaries (release)"
+	@echo "make test    unit and integration tests (installs missing apt packages)"
+	@echo "make lint    cargo fmt --check and clippy with warnings denied"
+	@echo "make crds    regenerate crds/imagebuild.yaml and the chart's copy"
+	@echo "make e2e     end-to-end suite against ../shared/k8s (starts the cluster)"
+	@echo "make demo    build an example image end to end"
+	@echo "make bench   compare Kiln with BuildKit and buildah"
+
+build:
+	$(CARGO) build --release --workspace --bins
+
+deps:
+	@if [ -n "$(strip $(TEST_PACKAGES))" ]; then scripts/ensure-packages $(TEST_PACKAGES); fi
+
+test: deps
+	$(CARGO) test --workspace
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
+
+crds:
+	$(CARGO) run -q -p kiln-crds --bin kiln-crdgen -- crds/imagebuild.yaml charts/kiln/crds/imagebuild.yaml
+
+e2e:
+	kit=$$(scripts/k8s-kit); \
+	"$$kit/up" --control-plane; \
+	eval "$$("$$kit/env")"; \
+	$(CARGO) test -p kiln-tests --features e2e --test e2e -- --test-threads=2
+
+demo:
+	@echo "make demo: not implemented yet: it needs the build engine (issue #4) and registry push (issue #5)" >&2
+	@exit 1
+
+bench:
+	@echo "make bench: not implemented yet: it needs the build engine (issue #4)" >&2
+	@exit 1

@@ -1,0 +1,3 @@
+//! Kiln's end-to-end suite, against a real Kubernetes cluster (`make e2e`).
+
+mod crd;

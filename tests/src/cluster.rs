@@ -1,0 +1,91 @@
+//! `kubectl` against the test cluster.
+//!
+//! The suite drives the cluster the way a user does, with `kubectl` and YAML, so that what it
+//! proves is what a user sees. `make e2e` starts `../shared/k8s/up` and exports its environment
+//! (`KUBECONFIG`, and `PATH` with the matching kubectl first).
+
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The result of one kubectl call.
+#[derive(Debug)]
+pub struct Run {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Self {
+        Run {
+            ok: o.status.success(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// Run kubectl with these arguments and optional stdin.
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Run {
+    assert!(
+        std::env::var_os("KUBECONFIG").is_some(),
+        "KUBECONFIG is not set: run the end-to-end suite with `make e2e`, which starts the test cluster"
+    );
+    let mut cmd = Command::new("kubectl");
+    cmd.args(args);
+    let out = match stdin {
+        None => cmd.output(),
+        Some(input) => {
+            use std::io::Write;
+            cmd.stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            let mut child = cmd.spawn().expect("kubectl runs");
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+            child.wait_with_output()
+        }
+    };
+    out.expect("kubectl runs").into()
+}
+
+/// Run kubectl and panic with its output if it fails.
+pub fn kubectl_ok(args: &[&str]) -> String {
+    let run = kubectl(args, None);
+    assert!(
+        run.ok,
+        "kubectl {} failed:\n{}{}",
+        args.join(" "),
+        run.stdout,
+        run.stderr
+    );
+    run.stdout
+}
+
+/// A namespace that exists for one test and is deleted when the test ends, pass or fail.
+pub struct Namespace {
+    pub name: String,
+}
+
+impl Namespace {
+    pub fn new(prefix: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        kubectl_ok(&["create", "namespace", &name]);
+        Namespace { name }
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = kubectl(&["delete", "namespace", &self.name, "--wait=false"], None);
+    }
+}

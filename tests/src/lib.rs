@@ -1,0 +1,16 @@
+//! The harness of Kiln's integration and end-to-end suites.
+//!
+//! - [`cluster`]: `kubectl` against the test cluster that `make e2e` starts, and throwaway
+//!   namespaces that clean up after themselves.
+
+pub mod cluster;
+
+use std::path::{Path, PathBuf};
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
