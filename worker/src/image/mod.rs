@@ -1,0 +1,3 @@
+//! OCI images: the config, and (with the executor) manifests, indexes, layouts and archives.
+
+pub mod config;

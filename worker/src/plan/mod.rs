@@ -1,0 +1,3 @@
+//! The build plan: stages as a graph, and each stage lowered into executable steps.
+
+pub mod step;
