@@ -6,3 +6,10 @@
 
 pub mod image;
 pub mod plan;
+
+#[cfg(feature = "executor")]
+pub mod digest;
+#[cfg(feature = "executor")]
+pub mod snapshot;
+#[cfg(feature = "executor")]
+pub mod store;

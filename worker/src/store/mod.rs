@@ -1,0 +1,218 @@
+//! The local content store.
+//!
+//! ```text
+//! <root>/blobs/sha256/<hex>     content-addressed blobs: layers, configs, manifests
+//! <root>/snapshots/<id>/        unpacked layers (see `snapshot`)
+//! <root>/tmp/                   work space; a crashed build leaves only this behind
+//! ```
+//!
+//! Blobs are written to `tmp/` and renamed into place once their digest is known, so a blob
+//! path always holds exactly the content its name promises, even after a crash mid-write.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::digest::{Digest, HashingWriter};
+
+/// The content store under one root directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl Store {
+    /// Open (and create) a store.
+    pub fn open(root: impl Into<PathBuf>) -> io::Result<Store> {
+        let root = root.into();
+        for dir in ["blobs/sha256", "snapshots", "tmp"] {
+            fs::create_dir_all(root.join(dir))?;
+        }
+        Ok(Store { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
+    }
+
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).exists()
+    }
+
+    pub fn read_blob(&self, digest: &Digest) -> io::Result<Vec<u8>> {
+        fs::read(self.blob_path(digest))
+    }
+
+    /// Store bytes as a blob.
+    pub fn put_blob(&self, bytes: &[u8]) -> io::Result<Digest> {
+        let digest = Digest::of(bytes);
+        if !self.has_blob(&digest) {
+            let mut w = self.blob_writer()?;
+            w.write_all(bytes)?;
+            w.commit()?;
+        }
+        Ok(digest)
+    }
+
+    /// A writer whose content becomes a blob on [`BlobWriter::commit`].
+    pub fn blob_writer(&self) -> io::Result<BlobWriter> {
+        let tmp = self.temp_path("blob");
+        let file = File::create(&tmp)?;
+        Ok(BlobWriter {
+            store: self.clone(),
+            tmp: Some(tmp),
+            inner: Some(HashingWriter::new(BufWriter::with_capacity(1 << 20, file))),
+        })
+    }
+
+    /// A fresh path under `tmp/` that nothing else uses.
+    pub fn temp_path(&self, prefix: &str) -> PathBuf {
+        let n = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
+        self.root
+            .join("tmp")
+            .join(format!("{prefix}-{}-{n}", std::process::id()))
+    }
+
+    /// A fresh directory under `tmp/`, removed when dropped.
+    pub fn temp_dir(&self, prefix: &str) -> io::Result<TempDir> {
+        let path = self.temp_path(prefix);
+        fs::create_dir(&path)?;
+        Ok(TempDir { path: Some(path) })
+    }
+}
+
+/// A blob being written.
+pub struct BlobWriter {
+    store: Store,
+    tmp: Option<PathBuf>,
+    inner: Option<HashingWriter<BufWriter<File>>>,
+}
+
+impl BlobWriter {
+    /// Move the content into place and return its digest and size.
+    pub fn commit(mut self) -> io::Result<(Digest, u64)> {
+        let tmp = self.tmp.take().expect("commit once");
+        let (digest, size, buf) = self.inner.take().expect("commit once").finish();
+        let file = buf.into_inner().map_err(|e| e.into_error())?;
+        drop(file);
+        let dest = self.store.blob_path(&digest);
+        if dest.exists() {
+            fs::remove_file(&tmp)?;
+        } else {
+            fs::rename(&tmp, &dest)?;
+        }
+        Ok((digest, size))
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.as_mut().expect("not committed").write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.as_mut().expect("not committed").flush()
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.tmp.take() {
+            let _ = fs::remove_file(tmp);
+        }
+    }
+}
+
+/// A temporary directory, removed (with its content) when dropped.
+#[derive(Debug)]
+pub struct TempDir {
+    path: Option<PathBuf>,
+}
+
+impl TempDir {
+    pub fn path(&self) -> &Path {
+        self.path.as_deref().expect("not yet dropped")
+    }
+
+    /// Keep the directory: the caller takes ownership of it.
+    pub fn keep(mut self) -> PathBuf {
+        self.path.take().expect("not yet dropped")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take() {
+            let _ = remove_tree(&path);
+        }
+    }
+}
+
+/// Remove a directory tree, making read-only directories writable first (a RUN step can leave
+/// `chmod 0500` directories behind, which `remove_dir_all` alone cannot empty).
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            use std::os::unix::fs::PermissionsExt;
+            for entry in walkdir::WalkDir::new(path).into_iter().flatten() {
+                if entry.file_type().is_dir() {
+                    let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o700));
+                }
+            }
+            fs::remove_dir_all(path)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_are_content_addressed_and_deduplicated() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = store.put_blob(b"layer").unwrap();
+        let b = store.put_blob(b"layer").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a, Digest::of(b"layer"));
+        assert_eq!(store.read_blob(&a).unwrap(), b"layer");
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn an_abandoned_blob_writer_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut w = store.blob_writer().unwrap();
+        w.write_all(b"partial").unwrap();
+        drop(w);
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_dir(dir.path().join("blobs/sha256"))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn remove_tree_handles_read_only_directories() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ro = dir.path().join("t/ro");
+        fs::create_dir_all(&ro).unwrap();
+        fs::write(ro.join("f"), b"x").unwrap();
+        fs::set_permissions(&ro, fs::Permissions::from_mode(0o500)).unwrap();
+        remove_tree(&dir.path().join("t")).unwrap();
+        assert!(!dir.path().join("t").exists());
+    }
+}
