@@ -309,10 +309,10 @@ pub struct BuildArg {
     #[schemars(length(min = 1, max = 256), regex(pattern = r"^[^=\s]+$"))]
     pub name: String,
 
-    /// The value. Build args are recorded in the image history like BuildKit records them, so
-    /// never pass a secret here: use `secrets`.
-    #[serde(default)]
-    pub value: String,
+    /// The value; empty when unset. Build args are recorded in the image history like BuildKit
+    /// records them, so never pass a secret here: use `secrets`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
 }
 
 /// Where and how the image is pushed.

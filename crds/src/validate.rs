@@ -471,8 +471,7 @@ pub fn is_stage_name(name: &str) -> bool {
 /// cluster enforces them. [`validate`] states the same rules in Rust; this function proves the CEL
 /// spelling of them.
 pub fn validate_cel(object: &serde_json::Value) -> Result<(), Vec<FieldError>> {
-    use kube::CustomResourceExt;
-    let crd = ImageBuild::crd();
+    let crd = crate::crd();
     let schema = crd.spec.versions[0]
         .schema
         .as_ref()

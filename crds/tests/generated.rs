@@ -3,7 +3,6 @@
 mod common;
 
 use common::repo_root;
-use kube::CustomResourceExt;
 
 #[test]
 fn checked_in_crd_yaml_is_fresh() {
@@ -19,7 +18,7 @@ fn checked_in_crd_yaml_is_fresh() {
 
 #[test]
 fn crd_names_subresources_and_columns() {
-    let crd = kiln_crds::ImageBuild::crd();
+    let crd = kiln_crds::crd();
     assert_eq!(crd.metadata.name.as_deref(), Some("imagebuilds.kiln.dev"));
     assert_eq!(crd.spec.names.short_names, Some(vec!["ib".to_string()]));
     assert_eq!(crd.spec.scope, "Namespaced");

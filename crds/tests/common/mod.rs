@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 
-use kube::CustomResourceExt;
 use serde_json::{Map, Value};
 
 pub fn repo_root() -> PathBuf {
@@ -39,7 +38,7 @@ pub fn yaml_files(dir: &Path) -> Vec<PathBuf> {
 
 /// The CRD's openAPIV3Schema.
 pub fn openapi_schema() -> Value {
-    let crd = kiln_crds::ImageBuild::crd();
+    let crd = kiln_crds::crd();
     let schema = crd.spec.versions[0]
         .schema
         .clone()
