@@ -10,6 +10,10 @@ pub mod plan;
 #[cfg(feature = "executor")]
 pub mod digest;
 #[cfg(feature = "executor")]
+pub mod sandbox;
+#[cfg(feature = "executor")]
 pub mod snapshot;
 #[cfg(feature = "executor")]
 pub mod store;
+#[cfg(feature = "executor")]
+pub mod userns;

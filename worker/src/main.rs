@@ -32,6 +32,12 @@ struct Unimplemented {
 }
 
 fn main() -> ExitCode {
+    // The sandbox helper re-executes this binary; it must not parse arguments or start threads.
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|a| a == "__sandbox") {
+        let spec = args.next().unwrap_or_default();
+        kiln_worker::sandbox::init::helper_main(std::path::Path::new(&spec));
+    }
     let cli = Cli::parse();
     let (name, issue) = match cli.command {
         Command::Build(_) => ("build", 4),

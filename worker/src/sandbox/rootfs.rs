@@ -1,0 +1,449 @@
+//! Assembling a container's filesystem: the root, `/proc`, `/dev`, `/sys`, the step's mounts,
+//! then `pivot_root`. Every kernel call goes through [`Syscall`], so the sequence is unit-tested
+//! with a recorder.
+//!
+//! Mount targets are resolved inside the new root before anything is created: an image whose
+//! `/run` is a symlink to `/etc` gets its mount under the container's `/etc`, never under the
+//! host's, because nothing here follows a symlink out of the root.
+
+use std::ffi::OsString;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use super::spec::{MountKind, Rootfs, Spec};
+use super::syscall::{MountFlags, Syscall};
+
+/// Device nodes bound from the host into the container's `/dev`, as runc's defaults.
+pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Build the container's filesystem and move into it.
+pub fn setup(sys: &dyn Syscall, spec: &Spec) -> io::Result<()> {
+    let root = spec.mountpoint.as_path();
+    sys.mount(
+        "",
+        Path::new("/"),
+        "",
+        MountFlags {
+            recursive: true,
+            private: true,
+            ..Default::default()
+        },
+        "",
+    )?;
+    match &spec.rootfs {
+        Rootfs::Overlay(o) => sys.mount_overlay(
+            root,
+            &o.lowers,
+            o.upper.as_deref(),
+            o.work.as_deref(),
+            o.userxattr,
+        )?,
+        Rootfs::Dir(dir) => sys.mount(
+            &dir.display().to_string(),
+            root,
+            "",
+            MountFlags {
+                bind: true,
+                recursive: true,
+                ..Default::default()
+            },
+            "",
+        )?,
+    }
+
+    let proc_dir = dir_target(sys, root, "/proc")?;
+    if spec.process_sandbox {
+        sys.mount(
+            "proc",
+            &proc_dir,
+            "proc",
+            MountFlags {
+                nosuid: true,
+                nodev: true,
+                noexec: true,
+                ..Default::default()
+            },
+            "",
+        )?;
+    } else {
+        sys.mount(
+            "/proc",
+            &proc_dir,
+            "",
+            MountFlags {
+                bind: true,
+                recursive: true,
+                ..Default::default()
+            },
+            "",
+        )?;
+    }
+
+    let dev = dir_target(sys, root, "/dev")?;
+    sys.mount(
+        "tmpfs",
+        &dev,
+        "tmpfs",
+        MountFlags {
+            nosuid: true,
+            ..Default::default()
+        },
+        "mode=755,size=65536k",
+    )?;
+    for name in DEVICES {
+        let node = dev.join(name);
+        sys.touch(&node)?;
+        sys.mount(
+            &format!("/dev/{name}"),
+            &node,
+            "",
+            MountFlags {
+                bind: true,
+                ..Default::default()
+            },
+            "",
+        )?;
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        sys.symlink(target, &dev.join(link))?;
+    }
+    sys.mkdir_all(&dev.join("pts"), 0o755)?;
+    sys.mount(
+        "devpts",
+        &dev.join("pts"),
+        "devpts",
+        MountFlags {
+            nosuid: true,
+            noexec: true,
+            ..Default::default()
+        },
+        "newinstance,ptmxmode=0666,mode=0620",
+    )?;
+    sys.mkdir_all(&dev.join("shm"), 0o1777)?;
+    sys.mount(
+        "shm",
+        &dev.join("shm"),
+        "tmpfs",
+        MountFlags {
+            nosuid: true,
+            nodev: true,
+            noexec: true,
+            ..Default::default()
+        },
+        "mode=1777,size=65536k",
+    )?;
+    sys.mkdir_all(&dev.join("mqueue"), 0o755)?;
+    sys.mount(
+        "mqueue",
+        &dev.join("mqueue"),
+        "mqueue",
+        MountFlags {
+            nosuid: true,
+            nodev: true,
+            noexec: true,
+            ..Default::default()
+        },
+        "",
+    )?;
+
+    let sys_dir = dir_target(sys, root, "/sys")?;
+    let ro = MountFlags {
+        nosuid: true,
+        nodev: true,
+        noexec: true,
+        readonly: true,
+        ..Default::default()
+    };
+    if spec.isolate_network {
+        sys.mount("sysfs", &sys_dir, "sysfs", ro, "")?;
+    } else {
+        // A sysfs of the host's network namespace may not be mounted from a user namespace;
+        // bind the host's, read-only.
+        sys.mount(
+            "/sys",
+            &sys_dir,
+            "",
+            MountFlags {
+                bind: true,
+                recursive: true,
+                ..Default::default()
+            },
+            "",
+        )?;
+        sys.mount(
+            "",
+            &sys_dir,
+            "",
+            MountFlags {
+                bind: true,
+                remount: true,
+                ..ro
+            },
+            "",
+        )?;
+    }
+
+    sys.sethostname(&spec.hostname)?;
+
+    for m in &spec.mounts {
+        let is_file = matches!(&m.kind, MountKind::Bind { source } if !sys.is_dir(source));
+        let target = if is_file {
+            file_target(sys, root, &m.target)?
+        } else {
+            dir_target(sys, root, &m.target)?
+        };
+        match &m.kind {
+            MountKind::Bind { source } => {
+                sys.mount(
+                    &source.display().to_string(),
+                    &target,
+                    "",
+                    MountFlags {
+                        bind: true,
+                        recursive: true,
+                        ..Default::default()
+                    },
+                    "",
+                )?;
+                if m.readonly {
+                    sys.mount(
+                        "",
+                        &target,
+                        "",
+                        MountFlags {
+                            bind: true,
+                            remount: true,
+                            readonly: true,
+                            ..Default::default()
+                        },
+                        "",
+                    )?;
+                }
+            }
+            MountKind::Tmpfs { size, mode } => {
+                let mut data = format!("mode={mode:o}");
+                if let Some(size) = size {
+                    data.push_str(&format!(",size={size}"));
+                }
+                sys.mount(
+                    "tmpfs",
+                    &target,
+                    "tmpfs",
+                    MountFlags {
+                        readonly: m.readonly,
+                        nosuid: true,
+                        nodev: true,
+                        ..Default::default()
+                    },
+                    &data,
+                )?;
+            }
+            MountKind::Overlay(o) => sys.mount_overlay(
+                &target,
+                &o.lowers,
+                o.upper.as_deref(),
+                o.work.as_deref(),
+                o.userxattr,
+            )?,
+        }
+    }
+
+    let cwd = dir_target(sys, root, &spec.cwd)?;
+    sys.pivot_root(root)?;
+    let inside = Path::new("/").join(cwd.strip_prefix(root).unwrap_or(Path::new("")));
+    sys.chdir(&inside)
+}
+
+/// A directory mount target inside `root`, created if missing.
+fn dir_target(sys: &dyn Syscall, root: &Path, path: &str) -> io::Result<PathBuf> {
+    let target = resolve_in_root(sys, root, path)?;
+    if !sys.is_dir(&target) {
+        sys.mkdir_all(&target, 0o755)?;
+    }
+    Ok(target)
+}
+
+/// A file mount target inside `root`: its directory created if missing, then an empty file.
+fn file_target(sys: &dyn Syscall, root: &Path, path: &str) -> io::Result<PathBuf> {
+    let target = resolve_in_root(sys, root, path)?;
+    if let Some(parent) = target.parent()
+        && !sys.is_dir(parent)
+    {
+        sys.mkdir_all(parent, 0o755)?;
+    }
+    sys.touch(&target)?;
+    Ok(target)
+}
+
+/// Resolve `path` as the kernel would inside a chroot at `root`, following symlinks but never
+/// leaving `root`.
+pub fn resolve_in_root(sys: &dyn Syscall, root: &Path, path: &str) -> io::Result<PathBuf> {
+    let mut resolved: Vec<OsString> = Vec::new();
+    let mut pending: Vec<OsString> = components(Path::new(path));
+    pending.reverse();
+    let mut hops = 0;
+    while let Some(comp) = pending.pop() {
+        if comp == ".." {
+            resolved.pop();
+            continue;
+        }
+        let mut candidate = root.to_path_buf();
+        candidate.extend(&resolved);
+        candidate.push(&comp);
+        match sys_read_link(sys, &candidate) {
+            Some(target) => {
+                hops += 1;
+                if hops > 255 {
+                    return Err(io::Error::from_raw_os_error(libc::ELOOP));
+                }
+                if target.is_absolute() {
+                    resolved.clear();
+                }
+                let mut more = components(&target);
+                more.reverse();
+                pending.extend(more);
+            }
+            None => resolved.push(comp),
+        }
+    }
+    let mut out = root.to_path_buf();
+    out.extend(resolved);
+    Ok(out)
+}
+
+fn sys_read_link(sys: &dyn Syscall, path: &Path) -> Option<PathBuf> {
+    // The recorder has no symlinks; the real kernel answers readlink.
+    if !sys.exists(path) {
+        return None;
+    }
+    std::fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| m.file_type().is_symlink())
+        .and_then(|_| std::fs::read_link(path).ok())
+}
+
+fn components(path: &Path) -> Vec<OsString> {
+    path.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some(OsString::from("..")),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::spec::{Mount, Overlay};
+    use crate::sandbox::syscall::Recorder;
+
+    fn spec() -> Spec {
+        Spec {
+            rootfs: Rootfs::Overlay(Overlay {
+                lowers: vec!["/s/2".into(), "/s/1".into()],
+                upper: Some("/s/up".into()),
+                work: Some("/s/work".into()),
+                userxattr: true,
+            }),
+            mountpoint: "/m".into(),
+            mounts: vec![
+                Mount {
+                    target: "/etc/hosts".into(),
+                    kind: MountKind::Bind {
+                        source: "/tmp/hosts".into(),
+                    },
+                    readonly: true,
+                },
+                Mount {
+                    target: "/cache".into(),
+                    kind: MountKind::Tmpfs {
+                        size: Some(1 << 20),
+                        mode: 0o755,
+                    },
+                    readonly: false,
+                },
+            ],
+            args: vec!["sh".into()],
+            env: vec![],
+            cwd: "/src".into(),
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+            hostname: "buildkitsandbox".into(),
+            isolate_network: true,
+            process_sandbox: true,
+            insecure: false,
+            error_file: "/tmp/err".into(),
+        }
+    }
+
+    #[test]
+    fn builds_the_container_in_order_and_pivots() {
+        let rec = Recorder::default();
+        setup(&rec, &spec()).unwrap();
+        let calls = rec.calls();
+        let pos = |prefix: &str| {
+            calls
+                .iter()
+                .position(|c| c.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no {prefix} in {calls:#?}"))
+        };
+        assert_eq!(calls[0], "mount  / [rec,private]");
+        assert_eq!(
+            calls[1],
+            "overlay /m lowers=/s/2:/s/1 upper=/s/up work=/s/work userxattr=true"
+        );
+        assert!(calls.contains(&"mount proc /m/proc proc [nosuid,nodev,noexec]".to_string()));
+        assert!(calls.contains(&"mount /dev/null /m/dev/null  [bind]".to_string()));
+        assert!(calls.contains(&"mount sysfs /m/sys sysfs [ro,nosuid,nodev,noexec]".to_string()));
+        assert!(calls.contains(&"mount /tmp/hosts /m/etc/hosts  [bind,rec]".to_string()));
+        assert!(calls.contains(&"mount  /m/etc/hosts  [bind,ro,remount]".to_string()));
+        assert!(calls.contains(
+            &"mount tmpfs /m/cache tmpfs [nosuid,nodev] mode=755,size=1048576".to_string()
+        ));
+        assert!(pos("mount /tmp/hosts") < pos("pivot_root /m"));
+        assert!(pos("mkdir /m/src") < pos("pivot_root /m"));
+        assert_eq!(calls.last().unwrap(), "chdir /src");
+        assert!(pos("sethostname buildkitsandbox") < pos("pivot_root"));
+    }
+
+    #[test]
+    fn without_process_sandbox_the_host_proc_is_bound() {
+        let rec = Recorder::default();
+        let mut s = spec();
+        s.process_sandbox = false;
+        s.isolate_network = false;
+        setup(&rec, &s).unwrap();
+        let calls = rec.calls();
+        assert!(calls.contains(&"mount /proc /m/proc  [bind,rec]".to_string()));
+        assert!(calls.contains(&"mount /sys /m/sys  [bind,rec]".to_string()));
+        assert!(
+            calls.contains(&"mount  /m/sys  [bind,ro,remount,nosuid,nodev,noexec]".to_string())
+        );
+    }
+
+    #[test]
+    fn symlinked_targets_resolve_inside_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("run")).unwrap();
+        std::os::unix::fs::symlink("../../../../../tmp", root.join("etc/up")).unwrap();
+        let sys = super::super::syscall::Linux;
+        assert_eq!(
+            resolve_in_root(&sys, root, "/run/secrets/x").unwrap(),
+            root.join("etc/secrets/x")
+        );
+        assert_eq!(
+            resolve_in_root(&sys, root, "/etc/up/f").unwrap(),
+            root.join("tmp/f")
+        );
+    }
+}

@@ -1,0 +1,175 @@
+//! Running a sandboxed process from the engine: spawn the helper, stream its output, report
+//! how it ended.
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, mpsc};
+
+use thiserror::Error;
+
+use super::init::{EXEC_FAILED, SETUP_FAILED};
+use super::spec::Spec;
+
+/// Why a sandboxed process did not run to completion.
+#[derive(Debug, Error)]
+pub enum RunError {
+    #[error("the sandbox could not be set up: {0}")]
+    Setup(String),
+    #[error("{0}")]
+    Exec(String),
+    #[error("cancelled")]
+    Cancelled,
+    #[error("starting the sandbox helper {0}: {1}")]
+    Spawn(PathBuf, io::Error),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// Which stream a chunk of output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// A handle to stop a running step from another thread.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel {
+    cancelled: Arc<AtomicBool>,
+    pid: Arc<AtomicI32>,
+}
+
+impl Cancel {
+    /// Stop the running process, if any, and every process it started.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        let pid = self.pid.load(Ordering::SeqCst);
+        if pid > 0 {
+            // The helper's init dies with it (PR_SET_PDEATHSIG), and the pid namespace with
+            // its init.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+}
+
+/// Runs sandboxed processes through a helper binary (normally this executable).
+#[derive(Debug, Clone)]
+pub struct Runner {
+    pub helper: PathBuf,
+}
+
+impl Runner {
+    /// A runner using the running executable as the helper.
+    pub fn current_exe() -> io::Result<Runner> {
+        Ok(Runner {
+            helper: std::env::current_exe()?,
+        })
+    }
+
+    /// Run `spec`, passing output to `on_output` as it arrives. Returns the exit code.
+    /// `scratch` is a directory for the spec file.
+    pub fn run(
+        &self,
+        spec: &Spec,
+        scratch: &Path,
+        cancel: &Cancel,
+        on_output: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<i32, RunError> {
+        if cancel.is_cancelled() {
+            return Err(RunError::Cancelled);
+        }
+        let spec_path = scratch.join("sandbox.json");
+        std::fs::write(
+            &spec_path,
+            serde_json::to_vec(spec).map_err(io::Error::other)?,
+        )?;
+        let _ = std::fs::remove_file(&spec.error_file);
+        let mut child = Command::new(&self.helper)
+            .arg("__sandbox")
+            .arg(&spec_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env_clear()
+            .spawn()
+            .map_err(|e| RunError::Spawn(self.helper.clone(), e))?;
+        cancel.pid.store(child.id() as i32, Ordering::SeqCst);
+        if cancel.is_cancelled() {
+            cancel.cancel();
+        }
+        let (tx, rx) = mpsc::channel::<(Stream, Vec<u8>)>();
+        let readers: Vec<_> = [
+            (
+                Stream::Stdout,
+                child
+                    .stdout
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            ),
+            (
+                Stream::Stderr,
+                child
+                    .stderr
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(stream, pipe)| pipe.map(|p| (stream, p)))
+        .map(|(stream, mut pipe)| {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 << 10];
+                loop {
+                    match pipe.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if tx.send((stream, buf[..n].to_vec())).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+        drop(tx);
+        for (stream, chunk) in rx {
+            on_output(stream, &chunk);
+        }
+        for r in readers {
+            let _ = r.join();
+        }
+        let status = child.wait()?;
+        cancel.pid.store(0, Ordering::SeqCst);
+        if cancel.is_cancelled() {
+            return Err(RunError::Cancelled);
+        }
+        let code = match (
+            status.code(),
+            std::os::unix::process::ExitStatusExt::signal(&status),
+        ) {
+            (Some(code), _) => code,
+            (None, Some(sig)) => 128 + sig,
+            _ => SETUP_FAILED,
+        };
+        if code == SETUP_FAILED || code == EXEC_FAILED {
+            if let Ok(message) = std::fs::read_to_string(&spec.error_file)
+                && !message.is_empty()
+            {
+                return Err(if code == SETUP_FAILED {
+                    RunError::Setup(message)
+                } else {
+                    RunError::Exec(message)
+                });
+            }
+        }
+        Ok(code)
+    }
+}
