@@ -159,16 +159,15 @@ impl Runner {
             (None, Some(sig)) => 128 + sig,
             _ => SETUP_FAILED,
         };
-        if code == SETUP_FAILED || code == EXEC_FAILED {
-            if let Ok(message) = std::fs::read_to_string(&spec.error_file)
-                && !message.is_empty()
-            {
-                return Err(if code == SETUP_FAILED {
-                    RunError::Setup(message)
-                } else {
-                    RunError::Exec(message)
-                });
-            }
+        if (code == SETUP_FAILED || code == EXEC_FAILED)
+            && let Ok(message) = std::fs::read_to_string(&spec.error_file)
+            && !message.is_empty()
+        {
+            return Err(if code == SETUP_FAILED {
+                RunError::Setup(message)
+            } else {
+                RunError::Exec(message)
+            });
         }
         Ok(code)
     }
