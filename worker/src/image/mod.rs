@@ -1,3 +1,5 @@
 //! OCI images: the config, and (with the executor) manifests, indexes, layouts and archives.
 
 pub mod config;
+#[cfg(feature = "executor")]
+pub mod oci;

@@ -395,16 +395,16 @@ mod tests {
                 .position(|c| c.starts_with(prefix))
                 .unwrap_or_else(|| panic!("no {prefix} in {calls:#?}"))
         };
-        assert_eq!(calls[0], "mount  / [rec,private]");
+        assert_eq!(calls[0], "mount / [rec,private]");
         assert_eq!(
             calls[1],
             "overlay /m lowers=/s/2:/s/1 upper=/s/up work=/s/work userxattr=true"
         );
         assert!(calls.contains(&"mount proc /m/proc proc [nosuid,nodev,noexec]".to_string()));
-        assert!(calls.contains(&"mount /dev/null /m/dev/null  [bind]".to_string()));
+        assert!(calls.contains(&"mount /dev/null /m/dev/null [bind]".to_string()));
         assert!(calls.contains(&"mount sysfs /m/sys sysfs [ro,nosuid,nodev,noexec]".to_string()));
-        assert!(calls.contains(&"mount /tmp/hosts /m/etc/hosts  [bind,rec]".to_string()));
-        assert!(calls.contains(&"mount  /m/etc/hosts  [bind,ro,remount]".to_string()));
+        assert!(calls.contains(&"mount /tmp/hosts /m/etc/hosts [bind,rec]".to_string()));
+        assert!(calls.contains(&"mount /m/etc/hosts [bind,ro,remount]".to_string()));
         assert!(calls.contains(
             &"mount tmpfs /m/cache tmpfs [nosuid,nodev] mode=755,size=1048576".to_string()
         ));
@@ -422,11 +422,9 @@ mod tests {
         s.isolate_network = false;
         setup(&rec, &s).unwrap();
         let calls = rec.calls();
-        assert!(calls.contains(&"mount /proc /m/proc  [bind,rec]".to_string()));
-        assert!(calls.contains(&"mount /sys /m/sys  [bind,rec]".to_string()));
-        assert!(
-            calls.contains(&"mount  /m/sys  [bind,ro,remount,nosuid,nodev,noexec]".to_string())
-        );
+        assert!(calls.contains(&"mount /proc /m/proc [bind,rec]".to_string()));
+        assert!(calls.contains(&"mount /sys /m/sys [bind,rec]".to_string()));
+        assert!(calls.contains(&"mount /m/sys [bind,ro,remount,nosuid,nodev,noexec]".to_string()));
     }
 
     #[test]

@@ -351,15 +351,13 @@ impl Syscall for Recorder {
                 f.push(name);
             }
         }
-        self.log(
-            format!(
-                "mount {source} {} {fstype} [{}] {data}",
-                target.display(),
-                f.join(",")
-            )
-            .trim_end()
-            .to_string(),
-        );
+        let flags = format!("[{}]", f.join(","));
+        let target = target.display().to_string();
+        let parts: Vec<&str> = ["mount", source, &target, fstype, &flags, data]
+            .into_iter()
+            .filter(|p| !p.is_empty())
+            .collect();
+        self.log(parts.join(" "));
         Ok(())
     }
 

@@ -9,4 +9,5 @@
 pub mod compress;
 pub mod diff;
 pub mod extract;
+pub mod layer;
 pub mod view;

@@ -1,0 +1,343 @@
+//! Committed snapshots and their layer blobs.
+//!
+//! ```text
+//! snapshots/<id>/fs            the layer's changes, overlay upper format
+//! snapshots/<id>/meta.json     written last: its presence means the snapshot is complete
+//! snapshots/<id>/layer-<c>-<sde>.json   the layer blob for compression c and epoch sde
+//! ```
+//!
+//! A snapshot directory is the source of truth; a layer blob is derived from it and can be
+//! derived again if a crash lost it. A snapshot is committed by renaming a finished temporary
+//! directory into place, so a reader never sees half a snapshot.
+
+use std::fs;
+use std::io::{self, BufWriter};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::compress::{Compression, Compressor};
+use super::diff::{TarOptions, write_tar};
+use crate::digest::{Digest, HashingWriter};
+use crate::store::{Store, remove_tree};
+
+/// The metadata of a committed snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotMeta {
+    /// The snapshot below this one, if any.
+    pub parent: Option<String>,
+    /// The diff id, when known without tarring (imported layers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_id: Option<Digest>,
+    /// True when the directory holds no change at all.
+    #[serde(default)]
+    pub empty: bool,
+}
+
+/// A layer blob derived from a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerBlob {
+    pub diff_id: Digest,
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: String,
+}
+
+/// A snapshot being written.
+pub struct Pending {
+    tmp: PathBuf,
+}
+
+impl Pending {
+    /// The directory to fill (the overlay upper directory, for a RUN step).
+    pub fn fs(&self) -> PathBuf {
+        self.tmp.join("fs")
+    }
+
+    /// A scratch directory beside `fs` on the same filesystem (overlayfs's work directory).
+    pub fn work(&self) -> PathBuf {
+        self.tmp.join("work")
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.tmp.exists() {
+            let _ = remove_tree(&self.tmp);
+        }
+    }
+}
+
+/// The snapshots of a store.
+#[derive(Debug, Clone)]
+pub struct Snapshots {
+    store: Store,
+}
+
+impl Snapshots {
+    pub fn new(store: Store) -> Snapshots {
+        Snapshots { store }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn dir(&self, id: &str) -> PathBuf {
+        self.store.root().join("snapshots").join(id)
+    }
+
+    /// The layer directory of a snapshot.
+    pub fn fs(&self, id: &str) -> PathBuf {
+        self.dir(id).join("fs")
+    }
+
+    /// The metadata of a committed snapshot, or `None` if there is none with that id.
+    pub fn get(&self, id: &str) -> Option<SnapshotMeta> {
+        let bytes = fs::read(self.dir(id).join("meta.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The layer directories of a snapshot and its ancestors, topmost first.
+    pub fn chain(&self, id: &str) -> io::Result<Vec<(String, SnapshotMeta)>> {
+        let mut out = Vec::new();
+        let mut next = Some(id.to_string());
+        while let Some(id) = next {
+            let meta = self.get(&id).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("snapshot {id} is missing from the store"),
+                )
+            })?;
+            next = meta.parent.clone();
+            out.push((id, meta));
+        }
+        Ok(out)
+    }
+
+    /// Start a snapshot.
+    pub fn begin(&self) -> io::Result<Pending> {
+        let tmp = self.store.temp_path("snapshot");
+        fs::create_dir_all(tmp.join("fs"))?;
+        fs::create_dir_all(tmp.join("work"))?;
+        Ok(Pending { tmp })
+    }
+
+    /// Commit a pending snapshot under `id`. If another build committed the same id first, its
+    /// snapshot is kept and ours discarded: equal ids mean equal content.
+    pub fn commit(&self, pending: Pending, id: &str, mut meta: SnapshotMeta) -> io::Result<()> {
+        let work = pending.work();
+        if work.exists() {
+            remove_tree(&work)?;
+        }
+        meta.empty = fs::read_dir(pending.fs())?.next().is_none();
+        fs::write(
+            pending.tmp.join("meta.json"),
+            serde_json::to_vec(&meta).map_err(io::Error::other)?,
+        )?;
+        let dest = self.dir(id);
+        match fs::rename(&pending.tmp, &dest) {
+            Ok(()) => Ok(()),
+            Err(_) if self.get(id).is_some() => Ok(()),
+            Err(e) => {
+                // A stale, incomplete directory (a crash before meta.json): replace it.
+                if dest.exists() && self.get(id).is_none() {
+                    remove_tree(&dest)?;
+                    return fs::rename(&pending.tmp, &dest);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn layer_record(&self, id: &str, compression: Compression, opts: &TarOptions) -> PathBuf {
+        let epoch = opts
+            .source_date_epoch
+            .map_or("none".to_string(), |e| e.to_string());
+        let c = match compression {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+            Compression::Uncompressed => "tar",
+        };
+        self.dir(id).join(format!("layer-{c}-{epoch}.json"))
+    }
+
+    /// The layer blob of a snapshot, computing and storing it if needed.
+    pub fn layer(
+        &self,
+        id: &str,
+        compression: Compression,
+        opts: &TarOptions,
+    ) -> io::Result<LayerBlob> {
+        let record = self.layer_record(id, compression, opts);
+        if let Ok(bytes) = fs::read(&record)
+            && let Ok(blob) = serde_json::from_slice::<LayerBlob>(&bytes)
+            && self.store.has_blob(&blob.digest)
+        {
+            return Ok(blob);
+        }
+        let blob = write_layer(&self.store, &self.fs(id), compression, opts)?;
+        let tmp = self.store.temp_path("layer-record");
+        fs::write(&tmp, serde_json::to_vec(&blob).map_err(io::Error::other)?)?;
+        fs::rename(&tmp, &record)?;
+        Ok(blob)
+    }
+
+    /// Record a layer blob that is already known (an imported layer).
+    pub fn record_layer(
+        &self,
+        id: &str,
+        compression: Compression,
+        opts: &TarOptions,
+        blob: &LayerBlob,
+    ) -> io::Result<()> {
+        let tmp = self.store.temp_path("layer-record");
+        fs::write(&tmp, serde_json::to_vec(blob).map_err(io::Error::other)?)?;
+        fs::rename(&tmp, self.layer_record(id, compression, opts))
+    }
+}
+
+/// Tar and compress a directory into a blob.
+pub fn write_layer(
+    store: &Store,
+    dir: &Path,
+    compression: Compression,
+    opts: &TarOptions,
+) -> io::Result<LayerBlob> {
+    let blob = store.blob_writer()?;
+    let compressor = Compressor::new(blob, compression)?;
+    let tar_hasher = HashingWriter::new(BufWriter::with_capacity(1 << 20, compressor));
+    let (tar_hasher, _) = write_tar(dir, opts, tar_hasher)?;
+    let (diff_id, _, buffered) = tar_hasher.finish();
+    let compressor = buffered.into_inner().map_err(|e| e.into_error())?;
+    let blob = compressor.finish()?;
+    let (digest, size) = blob.commit()?;
+    Ok(LayerBlob {
+        diff_id,
+        digest,
+        size,
+        media_type: compression.media_type().to_string(),
+    })
+}
+
+/// The OCI chain id of a layer on top of a parent chain.
+pub fn chain_id(parent: Option<&Digest>, diff_id: &Digest) -> Digest {
+    match parent {
+        None => diff_id.clone(),
+        Some(p) => Digest::of(format!("{p} {diff_id}").as_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    #[test]
+    fn commit_then_layer_is_cached_and_deterministic() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path()).unwrap();
+        let snaps = Snapshots::new(store.clone());
+        let p = snaps.begin().unwrap();
+        fs::write(p.fs().join("hello"), b"world").unwrap();
+        snaps
+            .commit(
+                p,
+                "a",
+                SnapshotMeta {
+                    parent: None,
+                    diff_id: None,
+                    empty: false,
+                },
+            )
+            .unwrap();
+        assert!(!snaps.get("a").unwrap().empty);
+        let opts = TarOptions {
+            source_date_epoch: Some(0),
+        };
+        let one = snaps.layer("a", Compression::Gzip, &opts).unwrap();
+        let two = snaps.layer("a", Compression::Gzip, &opts).unwrap();
+        assert_eq!(one, two);
+        let again = write_layer(&store, &snaps.fs("a"), Compression::Gzip, &opts).unwrap();
+        assert_eq!(
+            again.digest, one.digest,
+            "the same directory gives the same blob"
+        );
+        let mut tar = Vec::new();
+        flate2::read::MultiGzDecoder::new(fs::File::open(store.blob_path(&one.digest)).unwrap())
+            .read_to_end(&mut tar)
+            .unwrap();
+        assert_eq!(Digest::of(&tar), one.diff_id);
+        assert_eq!(
+            one.media_type,
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
+    }
+
+    #[test]
+    fn chains_and_empty_snapshots() {
+        let d = tempfile::tempdir().unwrap();
+        let snaps = Snapshots::new(Store::open(d.path()).unwrap());
+        let p = snaps.begin().unwrap();
+        snaps
+            .commit(
+                p,
+                "base",
+                SnapshotMeta {
+                    parent: None,
+                    diff_id: None,
+                    empty: false,
+                },
+            )
+            .unwrap();
+        let p = snaps.begin().unwrap();
+        snaps
+            .commit(
+                p,
+                "top",
+                SnapshotMeta {
+                    parent: Some("base".into()),
+                    diff_id: None,
+                    empty: false,
+                },
+            )
+            .unwrap();
+        let chain: Vec<String> = snaps
+            .chain("top")
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(chain, ["top", "base"]);
+        assert!(snaps.get("top").unwrap().empty);
+        assert!(snaps.chain("nope").is_err());
+    }
+
+    #[test]
+    fn a_dropped_pending_snapshot_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let snaps = Snapshots::new(Store::open(d.path()).unwrap());
+        let p = snaps.begin().unwrap();
+        fs::write(p.fs().join("x"), b"x").unwrap();
+        drop(p);
+        assert_eq!(fs::read_dir(d.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn chain_ids_follow_the_oci_definition() {
+        let a = Digest::of(b"a");
+        let b = Digest::of(b"b");
+        assert_eq!(chain_id(None, &a), a);
+        assert_eq!(
+            chain_id(Some(&a), &b),
+            Digest::of(format!("{a} {b}").as_bytes())
+        );
+    }
+}
