@@ -8,6 +8,8 @@ pub mod image;
 pub mod plan;
 
 #[cfg(feature = "executor")]
+pub mod context;
+#[cfg(feature = "executor")]
 pub mod digest;
 #[cfg(feature = "executor")]
 pub mod sandbox;
