@@ -10,6 +10,8 @@ pub mod plan;
 #[cfg(feature = "executor")]
 pub mod context;
 #[cfg(feature = "executor")]
+pub mod copy;
+#[cfg(feature = "executor")]
 pub mod digest;
 #[cfg(feature = "executor")]
 pub mod sandbox;
@@ -17,5 +19,7 @@ pub mod sandbox;
 pub mod snapshot;
 #[cfg(feature = "executor")]
 pub mod store;
+#[cfg(feature = "executor")]
+pub mod userdb;
 #[cfg(feature = "executor")]
 pub mod userns;
