@@ -2,8 +2,11 @@
 //!
 //! - [`cluster`]: `kubectl` against the test cluster that `make e2e` starts, and throwaway
 //!   namespaces that clean up after themselves.
+//! - [`facts`]: the canonical facts of an image (config, history, layers, merged filesystem),
+//!   the form in which `tests/reference/` records what BuildKit builds.
 
 pub mod cluster;
+pub mod facts;
 
 use std::path::{Path, PathBuf};
 
