@@ -159,6 +159,23 @@ pub struct Facts {
     pub removed: Vec<String>,
 }
 
+/// How many history entries `image` shares with `base`: the length of `base`'s history when
+/// that history, timestamps included, begins `image`'s; 0 otherwise (for example when the image
+/// was built `FROM scratch`). This is the `skip_base` that leaves out exactly the base image.
+pub fn base_history_len(image: &RawImage, base: &RawImage) -> usize {
+    let (Some(ours), Some(theirs)) = (
+        image.config["history"].as_array(),
+        base.config["history"].as_array(),
+    ) else {
+        return 0;
+    };
+    if !theirs.is_empty() && ours.len() >= theirs.len() && ours[..theirs.len()] == theirs[..] {
+        theirs.len()
+    } else {
+        0
+    }
+}
+
 /// Read the image at `path` and compute its facts.
 pub fn image_facts(path: &Path, opts: &Options) -> Result<Facts> {
     let raw = read_image(path, opts.reference.as_deref())
@@ -1176,6 +1193,18 @@ mod tests {
         assert_eq!(v["layers"][0]["entries"][1]["path"], "/data/.wh..wh..opq");
         assert_eq!(v["filesystem"][2]["mode"], "4755");
         assert!(v["filesystem"][2].get("mtime").is_some());
+    }
+
+    #[test]
+    fn base_history_len_needs_the_whole_base_history_as_a_prefix() {
+        let image = raw();
+        let mut base = raw();
+        base.config["history"] = serde_json::json!([image.config["history"][0].clone()]);
+        assert_eq!(base_history_len(&image, &base), 1);
+        base.config["history"][0]["created"] = "2025-01-01T00:00:00Z".into();
+        assert_eq!(base_history_len(&image, &base), 0);
+        base.config["history"] = serde_json::json!([]);
+        assert_eq!(base_history_len(&image, &base), 0);
     }
 
     #[test]
