@@ -200,16 +200,41 @@ impl Files {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let bytes = decompress(bytes)?;
         let mut files = HashMap::new();
+        // `docker save` writes a layer that two images entries share once, and a symlink to it
+        // for the others.
+        let mut links = Vec::new();
         let mut archive = tar::Archive::new(bytes.as_slice());
         for entry in archive.entries()? {
             let mut entry = entry?;
-            if entry.header().entry_type() != tar::EntryType::Regular {
-                continue;
-            }
             let name = normalize(&entry.path()?.to_string_lossy());
-            let mut data = Vec::with_capacity(entry.size() as usize);
-            entry.read_to_end(&mut data)?;
-            files.insert(name, data);
+            match entry.header().entry_type() {
+                tar::EntryType::Regular => {
+                    let mut data = Vec::with_capacity(entry.size() as usize);
+                    entry.read_to_end(&mut data)?;
+                    files.insert(name, data);
+                }
+                tar::EntryType::Symlink => {
+                    if let Some(target) = entry.link_name()? {
+                        let target = normalize(&format!(
+                            "{}/{}",
+                            parent(&name),
+                            target.to_string_lossy()
+                        ));
+                        links.push((name, target));
+                    }
+                }
+                tar::EntryType::Link => {
+                    if let Some(target) = entry.link_name()? {
+                        links.push((name, normalize(&target.to_string_lossy())));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (name, target) in links {
+            if let Some(data) = files.get(&target).cloned() {
+                files.insert(name, data);
+            }
         }
         Ok(Files::Tar(files))
     }
