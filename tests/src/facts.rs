@@ -215,11 +215,8 @@ impl Files {
                 }
                 tar::EntryType::Symlink => {
                     if let Some(target) = entry.link_name()? {
-                        let target = normalize(&format!(
-                            "{}/{}",
-                            parent(&name),
-                            target.to_string_lossy()
-                        ));
+                        let target =
+                            normalize(&format!("{}/{}", parent(&name), target.to_string_lossy()));
                         links.push((name, target));
                     }
                 }
@@ -991,6 +988,191 @@ impl Facts {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Using the reference corpus: staging a case's context, and comparing facts with expectations.
+
+/// The mtime that `tests/reference/record.sh` gives every file of a case's context.
+pub const CONTEXT_MTIME: u64 = 1_000_000;
+
+/// Copy a case's context from `src` to `dst` the way `record.sh` stages it for BuildKit:
+/// directories 0755, files 0755 when any execute bit is set and 0644 otherwise (the modes git
+/// keeps), symlinks as they are, every mtime set to [`CONTEXT_MTIME`]. A COPY then records the
+/// same modes and mtimes whatever the checkout's umask and time.
+pub fn stage_context(src: &Path, dst: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dst)?;
+    for entry in walk(src)? {
+        let rel = entry.strip_prefix(src)?;
+        let to = dst.join(rel);
+        let meta = std::fs::symlink_metadata(&entry)?;
+        if meta.file_type().is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&entry)?, &to)?;
+        } else if meta.is_dir() {
+            std::fs::create_dir_all(&to)?;
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755))?;
+        } else {
+            std::fs::copy(&entry, &to)?;
+            let mode = if meta.permissions().mode() & 0o111 != 0 {
+                0o755
+            } else {
+                0o644
+            };
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode))?;
+        }
+    }
+    std::fs::set_permissions(dst, std::fs::Permissions::from_mode(0o755))?;
+    // `touch -h` sets symlinks' own mtimes too, exactly as record.sh does.
+    let status = std::process::Command::new("find")
+        .arg(dst)
+        .args(["-exec", "touch", "-h", "-d"])
+        .arg(format!("@{CONTEXT_MTIME}"))
+        .args(["{}", "+"])
+        .status()
+        .context("running find/touch")?;
+    ensure!(
+        status.success(),
+        "setting mtimes under {} failed",
+        dst.display()
+    );
+    Ok(())
+}
+
+/// Every path under `dir`, parents before children, sorted.
+fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut names: Vec<_> = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    names.sort();
+    for path in names {
+        out.push(path.clone());
+        if std::fs::symlink_metadata(&path)?.is_dir() {
+            out.extend(walk(&path)?);
+        }
+    }
+    Ok(out)
+}
+
+/// The differences between an expectation from `tests/reference/expected/` and the facts of an
+/// image (as [`Facts::to_value`] gives them), one line each; empty when they agree.
+///
+/// A recorded expectation must match member for member, except the members named in `ignore`
+/// (for example `"mtime"`); entry lists are matched by `path`. A derived expectation
+/// (`"derived": true`, written by hand) checks only what it states: `config`, `history`,
+/// `layer_count`, and the fields of each `filesystem_includes` entry (`content` is for people),
+/// and that no `filesystem_excludes` path exists.
+pub fn compare(expected: &Value, actual: &Value, ignore: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    if expected["derived"].as_bool() == Some(true) {
+        for key in ["skipped_history", "config", "history"] {
+            if let Some(e) = expected.get(key) {
+                diff_value(key, e, &actual[key], ignore, &mut out);
+            }
+        }
+        if let Some(n) = expected["layer_count"].as_u64() {
+            let got = actual["layers"].as_array().map_or(0, Vec::len) as u64;
+            if got != n {
+                out.push(format!("layers: expected {n}, got {got}"));
+            }
+        }
+        let fs = by_path(&actual["filesystem"]);
+        for want in expected["filesystem_includes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let path = want["path"].as_str().unwrap_or_default();
+            let Some(got) = fs.get(path) else {
+                out.push(format!("filesystem: {path} is missing"));
+                continue;
+            };
+            for (k, v) in want.as_object().into_iter().flatten() {
+                if k != "content" && !ignore.contains(&k.as_str()) && got.get(k) != Some(v) {
+                    out.push(format!(
+                        "filesystem {path}: {k} expected {v}, got {}",
+                        got.get(k).unwrap_or(&Value::Null)
+                    ));
+                }
+            }
+        }
+        for gone in expected["filesystem_excludes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let path = gone.as_str().unwrap_or_default();
+            if fs.contains_key(path) {
+                out.push(format!("filesystem: {path} should not exist"));
+            }
+        }
+        return out;
+    }
+    diff_value("", expected, actual, ignore, &mut out);
+    out
+}
+
+fn by_path(list: &Value) -> BTreeMap<&str, &Value> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["path"].as_str().map(|p| (p, e)))
+        .collect()
+}
+
+fn diff_value(at: &str, e: &Value, a: &Value, ignore: &[&str], out: &mut Vec<String>) {
+    let sub = |k: &str| {
+        if at.is_empty() {
+            k.to_string()
+        } else {
+            format!("{at}.{k}")
+        }
+    };
+    match (e, a) {
+        (Value::Object(em), Value::Object(am)) => {
+            let keys: BTreeSet<&String> = em.keys().chain(am.keys()).collect();
+            for k in keys {
+                if ignore.contains(&k.as_str()) {
+                    continue;
+                }
+                match (em.get(k), am.get(k)) {
+                    (Some(ev), Some(av)) => diff_value(&sub(k), ev, av, ignore, out),
+                    (Some(ev), None) => out.push(format!("{}: missing, expected {ev}", sub(k))),
+                    (None, Some(av)) => out.push(format!("{}: unexpected {av}", sub(k))),
+                    (None, None) => {}
+                }
+            }
+        }
+        (Value::Array(ea), Value::Array(aa))
+            if ea.iter().chain(aa).all(|v| v["path"].is_string()) && !ea.is_empty() =>
+        {
+            let (em, am) = (by_path(e), by_path(a));
+            let keys: BTreeSet<&&str> = em.keys().chain(am.keys()).collect();
+            for k in keys {
+                match (em.get(*k), am.get(*k)) {
+                    (Some(ev), Some(av)) => diff_value(&format!("{at}[{k}]"), ev, av, ignore, out),
+                    (Some(_), None) => out.push(format!("{at}[{k}]: missing")),
+                    (None, Some(av)) => out.push(format!("{at}[{k}]: unexpected {av}")),
+                    (None, None) => {}
+                }
+            }
+        }
+        (Value::Array(ea), Value::Array(aa)) => {
+            if ea.len() != aa.len() {
+                out.push(format!(
+                    "{at}: expected {} items, got {}",
+                    ea.len(),
+                    aa.len()
+                ));
+            }
+            for (i, (ev, av)) in ea.iter().zip(aa).enumerate() {
+                diff_value(&format!("{at}[{i}]"), ev, av, ignore, out);
+            }
+        }
+        _ if e != a => out.push(format!("{at}: expected {e}, got {a}")),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1230,6 +1412,112 @@ mod tests {
         assert_eq!(base_history_len(&image, &base), 0);
         base.config["history"] = serde_json::json!([]);
         assert_eq!(base_history_len(&image, &base), 0);
+    }
+
+    #[test]
+    fn compare_reports_differences_by_path_and_checks_derived_subsets() {
+        let f = facts(&raw(), &Options::default()).unwrap().to_value();
+        assert!(compare(&f, &f, &[]).is_empty());
+        let mut other = f.clone();
+        other["config"]["WorkingDir"] = "/x".into();
+        other["filesystem"][1]["mode"] = "0700".into();
+        let diffs = compare(&f, &other, &[]);
+        assert_eq!(diffs.len(), 2, "{diffs:?}");
+        assert!(diffs[0].starts_with("config.WorkingDir"), "{diffs:?}");
+        assert!(
+            diffs[1].starts_with("filesystem[/bin/dangling].mode"),
+            "{diffs:?}"
+        );
+        assert!(compare(&f, &other, &["mode", "WorkingDir"]).is_empty());
+
+        let derived = serde_json::json!({
+            "derived": true,
+            "config": f["config"].clone(),
+            "layer_count": 3,
+            "filesystem_includes": [{"path": "/bin/tool", "mode": "4755", "content": "tool"}],
+            "filesystem_excludes": ["/etc/motd"],
+        });
+        assert!(compare(&derived, &f, &[]).is_empty());
+        let mut wrong = derived.clone();
+        wrong["filesystem_excludes"] = serde_json::json!(["/etc/keep"]);
+        wrong["layer_count"] = 2.into();
+        assert_eq!(compare(&wrong, &f, &[]).len(), 2);
+    }
+
+    #[test]
+    fn stage_context_fixes_modes_and_mtimes() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        std::fs::write(src.join("sub/f"), "f").unwrap();
+        std::fs::write(src.join("x"), "x").unwrap();
+        std::fs::set_permissions(src.join("x"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(src.join("sub/f"), std::fs::Permissions::from_mode(0o664))
+            .unwrap();
+        std::os::unix::fs::symlink("nowhere", src.join("link")).unwrap();
+        stage_context(&src, &dst).unwrap();
+        let meta = |p: &str| std::fs::symlink_metadata(dst.join(p)).unwrap();
+        assert_eq!(meta("x").mode() & 0o7777, 0o755);
+        assert_eq!(meta("sub/f").mode() & 0o7777, 0o644);
+        assert_eq!(meta("sub").mode() & 0o7777, 0o755);
+        assert_eq!(
+            std::fs::read_link(dst.join("link")).unwrap(),
+            Path::new("nowhere")
+        );
+        for p in ["x", "sub", "sub/f", "link"] {
+            assert_eq!(meta(p).mtime() as u64, CONTEXT_MTIME, "{p}");
+        }
+    }
+
+    /// Every case has a Dockerfile and exactly one expectation, and the expectations are facts.
+    #[test]
+    fn the_reference_corpus_is_complete() {
+        let root = crate::repo_root().join("tests/reference");
+        let mut cases = 0;
+        for entry in std::fs::read_dir(root.join("cases")).unwrap() {
+            let dir = entry.unwrap().path();
+            let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(dir.join("Dockerfile").is_file(), "{name}: no Dockerfile");
+            let case: Value =
+                serde_json::from_slice(&std::fs::read(dir.join("case.json")).unwrap())
+                    .unwrap_or_else(|e| panic!("{name}/case.json: {e}"));
+            assert!(
+                case["covers"].is_string(),
+                "{name}: case.json says nothing it covers"
+            );
+            let ok = root.join(format!("expected/{name}.json"));
+            let err = root.join(format!("expected/{name}.error.json"));
+            assert!(
+                ok.is_file() != err.is_file(),
+                "{name}: needs one expectation"
+            );
+            let expect_error = case["expect"].as_str() == Some("error");
+            assert_eq!(
+                err.is_file(),
+                expect_error,
+                "{name}: expect vs recorded outcome"
+            );
+            let path = if ok.is_file() { ok } else { err };
+            let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap())
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            if expect_error {
+                assert!(
+                    v["error"].is_string() && v["exit_status"].is_u64(),
+                    "{name}"
+                );
+            } else {
+                assert_eq!(v["format"], FORMAT, "{name}");
+                assert_eq!(
+                    v["derived"].as_bool() == Some(true),
+                    case["derived"] == true
+                );
+                assert!(v["config"].is_object(), "{name}");
+                assert!(compare(&v, &v, &[]).is_empty() || v["derived"] == true);
+            }
+            cases += 1;
+        }
+        assert!(cases >= 45, "only {cases} cases");
     }
 
     #[test]
