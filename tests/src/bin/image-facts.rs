@@ -1,7 +1,8 @@
 //! `image-facts`: print the canonical facts of an image (see `kiln_tests::facts`).
 //!
 //! ```text
-//! image-facts [--skip-base N | --base BASE-IMAGE] [--ref NAME] [-o OUT.json] IMAGE
+//! image-facts [--skip-base N | --base BASE-IMAGE] [--ref NAME] [--drop-config KEY]... [--drop-history-comments]
+//!             [-o OUT.json] IMAGE
 //! ```
 //!
 //! IMAGE is a docker-archive tarball (`docker save`) or an OCI image layout, as a directory or
@@ -32,6 +33,13 @@ struct Args {
     /// The image to read when the archive holds several: a repo tag or an OCI ref name.
     #[arg(long = "ref")]
     reference: Option<String>,
+    /// Leave this member out of the `config` object (repeatable), for builders that write
+    /// something random there, such as buildah's `Hostname`.
+    #[arg(long = "drop-config", value_name = "KEY")]
+    drop_config: Vec<String>,
+    /// Leave out the `comment` of every history entry (buildah writes its parent's random id).
+    #[arg(long)]
+    drop_history_comments: bool,
     /// Write the JSON here instead of standard output.
     #[arg(short, long)]
     output: Option<PathBuf>,
@@ -53,7 +61,18 @@ fn main() -> Result<()> {
         skip_base,
         reference: args.reference,
     };
-    let text = facts(&image, &opts)?.to_json_string();
+    let mut facts = facts(&image, &opts)?;
+    if let Some(config) = facts.config.as_object_mut() {
+        for key in &args.drop_config {
+            config.remove(key);
+        }
+    }
+    if args.drop_history_comments {
+        for h in &mut facts.history {
+            h.comment = None;
+        }
+    }
+    let text = facts.to_json_string();
     match args.output {
         Some(path) => {
             std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?
