@@ -14,9 +14,15 @@ pub mod copy;
 #[cfg(feature = "executor")]
 pub mod digest;
 #[cfg(feature = "executor")]
+pub mod export;
+#[cfg(feature = "executor")]
+pub mod progress;
+#[cfg(feature = "executor")]
 pub mod sandbox;
 #[cfg(feature = "executor")]
 pub mod snapshot;
+#[cfg(feature = "executor")]
+pub mod solve;
 #[cfg(feature = "executor")]
 pub mod store;
 #[cfg(feature = "executor")]

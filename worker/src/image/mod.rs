@@ -2,4 +2,6 @@
 
 pub mod config;
 #[cfg(feature = "executor")]
+pub mod layout;
+#[cfg(feature = "executor")]
 pub mod oci;

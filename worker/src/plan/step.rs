@@ -42,6 +42,10 @@ pub struct LoweredStage {
     pub steps: Vec<Step>,
     /// The image config at the end of the stage.
     pub config: ImageConfig,
+    /// The image's top-level `author`, which `MAINTAINER` sets (BuildKit does not make it a
+    /// label). `None` keeps the base image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
 }
 
 /// One instruction, ready to run.

@@ -53,6 +53,11 @@ impl Cancel {
         }
     }
 
+    /// Whether two handles control the same process.
+    pub fn same(&self, other: &Cancel) -> bool {
+        Arc::ptr_eq(&self.cancelled, &other.cancelled)
+    }
+
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::SeqCst)
     }

@@ -33,6 +33,9 @@ pub struct SnapshotMeta {
     /// True when the directory holds no change at all.
     #[serde(default)]
     pub empty: bool,
+    /// The original blob of an imported layer, exported as it is instead of recompressed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<LayerBlob>,
 }
 
 /// A layer blob derived from a snapshot.
@@ -255,6 +258,7 @@ mod tests {
                     parent: None,
                     diff_id: None,
                     empty: false,
+                    blob: None,
                 },
             )
             .unwrap();
@@ -294,6 +298,7 @@ mod tests {
                     parent: None,
                     diff_id: None,
                     empty: false,
+                    blob: None,
                 },
             )
             .unwrap();
@@ -306,6 +311,7 @@ mod tests {
                     parent: Some("base".into()),
                     diff_id: None,
                     empty: false,
+                    blob: None,
                 },
             )
             .unwrap();

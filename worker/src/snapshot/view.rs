@@ -109,6 +109,17 @@ impl View {
         self.stack(rel).map(|(found, _)| found)
     }
 
+    /// The real directories that make up a merged directory, topmost first: the lower layers an
+    /// overlay of just that directory needs (a bind mount `from` a stage with a `source`).
+    pub fn dir_layers(&self, rel: &Path) -> Option<Vec<PathBuf>> {
+        let (found, layers) = self.stack(rel)?;
+        if !found.meta.is_dir() {
+            return None;
+        }
+        let rel = rel_clean(rel);
+        Some(layers.iter().map(|&l| self.layers[l].join(&rel)).collect())
+    }
+
     /// The names in a merged directory, sorted by bytes.
     pub fn read_dir(&self, rel: &Path) -> io::Result<Vec<OsString>> {
         let (found, layers) = self.stack(rel).ok_or_else(|| not_found(rel))?;

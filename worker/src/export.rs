@@ -1,0 +1,94 @@
+//! Turning a solved stage into an image and writing it out: an OCI layout (directory or
+//! tarball), a docker-archive, or the plain filesystem.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use crate::copy;
+use crate::image::layout::Artifact;
+use crate::image::oci::{
+    Descriptor, MEDIA_TYPE_CONFIG, MEDIA_TYPE_MANIFEST, Manifest, now, rfc3339,
+};
+use crate::plan::step::{Copy, CopySource, Input};
+use crate::snapshot::view::View;
+use crate::solve::{Solver, StageResult};
+
+/// Options of the exported image.
+#[derive(Debug, Clone, Default)]
+pub struct ImageOptions {
+    /// `--label`: added to the config, over the Dockerfile's.
+    pub labels: BTreeMap<String, String>,
+    pub source_date_epoch: Option<i64>,
+}
+
+/// Build the image documents of a result and store them.
+pub fn assemble(
+    solver: &Solver<'_>,
+    result: &StageResult,
+    opts: &ImageOptions,
+) -> io::Result<Artifact> {
+    let store = solver.snapshots().store();
+    let blobs = solver.layers(result)?;
+    let mut image = result.image.clone();
+    image.rootfs.kind = "layers".into();
+    image.rootfs.diff_ids = blobs.iter().map(|b| b.diff_id.clone()).collect();
+    image.created = Some(opts.source_date_epoch.map_or_else(now, |e| rfc3339(e, 0)));
+    for (k, v) in &opts.labels {
+        image.config.labels.insert(k.clone(), v.clone());
+    }
+    let config_bytes = serde_json::to_vec(&image).map_err(io::Error::other)?;
+    let config_digest = store.put_blob(&config_bytes)?;
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(MEDIA_TYPE_MANIFEST.into()),
+        config: Descriptor::new(MEDIA_TYPE_CONFIG, config_digest, config_bytes.len() as u64),
+        layers: blobs
+            .iter()
+            .map(|b| Descriptor::new(&b.media_type, b.digest.clone(), b.size))
+            .collect(),
+        annotations: BTreeMap::new(),
+    };
+    let manifest_bytes = serde_json::to_vec(&manifest).map_err(io::Error::other)?;
+    let manifest_digest = store.put_blob(&manifest_bytes)?;
+    Ok(Artifact {
+        manifest,
+        manifest_bytes,
+        manifest_digest,
+        config_bytes,
+        platform: image.platform(),
+    })
+}
+
+/// Write the final filesystem of a result into a directory (`--output type=local`).
+pub fn write_local(
+    solver: &Solver<'_>,
+    result: &StageResult,
+    dest: &Path,
+) -> Result<(), copy::CopyError> {
+    fs::create_dir_all(dest)?;
+    let view = result.view(solver);
+    let op = Copy {
+        is_add: false,
+        from: Input::Stage(0),
+        sources: vec![CopySource::Path("/".into())],
+        dest: "/".into(),
+        workdir: "/".into(),
+        chown: None,
+        chmod: None,
+        link: true,
+        parents: false,
+        exclude: vec![],
+        checksum: None,
+        keep_git_dir: false,
+        unpack: false,
+    };
+    let empty = View::new(vec![]);
+    copy::copy(&copy::Request {
+        op: &op,
+        source: copy::Source::View(&view),
+        base: &empty,
+        upper: dest,
+    })
+}

@@ -1,0 +1,311 @@
+//! Base images: `FROM <image>`, `COPY --from=<image>` and `RUN --mount from=<image>`.
+//!
+//! An image reference is first looked up among the named build contexts, as written and then
+//! normalised (`busybox` matches `docker.io/library/busybox:latest`), as BuildKit does. An OCI
+//! layout's layers are unpacked once into snapshots named by their chain id, in parallel, with
+//! every blob checked against its digest and every layer against its diff id; the compressed
+//! blob is kept so that the exported image carries the base layers unchanged.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use kiln_crds::reference::Reference;
+
+use super::{BuildError, NamedContext, Solver, key};
+use crate::digest::{Digest, HashingReader};
+use crate::image::layout::Layout;
+use crate::image::oci::Image;
+use crate::progress::Event;
+use crate::snapshot::compress::Compression;
+use crate::snapshot::extract::{self, UnpackOptions};
+use crate::snapshot::layer::{LayerBlob, SnapshotMeta, chain_id};
+use crate::snapshot::view::View;
+
+/// A base image, unpacked.
+#[derive(Debug, Clone)]
+pub struct BaseImage {
+    pub key: Digest,
+    /// Snapshot ids of the non-empty layers, topmost first.
+    pub chain: Vec<String>,
+    /// Snapshot ids of all layers, bottom first.
+    pub layers: Vec<String>,
+    pub image: Image,
+}
+
+impl BaseImage {
+    pub fn view(&self, solver: &Solver<'_>) -> View {
+        View::new(
+            self.chain
+                .iter()
+                .map(|id| solver.snapshots.fs(id))
+                .collect(),
+        )
+    }
+}
+
+impl Solver<'_> {
+    /// Find the named context for a reference, as written or normalised.
+    fn named(&self, reference: &str) -> Option<&NamedContext> {
+        let named = &self.opts.named_contexts;
+        if let Some(c) = named.get(reference) {
+            return Some(c);
+        }
+        let wanted = Reference::parse(reference).ok()?;
+        named.iter().find_map(|(name, c)| {
+            let r = Reference::parse(name).ok()?;
+            (r.name() == wanted.name()
+                && r.tag_or_latest() == wanted.tag_or_latest()
+                && r.digest == wanted.digest)
+                .then_some(c)
+        })
+    }
+
+    /// Resolve and unpack an image, once per build.
+    pub(super) fn image(&self, reference: &str, label: &str) -> Result<Arc<BaseImage>, BuildError> {
+        if let Some(found) = self
+            .images
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(reference)
+        {
+            return Ok(found.clone());
+        }
+        let vertex = self.next_vertex();
+        let prefix = if label.is_empty() {
+            "[internal]".to_string()
+        } else {
+            format!("[{label} 1/?]")
+        };
+        self.event(Event::Start {
+            id: vertex,
+            name: format!("{prefix} FROM {reference}"),
+        });
+        let started = Instant::now();
+        let result = match self.named(reference).cloned() {
+            Some(NamedContext::OciLayout {
+                dir,
+                reference: inner,
+            }) => self.import_layout(&dir, inner.as_deref()),
+            Some(NamedContext::Dir(dir)) => self.import_dir(&dir),
+            None => Err(BuildError::Base(format!(
+                "image {reference} is not available: pulling from a registry is not supported yet; pass --build-context {reference}=oci-layout://DIR to use a local OCI layout"
+            ))),
+        };
+        match &result {
+            Ok(_) => self.event(Event::Done {
+                id: vertex,
+                seconds: started.elapsed().as_secs_f64(),
+            }),
+            Err(e) => self.event(Event::Error {
+                id: vertex,
+                message: e.to_string(),
+            }),
+        }
+        let base = Arc::new(result?);
+        self.images
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(reference.to_string(), base.clone());
+        Ok(base)
+    }
+
+    fn import_layout(&self, dir: &Path, wanted: Option<&str>) -> Result<BaseImage, BuildError> {
+        let layout = Layout::open(dir).map_err(|e| BuildError::Base(e.to_string()))?;
+        let resolved = layout
+            .resolve(wanted, &self.opts.platform)
+            .map_err(|e| BuildError::Base(e.to_string()))?;
+        let diff_ids = &resolved.image.rootfs.diff_ids;
+        if diff_ids.len() != resolved.manifest.layers.len() {
+            return Err(BuildError::Base(format!(
+                "image {} in {} has {} layers but {} diff ids",
+                resolved.manifest_digest,
+                dir.display(),
+                resolved.manifest.layers.len(),
+                diff_ids.len()
+            )));
+        }
+        let mut chain_ids = Vec::new();
+        let mut prev: Option<Digest> = None;
+        for d in diff_ids {
+            let c = chain_id(prev.as_ref(), d);
+            chain_ids.push(c.clone());
+            prev = Some(c);
+        }
+        // Unpack the missing layers in parallel: each goes to its own directory.
+        let missing: Vec<usize> = (0..chain_ids.len())
+            .filter(|&i| self.snapshots.get(chain_ids[i].hex()).is_none())
+            .collect();
+        let errors: Vec<BuildError> = std::thread::scope(|scope| {
+            let handles: Vec<_> = missing
+                .iter()
+                .map(|&i| {
+                    let (layout, desc, diff_id, chain) = (
+                        &layout,
+                        &resolved.manifest.layers[i],
+                        &diff_ids[i],
+                        &chain_ids[i],
+                    );
+                    let parent = (i > 0).then(|| chain_ids[i - 1].hex().to_string());
+                    scope.spawn(move || self.unpack_layer(layout, desc, diff_id, chain, parent))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .filter_map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(BuildError::Base("layer unpack panicked".into())))
+                        .err()
+                })
+                .collect()
+        });
+        if let Some(e) = errors.into_iter().next() {
+            return Err(e);
+        }
+        let layers: Vec<String> = chain_ids.iter().map(|c| c.hex().to_string()).collect();
+        let chain = layers
+            .iter()
+            .rev()
+            .filter(|id| self.snapshots.get(id).is_some_and(|m| !m.empty))
+            .cloned()
+            .collect();
+        Ok(BaseImage {
+            key: key::image(&resolved.config_digest),
+            chain,
+            layers,
+            image: resolved.image,
+        })
+    }
+
+    fn unpack_layer(
+        &self,
+        layout: &Layout,
+        desc: &crate::image::oci::Descriptor,
+        diff_id: &Digest,
+        chain: &Digest,
+        parent: Option<String>,
+    ) -> Result<(), BuildError> {
+        let base_err = |m: String| {
+            BuildError::Base(format!(
+                "layer {} of {}: {m}",
+                desc.digest,
+                layout.dir().display()
+            ))
+        };
+        let path = layout.blob_path(&desc.digest);
+        let file = File::open(&path).map_err(|e| base_err(e.to_string()))?;
+        let mut hashing = HashingReader::new(file);
+        let pending = self.snapshots.begin()?;
+        let opts = UnpackOptions {
+            layer: true,
+            overlay_xattr_prefix: crate::userns::overlay_xattr_prefix(),
+            chown: None,
+            ignore_chown_errors: matches!(
+                crate::userns::current(),
+                Some(crate::userns::Mapping::Single { .. })
+            ),
+        };
+        let unpacked = extract::unpack(&mut hashing, &pending.fs(), &opts)
+            .map_err(|e| base_err(e.to_string()))?;
+        std::io::copy(&mut hashing, &mut std::io::sink())?;
+        let (digest, size) = hashing.finish();
+        if digest != desc.digest {
+            return Err(base_err(format!("the blob's content has digest {digest}")));
+        }
+        if unpacked.diff_id != *diff_id {
+            return Err(base_err(format!(
+                "its diff id is {}, the config says {diff_id}",
+                unpacked.diff_id
+            )));
+        }
+        // Keep the original blob: the exported image reuses it as it is.
+        let mut writer = self.snapshots.store().blob_writer()?;
+        std::io::copy(&mut File::open(&path)?, &mut writer)?;
+        writer.commit()?;
+        let media_type = match desc.media_type.as_str() {
+            m if m.ends_with("+zstd") => Compression::Zstd.media_type().to_string(),
+            m if m.ends_with("gzip") => Compression::Gzip.media_type().to_string(),
+            _ => Compression::Uncompressed.media_type().to_string(),
+        };
+        let blob = LayerBlob {
+            diff_id: diff_id.clone(),
+            digest,
+            size,
+            media_type,
+        };
+        self.snapshots.commit(
+            pending,
+            chain.hex(),
+            SnapshotMeta {
+                parent,
+                diff_id: Some(diff_id.clone()),
+                empty: false,
+                blob: Some(blob),
+            },
+        )?;
+        Ok(())
+    }
+
+    /// A local directory as an image: one layer with its content, owners kept, no config.
+    fn import_dir(&self, dir: &Path) -> Result<BaseImage, BuildError> {
+        let ctx = crate::context::Context::from_dir(dir, None)
+            .map_err(|e| BuildError::Base(e.to_string()))?;
+        let mut hashes = crate::context::hash::HashCache::default();
+        let content = crate::context::hash::digest_paths(&ctx, &[String::new()], &mut hashes)?;
+        let id = key::step(
+            None,
+            "dir",
+            &dir.display().to_string(),
+            std::slice::from_ref(&content),
+        );
+        if self.snapshots.get(id.hex()).is_none() {
+            let pending = self.snapshots.begin()?;
+            let op = crate::plan::step::Copy {
+                is_add: false,
+                from: crate::plan::step::Input::Context,
+                sources: vec![crate::plan::step::CopySource::Path(".".into())],
+                dest: "/".into(),
+                workdir: "/".into(),
+                chown: None,
+                chmod: None,
+                link: true,
+                parents: false,
+                exclude: vec![],
+                checksum: None,
+                keep_git_dir: false,
+                unpack: false,
+            };
+            let empty = View::new(vec![]);
+            crate::copy::copy(&crate::copy::Request {
+                op: &op,
+                source: crate::copy::Source::Context(&ctx),
+                base: &empty,
+                upper: &pending.fs(),
+            })
+            .map_err(|e| BuildError::Base(format!("{}: {e}", dir.display())))?;
+            self.snapshots.commit(
+                pending,
+                id.hex(),
+                SnapshotMeta {
+                    parent: None,
+                    diff_id: None,
+                    empty: false,
+                    blob: None,
+                },
+            )?;
+        }
+        let mut image = Image::scratch(&self.opts.platform);
+        image.history.push(crate::image::oci::History {
+            created_by: Some(format!("local directory {}", dir.display())),
+            ..Default::default()
+        });
+        let layers = vec![id.hex().to_string()];
+        Ok(BaseImage {
+            key: id,
+            chain: layers.clone(),
+            layers,
+            image,
+        })
+    }
+}

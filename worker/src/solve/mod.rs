@@ -1,0 +1,355 @@
+//! Running a plan: every stage the target needs, in parallel where the graph allows, each step
+//! answered from the cache when its key is known.
+//!
+//! Each stage runs on its own thread and waits for another stage only when it needs it: its
+//! base (`FROM stage`), a `COPY --from`, a `RUN --mount from=`. The front end has already
+//! dropped the stages the target does not need and refused cycles, so nothing waits forever.
+//! The first failure stops every stage: running steps are killed, and nothing is exported.
+//!
+//! Layer tarballs are compressed on background threads as soon as a step's snapshot is
+//! committed, while the next steps run; export only waits for what is not yet done.
+
+mod base;
+mod key;
+mod run;
+mod stage;
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use thiserror::Error;
+
+pub use base::BaseImage;
+pub use stage::StageResult;
+
+use crate::context::Context;
+use crate::context::hash::HashCache;
+use crate::digest::Digest;
+use crate::image::config::ImageConfig;
+use crate::image::oci::Platform;
+use crate::plan::step::{Base, LoweredStage};
+use crate::progress::{Event, Sink};
+use crate::sandbox::run::{Cancel, Runner};
+use crate::snapshot::compress::Compression;
+use crate::snapshot::diff::TarOptions;
+use crate::snapshot::layer::{LayerBlob, Snapshots};
+use crate::store::Store;
+
+/// What the solver needs from the front end.
+pub trait Frontend: Sync {
+    /// How many stages the plan has (only those the target needs).
+    fn stage_count(&self) -> usize;
+    /// The stage to export.
+    fn target(&self) -> usize;
+    /// What a stage starts from.
+    fn base(&self, stage: usize) -> Base;
+    /// The stage's name in progress output: its `AS` name, or `stage-N`.
+    fn label(&self, stage: usize) -> String;
+    /// Lower a stage given its base's config. The error is a rendered diagnostic.
+    fn lower(&self, stage: usize, base: &ImageConfig) -> Result<LoweredStage, String>;
+}
+
+/// A named build context (`--build-context NAME=...`).
+#[derive(Debug, Clone)]
+pub enum NamedContext {
+    /// `oci-layout://DIR[:TAG|@DIGEST]`.
+    OciLayout {
+        dir: PathBuf,
+        reference: Option<String>,
+    },
+    /// A local directory.
+    Dir(PathBuf),
+}
+
+/// Build options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub platform: Platform,
+    pub compression: Compression,
+    pub source_date_epoch: Option<i64>,
+    /// Run every step, ignoring cached results (they are still recorded).
+    pub no_cache: bool,
+    pub named_contexts: HashMap<String, NamedContext>,
+    /// A fresh pid namespace and `/proc` per step; off in pods whose `/proc` is masked.
+    pub process_sandbox: bool,
+    /// `--allow security.insecure`.
+    pub allow_insecure: bool,
+    pub runner: Runner,
+    /// Where cache mounts live.
+    pub cache_mounts: PathBuf,
+    /// `--cache-mount-ns` / `BUILDKIT_CACHE_MOUNT_NS`.
+    pub cache_mount_ns: String,
+}
+
+/// Why a build failed.
+#[derive(Debug, Error)]
+pub enum BuildError {
+    /// A Dockerfile error, already rendered with its source line.
+    #[error("{0}")]
+    Frontend(String),
+    /// A step failed.
+    #[error("{location}: {instruction}: {message}")]
+    Step {
+        /// `Dockerfile:12`.
+        location: String,
+        /// The 1-based line, for showing the source.
+        line: u32,
+        instruction: String,
+        message: String,
+        /// The last lines the step printed.
+        tail: Vec<String>,
+    },
+    /// A base image or named context could not be used.
+    #[error("{0}")]
+    Base(String),
+    #[error("the build was cancelled because another stage failed")]
+    Cancelled,
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// A stage's outcome, shared by the stages that wait for it.
+struct Slot {
+    state: Mutex<Option<Result<Arc<StageResult>, String>>>,
+    ready: Condvar,
+}
+
+/// Runs one build.
+pub struct Solver<'a> {
+    frontend: &'a dyn Frontend,
+    context: &'a Context,
+    snapshots: Snapshots,
+    opts: &'a Options,
+    progress: &'a dyn Sink,
+    slots: Vec<Slot>,
+    failed: AtomicBool,
+    cancels: Mutex<Vec<Cancel>>,
+    hashes: Mutex<HashCache>,
+    vertex: AtomicUsize,
+    layer_jobs: Mutex<HashMap<String, JoinHandle<io::Result<LayerBlob>>>>,
+    /// Stages whose layers end up in the exported image: the target and its `FROM` ancestors.
+    exported: HashSet<usize>,
+    images: Mutex<HashMap<String, Arc<BaseImage>>>,
+    /// Counters for reports and tests.
+    pub stats: Stats,
+}
+
+/// What a build did.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub steps: AtomicUsize,
+    pub cached: AtomicUsize,
+    pub runs: AtomicUsize,
+}
+
+impl<'a> Solver<'a> {
+    pub fn new(
+        frontend: &'a dyn Frontend,
+        context: &'a Context,
+        store: &Store,
+        opts: &'a Options,
+        progress: &'a dyn Sink,
+    ) -> Solver<'a> {
+        let mut exported = HashSet::new();
+        let mut s = frontend.target();
+        while exported.insert(s) {
+            if let Base::Stage(parent) = frontend.base(s) {
+                s = parent;
+            }
+        }
+        let hashes = HashCache::load(
+            store
+                .root()
+                .join("context-hashes")
+                .join(Digest::of(context.root().as_os_str().as_encoded_bytes()).hex()),
+        );
+        Solver {
+            frontend,
+            context,
+            snapshots: Snapshots::new(store.clone()),
+            opts,
+            progress,
+            slots: (0..frontend.stage_count())
+                .map(|_| Slot {
+                    state: Mutex::new(None),
+                    ready: Condvar::new(),
+                })
+                .collect(),
+            failed: AtomicBool::new(false),
+            cancels: Mutex::new(Vec::new()),
+            hashes: Mutex::new(hashes),
+            vertex: AtomicUsize::new(0),
+            layer_jobs: Mutex::new(HashMap::new()),
+            exported,
+            images: Mutex::new(HashMap::new()),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn snapshots(&self) -> &Snapshots {
+        &self.snapshots
+    }
+
+    /// Build every stage; return the target's result.
+    pub fn solve(&self) -> Result<Arc<StageResult>, BuildError> {
+        let n = self.frontend.stage_count();
+        let target = self.frontend.target();
+        let mut errors: Vec<(usize, BuildError)> = Vec::new();
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..n)
+                .map(|i| {
+                    scope.spawn(move || {
+                        let result = self.run_stage(i);
+                        let slot = &self.slots[i];
+                        let mut state = slot.state.lock().unwrap_or_else(|e| e.into_inner());
+                        *state = Some(match &result {
+                            Ok(r) => Ok(r.clone()),
+                            Err(e) => Err(e.to_string()),
+                        });
+                        slot.ready.notify_all();
+                        drop(state);
+                        if result.is_err() {
+                            self.fail();
+                        }
+                        result.err()
+                    })
+                })
+                .collect();
+            for (i, h) in handles.into_iter().enumerate() {
+                match h.join() {
+                    Ok(Some(e)) => errors.push((i, e)),
+                    Ok(None) => {}
+                    Err(_) => errors.push((
+                        i,
+                        BuildError::Io(io::Error::other("a stage thread panicked")),
+                    )),
+                }
+            }
+        });
+        let _ = self.hashes.lock().map(|h| h.save());
+        // Report the first real failure, not the cancellations it caused.
+        if let Some(pos) = errors
+            .iter()
+            .position(|(_, e)| !matches!(e, BuildError::Cancelled))
+        {
+            return Err(errors.swap_remove(pos).1);
+        }
+        if let Some((_, e)) = errors.pop() {
+            return Err(e);
+        }
+        self.wait_stage(target)
+    }
+
+    /// Stop everything: the first failure cancels the other stages and kills running steps.
+    fn fail(&self) {
+        if !self.failed.swap(true, Ordering::SeqCst) {
+            for c in self
+                .cancels
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+            {
+                c.cancel();
+            }
+        }
+        for slot in &self.slots {
+            slot.ready.notify_all();
+        }
+    }
+
+    fn check(&self) -> Result<(), BuildError> {
+        if self.failed.load(Ordering::SeqCst) {
+            Err(BuildError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Wait for a stage's result.
+    fn wait_stage(&self, i: usize) -> Result<Arc<StageResult>, BuildError> {
+        let slot = &self.slots[i];
+        let mut state = slot.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(r) = &*state {
+                return r.clone().map_err(|_| BuildError::Cancelled);
+            }
+            if self.failed.load(Ordering::SeqCst) {
+                return Err(BuildError::Cancelled);
+            }
+            state = slot.ready.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn next_vertex(&self) -> usize {
+        self.vertex.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    fn event(&self, e: Event) {
+        self.progress.event(e);
+    }
+
+    fn tar_options(&self) -> TarOptions {
+        TarOptions {
+            source_date_epoch: self.opts.source_date_epoch,
+        }
+    }
+
+    /// Start compressing a snapshot's layer in the background.
+    fn start_layer(&self, id: &str) {
+        let mut jobs = self.layer_jobs.lock().unwrap_or_else(|e| e.into_inner());
+        if jobs.contains_key(id) {
+            return;
+        }
+        let snapshots = self.snapshots.clone();
+        let (id_owned, compression, tar) =
+            (id.to_string(), self.opts.compression, self.tar_options());
+        jobs.insert(
+            id.to_string(),
+            std::thread::spawn(move || snapshots.layer(&id_owned, compression, &tar)),
+        );
+    }
+
+    /// The layer blob of a snapshot: imported layers as they came, others compressed now or by
+    /// the background job started at commit.
+    pub fn layer(&self, id: &str) -> io::Result<LayerBlob> {
+        if let Some(blob) = self.snapshots.get(id).and_then(|m| m.blob) {
+            return Ok(blob);
+        }
+        let job = self
+            .layer_jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        match job {
+            Some(handle) => handle
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("layer compression panicked"))),
+            None => self
+                .snapshots
+                .layer(id, self.opts.compression, &self.tar_options()),
+        }
+    }
+
+    /// The layer blobs of a result, in order.
+    pub fn layers(&self, result: &StageResult) -> io::Result<Vec<LayerBlob>> {
+        result.layers.iter().map(|id| self.layer(id)).collect()
+    }
+}
+
+impl Drop for Solver<'_> {
+    fn drop(&mut self) {
+        // Let unfinished background compression finish; its results are cached for next time.
+        for (_, job) in self
+            .layer_jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+        {
+            let _ = job.join();
+        }
+    }
+}

@@ -1,0 +1,477 @@
+//! RUN steps: the sandbox spec from the step, the mounts, and the mount points that must not
+//! stay in the layer.
+
+use std::collections::VecDeque;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::Solver;
+use super::stage::State;
+use crate::digest::{Digest, KeyHasher};
+use crate::plan::step::{Input, Mount, Network, Run, Security};
+use crate::progress::Event;
+use crate::sandbox::run::{Cancel, RunError, Stream};
+use crate::sandbox::spec::{self, MountKind, Overlay, Rootfs, Spec};
+use crate::snapshot::diff::is_opaque;
+use crate::snapshot::layer::Pending;
+use crate::snapshot::view::View;
+
+/// `/etc/hosts` of a step, as BuildKit writes it.
+const HOSTS: &str =
+    "127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n";
+const HOSTNAME: &str = "buildkitsandbox";
+/// Lines of output kept for the error report of a failed step.
+const TAIL_LINES: usize = 12;
+
+/// The last lines of a step's output.
+#[derive(Default)]
+struct Tail {
+    lines: VecDeque<String>,
+    partial: String,
+}
+
+impl Tail {
+    fn push(&mut self, data: &[u8]) {
+        self.partial.push_str(&String::from_utf8_lossy(data));
+        while let Some(i) = self.partial.find('\n') {
+            let line: String = self.partial.drain(..=i).collect();
+            self.lines.push_back(line.trim_end().to_string());
+            if self.lines.len() > TAIL_LINES {
+                self.lines.pop_front();
+            }
+        }
+    }
+
+    fn into_lines(mut self) -> Vec<String> {
+        if !self.partial.is_empty() {
+            self.lines.push_back(std::mem::take(&mut self.partial));
+        }
+        self.lines.into()
+    }
+}
+
+impl Solver<'_> {
+    /// What a RUN reads besides its own filesystem: bind mount sources.
+    pub(super) fn run_inputs(&self, run: &Run) -> Result<Vec<Digest>, String> {
+        let mut inputs = Vec::new();
+        for m in &run.mounts {
+            if let Mount::Bind { from, source, .. } = m {
+                inputs.push(self.input_key(from)?);
+                if *from == Input::Context {
+                    let rel = crate::context::ignore::clean(source);
+                    let rels = if rel.is_empty() {
+                        vec![String::new()]
+                    } else {
+                        vec![rel]
+                    };
+                    let mut hashes = self.hashes.lock().unwrap_or_else(|e| e.into_inner());
+                    let d = crate::context::hash::digest_paths(self.context, &rels, &mut hashes)
+                        .map_err(|e| format!("bind mount source {source:?}: {e}"))?;
+                    inputs.push(d);
+                }
+            }
+        }
+        Ok(inputs)
+    }
+
+    pub(super) fn execute_run(
+        &self,
+        state: &State,
+        run: &Run,
+        pending: &Pending,
+        vertex: usize,
+    ) -> Result<(), (String, Vec<String>)> {
+        let plain = |e: String| (e, Vec::new());
+        if run.security == Security::Insecure && !self.opts.allow_insecure {
+            return Err(plain("RUN --security=insecure is not allowed: pass --allow security.insecure to permit it".into()));
+        }
+        let mut lowers = state.lowers(self);
+        let view = View::new(lowers.clone());
+        if lowers.is_empty() {
+            lowers.push(self.empty_dir().map_err(|e| plain(e.to_string()))?);
+        }
+        let passwd =
+            String::from_utf8_lossy(&view.read(Path::new("etc/passwd")).unwrap_or_default())
+                .into_owned();
+        let group = String::from_utf8_lossy(&view.read(Path::new("etc/group")).unwrap_or_default())
+            .into_owned();
+        let user = crate::userdb::exec_user(&run.user, &passwd, &group)
+            .map_err(|e| plain(e.to_string()))?;
+        let mut env = run.env.clone();
+        if !env.iter().any(|e| e.starts_with("HOME=")) {
+            env.push(format!(
+                "HOME={}",
+                user.home
+                    .as_deref()
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or("/")
+            ));
+        }
+
+        let scratch = self
+            .snapshots
+            .store()
+            .temp_dir("run")
+            .map_err(|e| plain(e.to_string()))?;
+        let files = scratch.path().join("files");
+        std::fs::create_dir_all(&files).map_err(|e| plain(e.to_string()))?;
+        std::fs::write(files.join("hosts"), HOSTS).map_err(|e| plain(e.to_string()))?;
+        let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
+        std::fs::write(files.join("resolv.conf"), resolv).map_err(|e| plain(e.to_string()))?;
+        let mut mounts = vec![
+            spec::Mount {
+                target: "/etc/hosts".into(),
+                kind: MountKind::Bind {
+                    source: files.join("hosts"),
+                },
+                readonly: true,
+            },
+            spec::Mount {
+                target: "/etc/resolv.conf".into(),
+                kind: MountKind::Bind {
+                    source: files.join("resolv.conf"),
+                },
+                readonly: true,
+            },
+        ];
+        for (n, file) in run.files.iter().enumerate() {
+            let host = files.join(format!("inline-{n}"));
+            std::fs::write(&host, &file.content).map_err(|e| plain(e.to_string()))?;
+            std::fs::set_permissions(&host, std::fs::Permissions::from_mode(file.mode))
+                .map_err(|e| plain(e.to_string()))?;
+            mounts.push(spec::Mount {
+                target: file.path.clone(),
+                kind: MountKind::Bind { source: host },
+                readonly: true,
+            });
+        }
+        for (n, m) in run.mounts.iter().enumerate() {
+            if let Some(mount) = self.step_mount(m, scratch.path(), n).map_err(plain)? {
+                mounts.push(mount);
+            }
+        }
+        // Mount points the image lacks are created for the step and removed after it, as
+        // BuildKit's mount stub cleaner does; /dev, /proc and /sys stay, as in BuildKit.
+        let stubs: Vec<PathBuf> = mounts
+            .iter()
+            .filter_map(|m| {
+                let resolved = view
+                    .resolve(Path::new(m.target.trim_start_matches('/')), true)
+                    .ok()?;
+                view.lstat(&resolved).is_none().then_some(resolved)
+            })
+            .collect();
+
+        let mountpoint = scratch.path().join("rootfs");
+        std::fs::create_dir(&mountpoint).map_err(|e| plain(e.to_string()))?;
+        let spec = Spec {
+            rootfs: Rootfs::Overlay(Overlay {
+                lowers,
+                upper: Some(pending.fs()),
+                work: Some(pending.work()),
+                userxattr: crate::userns::in_user_namespace(),
+            }),
+            mountpoint,
+            mounts,
+            args: run.args.clone(),
+            env,
+            cwd: run.workdir.clone(),
+            uid: user.uid,
+            gid: user.gid,
+            additional_gids: user.additional_gids,
+            hostname: HOSTNAME.into(),
+            isolate_network: run.network == Network::None,
+            process_sandbox: self.opts.process_sandbox,
+            insecure: run.security == Security::Insecure,
+            error_file: scratch.path().join("error"),
+        };
+        let cancel = Cancel::default();
+        self.cancels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(cancel.clone());
+        if self.failed.load(std::sync::atomic::Ordering::SeqCst) {
+            cancel.cancel();
+        }
+        self.stats
+            .runs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut tail = Tail::default();
+        let result = self
+            .opts
+            .runner
+            .run(&spec, scratch.path(), &cancel, &mut |stream, data| {
+                tail.push(data);
+                let stream = if stream == Stream::Stdout {
+                    "stdout"
+                } else {
+                    "stderr"
+                };
+                self.event(Event::Output {
+                    id: vertex,
+                    stream,
+                    data: String::from_utf8_lossy(data).into_owned(),
+                });
+            });
+        self.cancels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|c| !c.same(&cancel));
+        let command = run.args.join(" ");
+        match result {
+            Ok(0) => {}
+            Ok(code) => {
+                return Err((
+                    format!(
+                        "process \"{command}\" did not complete successfully: exit code: {code}"
+                    ),
+                    tail.into_lines(),
+                ));
+            }
+            Err(RunError::Cancelled) => return Err(("cancelled".into(), vec![])),
+            Err(e) => {
+                return Err((
+                    format!("process \"{command}\" could not run: {e}"),
+                    tail.into_lines(),
+                ));
+            }
+        }
+        clean_stubs(&pending.fs(), &view, &stubs)
+            .map_err(|e| plain(format!("cleaning mount points: {e}")))?;
+        Ok(())
+    }
+
+    /// An empty directory, the lower layer of a step on an empty filesystem.
+    fn empty_dir(&self) -> std::io::Result<PathBuf> {
+        let dir = self.snapshots.store().root().join("empty");
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    /// The sandbox mount for one `RUN --mount`; `None` when it is skipped (an optional secret
+    /// that was not given).
+    fn step_mount(
+        &self,
+        m: &Mount,
+        scratch: &Path,
+        n: usize,
+    ) -> Result<Option<spec::Mount>, String> {
+        Ok(Some(match m {
+            Mount::Bind {
+                target,
+                from,
+                source,
+                readwrite,
+            } => {
+                let (layers, file) = match from {
+                    Input::Context => {
+                        let root = View::new(vec![self.context.root().to_path_buf()]);
+                        let rel = root
+                            .resolve(Path::new(source.trim_start_matches('/')), true)
+                            .map_err(|e| e.to_string())?;
+                        let found = root.lstat(&rel).ok_or_else(|| {
+                            format!("bind mount source \"{source}\" not found in the build context")
+                        })?;
+                        if found.meta.is_dir() {
+                            (vec![found.real], None)
+                        } else {
+                            (vec![], Some(found.real))
+                        }
+                    }
+                    Input::Stage(_) | Input::Image(_) => {
+                        let view = match from {
+                            Input::Stage(j) => {
+                                self.wait_stage(*j).map_err(|e| e.to_string())?.view(self)
+                            }
+                            Input::Image(r) => {
+                                self.image(r, "").map_err(|e| e.to_string())?.view(self)
+                            }
+                            Input::Context => unreachable!(),
+                        };
+                        let rel = view
+                            .resolve(Path::new(source.trim_start_matches('/')), true)
+                            .map_err(|e| e.to_string())?;
+                        let found = view
+                            .lstat(&rel)
+                            .ok_or_else(|| format!("bind mount source \"{source}\" not found"))?;
+                        if found.meta.is_dir() {
+                            (view.dir_layers(&rel).unwrap_or_default(), None)
+                        } else {
+                            (vec![], Some(found.real))
+                        }
+                    }
+                };
+                let kind = if let Some(file) = file {
+                    if *readwrite {
+                        // Writes to an `rw` bind are discarded: give the step a copy.
+                        let copy = scratch.join(format!("bind-{n}"));
+                        std::fs::copy(&file, &copy).map_err(|e| e.to_string())?;
+                        MountKind::Bind { source: copy }
+                    } else {
+                        MountKind::Bind { source: file }
+                    }
+                } else {
+                    let mut lowers = layers;
+                    // A second, empty lower makes overlayfs hide whiteouts even when only one
+                    // layer contributes.
+                    lowers.push(self.empty_dir().map_err(|e| e.to_string())?);
+                    let (upper, work) = if *readwrite {
+                        let (u, w) = (
+                            scratch.join(format!("bind-{n}-upper")),
+                            scratch.join(format!("bind-{n}-work")),
+                        );
+                        std::fs::create_dir_all(&u).map_err(|e| e.to_string())?;
+                        std::fs::create_dir_all(&w).map_err(|e| e.to_string())?;
+                        (Some(u), Some(w))
+                    } else {
+                        (None, None)
+                    };
+                    MountKind::Overlay(Overlay {
+                        lowers,
+                        upper,
+                        work,
+                        userxattr: crate::userns::in_user_namespace(),
+                    })
+                };
+                spec::Mount {
+                    target: target.clone(),
+                    kind,
+                    readonly: !*readwrite,
+                }
+            }
+            Mount::Cache {
+                id,
+                target,
+                readonly,
+                mode,
+                uid,
+                gid,
+                ..
+            } => {
+                let mut h = KeyHasher::new("cache-mount/v1");
+                h.str(&self.opts.cache_mount_ns)
+                    .str(id)
+                    .str(&uid.to_string())
+                    .str(&gid.to_string())
+                    .str(&format!("{mode:o}"));
+                let dir = self.opts.cache_mounts.join(h.finish().hex());
+                if !dir.exists() {
+                    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                    std::os::unix::fs::lchown(&dir, Some(*uid), Some(*gid))
+                        .map_err(|e| e.to_string())?;
+                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(*mode))
+                        .map_err(|e| e.to_string())?;
+                }
+                spec::Mount {
+                    target: target.clone(),
+                    kind: MountKind::Bind { source: dir },
+                    readonly: *readonly,
+                }
+            }
+            Mount::Tmpfs { target, size } => spec::Mount {
+                target: target.clone(),
+                kind: MountKind::Tmpfs {
+                    size: *size,
+                    mode: 0o1777,
+                },
+                readonly: false,
+            },
+            Mount::Secret { id, required, .. } => {
+                if *required {
+                    return Err(format!("secret {id} is required but was not provided"));
+                }
+                return Ok(None);
+            }
+            Mount::Ssh { id, required, .. } => {
+                if *required {
+                    return Err(format!("ssh key {id} is required but was not provided"));
+                }
+                return Ok(None);
+            }
+        }))
+    }
+}
+
+/// Remove the mount points a step created, and the directories created only to hold them. A
+/// directory copied up from below is removed too when nothing else changed in it.
+fn clean_stubs(upper: &Path, base: &View, stubs: &[PathBuf]) -> std::io::Result<()> {
+    for stub in stubs {
+        let path = upper.join(stub);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => {
+                if std::fs::read_dir(&path)?.next().is_some() {
+                    continue;
+                }
+                std::fs::remove_dir(&path)?;
+            }
+            Ok(m) if m.is_file() && m.len() == 0 => std::fs::remove_file(&path)?,
+            _ => continue,
+        }
+        let mut parent = stub.parent();
+        while let Some(rel) = parent.filter(|p| !p.as_os_str().is_empty()) {
+            let dir = upper.join(rel);
+            let Ok(meta) = std::fs::symlink_metadata(&dir) else {
+                break;
+            };
+            if !meta.is_dir() || is_opaque(&dir) || std::fs::read_dir(&dir)?.next().is_some() {
+                break;
+            }
+            let unchanged_copy_up = base.lstat(rel).is_none_or(|below| {
+                below.meta.is_dir()
+                    && below.meta.mode() == meta.mode()
+                    && below.meta.uid() == meta.uid()
+                    && below.meta.gid() == meta.gid()
+            });
+            if !unchanged_copy_up {
+                break;
+            }
+            std::fs::remove_dir(&dir)?;
+            parent = rel.parent();
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let mut t = Tail::default();
+        for i in 0..20 {
+            t.push(format!("line {i}\n").as_bytes());
+        }
+        t.push(b"partial");
+        let lines = t.into_lines();
+        assert_eq!(lines.len(), TAIL_LINES + 1);
+        assert_eq!(lines.last().unwrap(), "partial");
+        assert_eq!(lines[0], "line 9");
+    }
+
+    #[test]
+    fn stubs_and_their_created_parents_are_removed_but_real_changes_stay() {
+        let d = tempfile::tempdir().unwrap();
+        let (upper, lower) = (d.path().join("u"), d.path().join("l"));
+        std::fs::create_dir_all(lower.join("var")).unwrap();
+        std::fs::create_dir_all(upper.join("var/cache/app")).unwrap();
+        std::fs::create_dir_all(upper.join("run/secrets")).unwrap();
+        std::fs::write(upper.join("run/secrets/token"), b"").unwrap();
+        std::fs::create_dir_all(upper.join("etc")).unwrap();
+        std::fs::write(upper.join("etc/hosts"), b"").unwrap();
+        std::fs::write(upper.join("etc/real"), b"kept").unwrap();
+        let view = View::new(vec![lower]);
+        let stubs: Vec<PathBuf> = ["var/cache/app", "run/secrets/token", "etc/hosts"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        clean_stubs(&upper, &view, &stubs).unwrap();
+        assert!(
+            !upper.join("var").exists(),
+            "var was only copied up to hold the stub"
+        );
+        assert!(!upper.join("run").exists());
+        assert!(!upper.join("etc/hosts").exists());
+        assert!(upper.join("etc/real").exists());
+    }
+}

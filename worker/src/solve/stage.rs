@@ -1,0 +1,412 @@
+//! One stage: its base, then each step, from the cache or executed.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{BuildError, Solver, key};
+use crate::copy::{self, CopyError};
+use crate::digest::Digest;
+use crate::image::config::{DEFAULT_PATH, ImageConfig};
+use crate::image::oci::{History, Image, now, rfc3339};
+use crate::plan::step::{Base, Input, Location, Op, Step};
+use crate::progress::Event;
+use crate::snapshot::layer::{Pending, SnapshotMeta};
+use crate::snapshot::view::View;
+
+/// The filesystem and image a stage produced.
+#[derive(Debug, Clone)]
+pub struct StageResult {
+    pub label: String,
+    /// The key of the stage's final filesystem.
+    pub key: Digest,
+    /// Snapshot ids of the non-empty layers, topmost first: the overlay lower layers.
+    pub chain: Vec<String>,
+    /// Snapshot ids of the image's layers, bottom first, one per non-empty history entry.
+    pub layers: Vec<String>,
+    /// Config and history; `rootfs.diff_ids` is filled at export.
+    pub image: Image,
+}
+
+impl StageResult {
+    /// The stage's filesystem, read without mounting.
+    pub fn view(&self, solver: &Solver<'_>) -> View {
+        View::new(
+            self.chain
+                .iter()
+                .map(|id| solver.snapshots.fs(id))
+                .collect(),
+        )
+    }
+}
+
+/// The state a stage carries from step to step.
+pub(super) struct State {
+    pub stage: usize,
+    pub key: Digest,
+    pub chain: Vec<String>,
+    pub layers: Vec<String>,
+    pub image: Image,
+}
+
+impl State {
+    pub fn lowers(&self, solver: &Solver<'_>) -> Vec<PathBuf> {
+        self.chain
+            .iter()
+            .map(|id| solver.snapshots.fs(id))
+            .collect()
+    }
+}
+
+/// The config BuildKit gives `FROM scratch`: the default `PATH` and `/` as working directory.
+pub fn scratch_config() -> ImageConfig {
+    ImageConfig {
+        env: vec![format!("PATH={DEFAULT_PATH}")],
+        working_dir: "/".into(),
+        ..Default::default()
+    }
+}
+
+fn location_text(l: &Location) -> String {
+    format!("{}:{}", l.file, l.line)
+}
+
+impl Solver<'_> {
+    pub(super) fn run_stage(&self, i: usize) -> Result<Arc<StageResult>, BuildError> {
+        self.check()?;
+        let label = self.frontend.label(i);
+        let mut state = match self.frontend.base(i) {
+            Base::Scratch => State {
+                stage: i,
+                key: key::scratch(&self.opts.platform),
+                chain: vec![],
+                layers: vec![],
+                image: Image {
+                    config: scratch_config(),
+                    ..Image::scratch(&self.opts.platform)
+                },
+            },
+            Base::Stage(j) => {
+                let parent = self.wait_stage(j)?;
+                State {
+                    stage: i,
+                    key: parent.key.clone(),
+                    chain: parent.chain.clone(),
+                    layers: parent.layers.clone(),
+                    image: parent.image.clone(),
+                }
+            }
+            Base::Image(reference) => {
+                let base = self.image(&reference, &label)?;
+                let mut image = base.image.clone();
+                // BuildKit gives a base without PATH the default one.
+                if image.config.env_get("PATH").is_none() {
+                    image.config.env.insert(0, format!("PATH={DEFAULT_PATH}"));
+                }
+                State {
+                    stage: i,
+                    key: base.key.clone(),
+                    chain: base.chain.clone(),
+                    layers: base.layers.clone(),
+                    image,
+                }
+            }
+        };
+        let lowered = self
+            .frontend
+            .lower(i, &state.image.config)
+            .map_err(BuildError::Frontend)?;
+        let total = lowered
+            .steps
+            .iter()
+            .filter(|s| !matches!(s.op, Op::Config))
+            .count()
+            + 1;
+        let mut position = 1;
+        for step in &lowered.steps {
+            self.check()?;
+            let created = self
+                .opts
+                .source_date_epoch
+                .map_or_else(now, |e| rfc3339(e, 0));
+            let empty_layer = matches!(step.op, Op::Config);
+            if !empty_layer {
+                position += 1;
+                let name = format!("[{label} {position}/{total}] {}", step.display);
+                self.step(&mut state, step, name)?;
+            }
+            state.image.history.push(History {
+                created: Some(created),
+                created_by: Some(step.created_by.clone()),
+                author: None,
+                comment: Some("buildkit.dockerfile.v0".into()),
+                empty_layer,
+            });
+        }
+        state.image.config = lowered.config;
+        if lowered.author.is_some() {
+            state.image.author = lowered.author;
+        }
+        Ok(Arc::new(StageResult {
+            label,
+            key: state.key,
+            chain: state.chain,
+            layers: state.layers,
+            image: state.image,
+        }))
+    }
+
+    /// Run (or find in the cache) one filesystem step and put its snapshot on the stage.
+    fn step(&self, state: &mut State, step: &Step, name: String) -> Result<(), BuildError> {
+        let vertex = self.next_vertex();
+        self.event(Event::Start { id: vertex, name });
+        let started = Instant::now();
+        let fail = |message: String, tail: Vec<String>| {
+            self.event(Event::Error {
+                id: vertex,
+                message: message.clone(),
+            });
+            BuildError::Step {
+                location: location_text(&step.location),
+                line: step.location.line,
+                instruction: step.display.clone(),
+                message,
+                tail,
+            }
+        };
+        let (kind, inputs, link) = match &step.op {
+            Op::Run(run) => (
+                "run",
+                self.run_inputs(run).map_err(|e| fail(e, vec![]))?,
+                false,
+            ),
+            Op::Copy(c) => (
+                "copy",
+                self.copy_inputs(c).map_err(|e| fail(e, vec![]))?,
+                c.link,
+            ),
+            Op::Workdir { .. } => ("workdir", vec![], false),
+            Op::Config => unreachable!("config steps make no snapshot"),
+        };
+        let step_key = key::step(
+            if link { None } else { Some(&state.key) },
+            kind,
+            &step.op,
+            &inputs,
+        );
+        let id = if self.opts.no_cache {
+            format!("{}-{}", step_key.hex(), std::process::id())
+        } else {
+            step_key.hex().to_string()
+        };
+        self.stats
+            .steps
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cached = !self.opts.no_cache && self.snapshots.get(&id).is_some();
+        if cached {
+            self.stats
+                .cached
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.event(Event::Cached { id: vertex });
+        } else {
+            let pending = self.snapshots.begin()?;
+            let result = match &step.op {
+                Op::Run(run) => self.execute_run(state, run, &pending, vertex),
+                Op::Copy(c) => self
+                    .execute_copy(state, c, &pending)
+                    .map_err(|e| (e, vec![])),
+                Op::Workdir { path, user } => self
+                    .execute_workdir(state, path, user, &pending)
+                    .map_err(|e| (e, vec![])),
+                Op::Config => unreachable!(),
+            };
+            if let Err((message, tail)) = result {
+                return Err(if self.failed.load(std::sync::atomic::Ordering::SeqCst) {
+                    BuildError::Cancelled
+                } else {
+                    fail(message, tail)
+                });
+            }
+            let meta = SnapshotMeta {
+                parent: state.chain.first().cloned(),
+                diff_id: None,
+                empty: false,
+                blob: None,
+            };
+            self.snapshots.commit(pending, &id, meta)?;
+            self.event(Event::Done {
+                id: vertex,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+        if self.exported.contains(&state.stage) {
+            self.start_layer(&id);
+        }
+        let empty = self.snapshots.get(&id).is_none_or(|m| m.empty);
+        if !empty {
+            state.chain.insert(0, id.clone());
+        }
+        // BuildKit gives every RUN, COPY, ADD and WORKDIR a layer, empty or not.
+        state.layers.push(id);
+        state.key = if link {
+            key::rebase(&state.key, &step_key)
+        } else {
+            step_key
+        };
+        Ok(())
+    }
+
+    pub(super) fn input_key(&self, input: &Input) -> Result<Digest, String> {
+        match input {
+            Input::Context => Ok(Digest::of(b"context")),
+            Input::Stage(j) => self
+                .wait_stage(*j)
+                .map(|r| r.key.clone())
+                .map_err(|e| e.to_string()),
+            Input::Image(reference) => self
+                .image(reference, "")
+                .map(|b| b.key.clone())
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    fn copy_inputs(&self, c: &crate::plan::step::Copy) -> Result<Vec<Digest>, String> {
+        use crate::plan::step::CopySource;
+        let mut inputs = vec![self.input_key(&c.from)?];
+        if c.from == Input::Context {
+            let mut rels = Vec::new();
+            for source in &c.sources {
+                if let CopySource::Path(p) = source {
+                    match self.context.expand(p) {
+                        Ok(found) => rels.extend(found),
+                        // A wildcard that matches nothing copies nothing (BuildKit); a plain
+                        // path must exist.
+                        Err(_) if crate::context::glob::has_meta(p) => {}
+                        Err(_) => {
+                            return Err(format!(
+                                "failed to compute cache key: \"/{}\" not found",
+                                p.trim_start_matches('/')
+                            ));
+                        }
+                    }
+                }
+            }
+            let mut hashes = self.hashes.lock().unwrap_or_else(|e| e.into_inner());
+            inputs.push(
+                crate::context::hash::digest_paths(self.context, &rels, &mut hashes)
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        Ok(inputs)
+    }
+
+    fn execute_copy(
+        &self,
+        state: &State,
+        c: &crate::plan::step::Copy,
+        pending: &Pending,
+    ) -> Result<(), String> {
+        let base = View::new(state.lowers(self));
+        let stage_view;
+        let image_view;
+        let source = match &c.from {
+            Input::Context => copy::Source::Context(self.context),
+            Input::Stage(j) => {
+                stage_view = self.wait_stage(*j).map_err(|e| e.to_string())?.view(self);
+                copy::Source::View(&stage_view)
+            }
+            Input::Image(reference) => {
+                image_view = self
+                    .image(reference, "")
+                    .map_err(|e| e.to_string())?
+                    .view(self);
+                copy::Source::View(&image_view)
+            }
+        };
+        let upper = pending.fs();
+        copy::copy(&copy::Request {
+            op: c,
+            source,
+            base: &base,
+            upper: &upper,
+        })
+        .map_err(|e| match e {
+            CopyError::Context(crate::context::ContextError::NotFound { path }) => {
+                format!(
+                    "failed to compute cache key: \"/{}\" not found",
+                    path.trim_start_matches('/')
+                )
+            }
+            e => e.to_string(),
+        })
+    }
+
+    /// WORKDIR: create every missing component, owned by the current user (BuildKit).
+    fn execute_workdir(
+        &self,
+        state: &State,
+        path: &str,
+        user: &str,
+        pending: &Pending,
+    ) -> Result<(), String> {
+        let view = View::new(state.lowers(self));
+        let passwd =
+            String::from_utf8_lossy(&view.read(Path::new("etc/passwd")).unwrap_or_default())
+                .into_owned();
+        let group = String::from_utf8_lossy(&view.read(Path::new("etc/group")).unwrap_or_default())
+            .into_owned();
+        let owner = if user.is_empty() {
+            (0, 0)
+        } else {
+            let u = crate::userdb::exec_user(user, &passwd, &group).map_err(|e| e.to_string())?;
+            (u.uid, u.gid)
+        };
+        let upper = pending.fs();
+        let mut overlay = vec![upper.clone()];
+        overlay.extend(view.layers().iter().cloned());
+        let merged = View::new(overlay);
+        let resolved = merged
+            .resolve(Path::new(path.trim_start_matches('/')), true)
+            .map_err(|e| e.to_string())?;
+        let mut rel = PathBuf::new();
+        for comp in resolved.components() {
+            let parent_rel = rel.clone();
+            rel.push(comp);
+            if merged.lstat(&rel).is_some_and(|f| f.meta.is_dir()) {
+                continue;
+            }
+            // The parent is copied up, keeping its metadata, before the new directory appears.
+            copy_up_dirs(&view, &upper, &parent_rel).map_err(|e| e.to_string())?;
+            let dir = upper.join(&rel);
+            std::fs::create_dir(&dir).map_err(|e| e.to_string())?;
+            std::os::unix::fs::lchown(&dir, Some(owner.0), Some(owner.1))
+                .map_err(|e| e.to_string())?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// Copy the directories of `rel` (all of its components) up from `base` into `upper`, with their
+/// owners, modes and times, as overlayfs does before it changes a directory.
+pub(super) fn copy_up_dirs(base: &View, upper: &Path, rel: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mut path = PathBuf::new();
+    for comp in rel.components() {
+        path.push(comp);
+        let dest = upper.join(&path);
+        if dest.symlink_metadata().is_ok() {
+            continue;
+        }
+        std::fs::create_dir(&dest)?;
+        if let Some(found) = base.lstat(&path) {
+            let m = found.meta;
+            std::os::unix::fs::lchown(&dest, Some(m.uid()), Some(m.gid()))?;
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(m.mode() & 0o7777))?;
+            crate::snapshot::extract::set_mtime(&dest, m.mtime())?;
+        }
+    }
+    Ok(())
+}
