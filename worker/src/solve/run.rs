@@ -446,7 +446,7 @@ mod tests {
         let lines = t.into_lines();
         assert_eq!(lines.len(), TAIL_LINES + 1);
         assert_eq!(lines.last().unwrap(), "partial");
-        assert_eq!(lines[0], "line 9");
+        assert_eq!(lines[0], "line 8");
     }
 
     #[test]
