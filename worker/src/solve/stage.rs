@@ -144,8 +144,8 @@ impl Solver<'_> {
             });
         }
         state.image.config = lowered.config;
-        if lowered.author.is_some() {
-            state.image.author = lowered.author;
+        if !lowered.author.is_empty() {
+            state.image.author = Some(lowered.author);
         }
         Ok(Arc::new(StageResult {
             label,
