@@ -94,11 +94,21 @@ impl Env for EnvList {
 #[error("{message}")]
 pub struct ExpandError {
     pub message: String,
+    /// The failure is a `${name?}` or `${name:?}` check, so it depends on the variables.
+    pub env_dependent: bool,
 }
 
 fn err<T>(message: impl Into<String>) -> Result<T, ExpandError> {
     Err(ExpandError {
         message: message.into(),
+        env_dependent: false,
+    })
+}
+
+fn env_err<T>(message: impl Into<String>) -> Result<T, ExpandError> {
+    Err(ExpandError {
+        message: message.into(),
+        env_dependent: true,
     })
 }
 
@@ -466,7 +476,7 @@ impl ShellWord<'_> {
             }),
             '+' => Ok(if unset_or_null { String::new() } else { word }),
             '?' => match value {
-                None => err(format!(
+                None => env_err(format!(
                     "{name}: {}",
                     if word.is_empty() {
                         "is not allowed to be unset"
@@ -474,7 +484,7 @@ impl ShellWord<'_> {
                         &word
                     }
                 )),
-                Some(v) if null_is_unset && v.is_empty() => err(format!(
+                Some(v) if null_is_unset && v.is_empty() => env_err(format!(
                     "{name}: {}",
                     if word.is_empty() {
                         "is not allowed to be empty"

@@ -77,62 +77,8 @@ const MAX_ERRORS: usize = 50;
 /// Parse a Dockerfile. `name` is the file name as the user gave it; it appears in diagnostics.
 pub fn parse(name: &str, text: &str) -> Result<Dockerfile, Diagnostics> {
     let src = SourceFile::new(name, text);
-    let mut diags: Vec<Diagnostic> = Vec::new();
-    let mut instructions = Vec::new();
     let mut scanner = lines::Scanner::new(src.text());
-    let mut saw_any = false;
-    while let Some(line) = scanner.next_line() {
-        saw_any = true;
-        let parts = instruction::split_command(&line.text, 0);
-        let mut bodies = Vec::new();
-        if instruction::can_contain_heredoc(&parts) {
-            let mut cursor = 0;
-            for opener in heredoc::openers(&line.text) {
-                let at = line.text[cursor..]
-                    .find(&opener.word)
-                    .map_or(cursor, |i| cursor + i);
-                cursor = (at + opener.word.len()).min(line.text.len());
-                match scanner.heredoc_body(&opener.name, opener.chomp) {
-                    Some((content, _)) => bodies.push((opener, content)),
-                    None => {
-                        diags.push(
-                            Diagnostic::error(
-                                &src,
-                                line.span(at, at + opener.word.len()),
-                                "unterminated heredoc",
-                            )
-                            .with_label(format!("no line `{}` ends this heredoc", opener.name))
-                            .with_help(format!(
-                                "end the heredoc with a line that contains only `{}`{}",
-                                opener.name,
-                                if opener.chomp {
-                                    " (leading tabs allowed)"
-                                } else {
-                                    ""
-                                }
-                            )),
-                        );
-                        break;
-                    }
-                }
-            }
-        }
-        let end_line = scanner.current_line().max(line.last_line);
-        let ctx = Ctx {
-            src: &src,
-            escape: scanner.escape,
-            line: &line,
-        };
-        let parsed = instruction::parse(&ctx, &parts, &bodies, end_line);
-        diags.extend(parsed.diagnostics);
-        if let Some(i) = parsed.instruction {
-            instructions.push(i);
-        }
-        if diags.iter().filter(|d| d.is_error()).count() >= MAX_ERRORS {
-            break;
-        }
-    }
-
+    let (instructions, mut diags, saw_any) = read_instructions(&src, &mut scanner);
     let escape = scanner.escape;
     let issues = std::mem::take(&mut scanner.issues);
     let directives = scanner.directives.clone();
@@ -219,6 +165,93 @@ pub fn parse(name: &str, text: &str) -> Result<Dockerfile, Diagnostics> {
         stages,
         warnings: diags,
     })
+}
+
+/// Read every instruction of a file, collecting diagnostics.
+fn read_instructions(
+    src: &Arc<SourceFile>,
+    scanner: &mut lines::Scanner<'_>,
+) -> (Vec<Instruction>, Vec<Diagnostic>, bool) {
+    let mut diags: Vec<Diagnostic> = Vec::new();
+    let mut instructions = Vec::new();
+    let mut saw_any = false;
+    while let Some(line) = scanner.next_line() {
+        saw_any = true;
+        let parts = instruction::split_command(&line.text, 0);
+        let mut bodies = Vec::new();
+        if instruction::can_contain_heredoc(&parts) {
+            let mut cursor = 0;
+            for opener in heredoc::openers(&line.text) {
+                let at = line.text[cursor..]
+                    .find(&opener.word)
+                    .map_or(cursor, |i| cursor + i);
+                cursor = (at + opener.word.len()).min(line.text.len());
+                match scanner.heredoc_body(&opener.name, opener.chomp) {
+                    Some((content, _)) => bodies.push((opener, content)),
+                    None => {
+                        diags.push(
+                            Diagnostic::error(
+                                src,
+                                line.span(at, at + opener.word.len()),
+                                "unterminated heredoc",
+                            )
+                            .with_label(format!("no line `{}` ends this heredoc", opener.name))
+                            .with_help(format!(
+                                "end the heredoc with a line that contains only `{}`{}",
+                                opener.name,
+                                if opener.chomp {
+                                    " (leading tabs allowed)"
+                                } else {
+                                    ""
+                                }
+                            )),
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+        let end_line = scanner.current_line().max(line.last_line);
+        let ctx = Ctx {
+            src,
+            escape: scanner.escape,
+            line: &line,
+        };
+        let parsed = instruction::parse(&ctx, &parts, &bodies, end_line);
+        diags.extend(parsed.diagnostics);
+        if let Some(i) = parsed.instruction {
+            instructions.push(i);
+        }
+        if diags.iter().filter(|d| d.is_error()).count() >= MAX_ERRORS {
+            break;
+        }
+    }
+    (instructions, diags, saw_any)
+}
+
+/// Parse an ONBUILD trigger, as an image's `OnBuild` stores it, into its one instruction.
+/// Triggers are parsed as a file of their own, so with the default escape character.
+pub fn parse_trigger(text: &str) -> Result<Instruction, String> {
+    let src = SourceFile::new("<ONBUILD trigger>", text);
+    let mut scanner = lines::Scanner::new(src.text());
+    let (mut instructions, diags, _) = read_instructions(&src, &mut scanner);
+    if let Some(e) = diags.iter().find(|d| d.is_error()) {
+        return Err(e.message.clone());
+    }
+    if instructions.len() != 1 {
+        return Err("onbuild trigger should be a single expression".into());
+    }
+    let i = instructions.remove(0);
+    if matches!(
+        i.kind,
+        Kind::From(_) | Kind::Maintainer(_) | Kind::Onbuild(_)
+    ) {
+        return Err(format!(
+            "{} isn't allowed as an ONBUILD trigger",
+            i.keyword.to_uppercase()
+        ));
+    }
+    Ok(i)
 }
 
 /// The build checks of BuildKit that need only the parsed file.

@@ -38,18 +38,27 @@ pub enum Base {
 /// A stage lowered for execution, given its base image's config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoweredStage {
-    /// The steps, in order, including the base image's ONBUILD triggers first.
+    /// The steps, in order, including the base image's ONBUILD triggers first. Every step gets
+    /// a history entry; ONBUILD itself has none in BuildKit, so it is not a step (its trigger is
+    /// in `config.on_build`).
     pub steps: Vec<Step>,
     /// The image config at the end of the stage.
     pub config: ImageConfig,
+    /// The image's top-level `author`, set by MAINTAINER (BuildKit writes it there, not as a
+    /// label). Empty when unset.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub author: String,
 }
 
 /// One instruction, ready to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Step {
     pub location: Location,
-    /// The instruction as progress shows it: keyword and arguments on one line, flags included,
-    /// variables not expanded, as BuildKit prints `[stage 2/5] RUN make`.
+    /// The instruction as progress shows it, without the `[stage 2/5]` prefix: keyword and
+    /// arguments on one line, flags included, as BuildKit prints `[stage 2/5] RUN make`. Like
+    /// BuildKit, variables whose value is known are expanded (in RUN, unknown ones are left as
+    /// written); a heredoc RUN ends with ` (first line...)`; ONBUILD triggers start with
+    /// `ONBUILD `.
     pub display: String,
     /// The `created_by` of this step's history entry, exactly as BuildKit writes it
     /// (`RUN /bin/sh -c make # buildkit`, `COPY app /app # buildkit`, `ENV A=b`, `WORKDIR /src`).
