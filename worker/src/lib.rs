@@ -4,6 +4,7 @@
 //! front end (`dockerfile`, `plan`) needs nothing from the host; everything that executes a build
 //! sits behind the `executor` feature, so the operator can link the front end alone.
 
+pub mod dockerfile;
 pub mod image;
 pub mod plan;
 

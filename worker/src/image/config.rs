@@ -45,7 +45,8 @@ pub struct ImageConfig {
         skip_serializing_if = "String::is_empty"
     )]
     pub working_dir: String,
-    /// `LABEL` (and `MAINTAINER`, which BuildKit turns into the `maintainer` label).
+    /// `LABEL`. (BuildKit writes `MAINTAINER` to the image's top-level `author`, not here; see
+    /// `LoweredStage::author`.)
     #[serde(rename = "Labels", default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     /// `STOPSIGNAL`.
@@ -55,8 +56,8 @@ pub struct ImageConfig {
         skip_serializing_if = "String::is_empty"
     )]
     pub stop_signal: String,
-    /// Set by BuildKit when CMD/ENTRYPOINT came from a shell form on Windows; kept for
-    /// round-tripping base images.
+    /// Set by BuildKit on every `CMD` (a Docker image spec field kept for backward
+    /// compatibility), and kept when round-tripping base images.
     #[serde(rename = "ArgsEscaped", default, skip_serializing_if = "is_false")]
     pub args_escaped: bool,
     /// `HEALTHCHECK`.

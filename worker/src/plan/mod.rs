@@ -1,3 +1,771 @@
 //! The build plan: stages as a graph, and each stage lowered into executable steps.
+//!
+//! [`build`] turns a parsed [`Dockerfile`], build arguments and a target into a [`Plan`]:
+//! - every stage with its base (an image, `scratch`, or an earlier stage) and its platform;
+//! - the references between stages, from `FROM <stage>`, `COPY --from`, `RUN --mount from=` and
+//!   the ONBUILD triggers of a base stage, by name or by index;
+//! - the target stage and the stages it needs; the others are pruned;
+//! - each needed stage lowered once with what is known before any image is fetched, which
+//!   gives the static image config and every cache, secret and ssh mount.
+//!
+//! The executor calls [`lower`] again at build time with the real base image config.
+//!
+//! BuildKit's rules for stages (dockerfile2llb):
+//! - Stage names are lowercased; `FROM x` names a stage only if an earlier stage is named `x`
+//!   exactly; otherwise it is an image reference. `scratch` is the empty image.
+//! - `COPY --from=x` and `RUN --mount from=x` name a stage (case-insensitively), else an image;
+//!   `COPY --from=<n>` is the stage with index n. A stage may only use earlier stages; a cycle is
+//!   an error. Neither expands variables.
+//! - The image of `FROM` and `--platform` are expanded with the global scope only: the ARGs
+//!   before the first FROM, the build arguments that override them, and the automatic platform
+//!   arguments.
 
+mod gofmt;
+mod lower;
+pub mod path;
+pub mod platform;
+pub mod reference;
 pub mod step;
+pub mod summary;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::dockerfile::expand::{EnvList, Lexer};
+use crate::dockerfile::instruction::Kind;
+use crate::dockerfile::{Diagnostic, Diagnostics, Dockerfile, Severity, Span, suggest};
+use crate::image::config::ImageConfig;
+pub use lower::lower;
+pub use platform::Platform;
+use step::{Base, Input, Location, LoweredStage};
+
+/// What the plan is built for.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    /// `--build-arg NAME=VALUE`.
+    pub build_args: BTreeMap<String, String>,
+    /// `--target`: the stage to build; the last stage if unset.
+    pub target: Option<String>,
+    /// The platform of the build machine (`BUILDPLATFORM`).
+    pub build_platform: Platform,
+    /// The platform the image is for (`TARGETPLATFORM`).
+    pub target_platform: Platform,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            build_args: BTreeMap::new(),
+            target: None,
+            build_platform: Platform::host(),
+            target_platform: Platform::host(),
+        }
+    }
+}
+
+/// Why one stage needs another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DependencyKind {
+    /// `FROM <stage>`.
+    Base,
+    /// `COPY --from=<stage>`.
+    CopyFrom,
+    /// `RUN --mount=...,from=<stage>`.
+    MountFrom,
+    /// A `COPY --from` or `--mount from=` in an ONBUILD trigger of the base stage.
+    Onbuild,
+}
+
+/// An edge of the stage graph.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Dependency {
+    pub stage: usize,
+    pub kind: DependencyKind,
+    pub location: Location,
+}
+
+/// One stage of the plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stage {
+    pub index: usize,
+    /// The `AS` name, lowercased.
+    pub name: Option<String>,
+    pub base: Base,
+    /// `FROM --platform`, expanded and normalised.
+    pub platform: Option<Platform>,
+    pub location: Location,
+    /// Stages this one uses, in instruction order.
+    pub dependencies: Vec<Dependency>,
+    /// Images used by `COPY --from` or `--mount from=` (not stages).
+    pub images: Vec<String>,
+    /// Whether the target needs this stage.
+    pub needed: bool,
+    /// The stage lowered with the config known before any image is fetched (an empty base image
+    /// config, or its base stage's static config). `None` for unneeded stages.
+    pub lowered: Option<LoweredStage>,
+}
+
+impl Stage {
+    /// How progress and errors name the stage: its name, or `stage-N`.
+    pub fn display_name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("stage-{}", self.index))
+    }
+}
+
+/// The build graph of a Dockerfile.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub dockerfile: Dockerfile,
+    pub stages: Vec<Stage>,
+    /// The stage to build.
+    pub target: usize,
+    /// The needed stages in an order that builds dependencies first.
+    pub order: Vec<usize>,
+    pub build_platform: Platform,
+    pub target_platform: Platform,
+    /// The global scope: automatic platform arguments and the ARGs before the first FROM.
+    pub global_args: EnvList,
+    pub build_args: BTreeMap<String, String>,
+    pub warnings: Vec<Diagnostic>,
+    /// Per stage: the build arguments in scope at its end, and which variables an ARG set last
+    /// (a `FROM <stage>` child inherits both, as in BuildKit).
+    scopes: Vec<Option<lower::Scope>>,
+}
+
+/// Build arguments BuildKit passes to RUN as proxy settings without an ARG declaring them.
+pub const PROXY_ARGS: &[&str] = &[
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "FTP_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+];
+
+/// The automatic platform arguments, from the build and target platforms (BuildKit's
+/// `defaultArgs`); build arguments of the same names override them.
+fn platform_args(opts: &PlanOptions) -> EnvList {
+    let b = &opts.build_platform;
+    let t = &opts.target_platform;
+    let mut env = EnvList::new();
+    for (k, v) in [
+        ("BUILDPLATFORM", b.to_string()),
+        ("BUILDOS", b.os.clone()),
+        ("BUILDOSVERSION", String::new()),
+        ("BUILDARCH", b.architecture.clone()),
+        ("BUILDVARIANT", b.variant.clone()),
+        ("TARGETPLATFORM", t.to_string()),
+        ("TARGETOS", t.os.clone()),
+        ("TARGETOSVERSION", String::new()),
+        ("TARGETARCH", t.architecture.clone()),
+        ("TARGETVARIANT", t.variant.clone()),
+    ] {
+        let v = opts.build_args.get(k).cloned().unwrap_or(v);
+        env.set(k, &v);
+    }
+    env
+}
+
+/// A stage reference resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Ref {
+    Stage(usize),
+    Image(String),
+    /// `--from=<n>` out of range.
+    BadIndex(i64),
+}
+
+/// Resolve `--from` (or a mount's `from=`): a stage name (the last stage with that name), an
+/// index when `by_index`, or an image.
+pub(crate) fn resolve_ref(df: &Dockerfile, name: &str, by_index: bool) -> Ref {
+    if by_index && let Ok(n) = parse_go_int(name) {
+        return usize::try_from(n)
+            .ok()
+            .filter(|&i| i < df.stages.len())
+            .map_or(Ref::BadIndex(n), Ref::Stage);
+    }
+    let lower = name.to_lowercase();
+    match df
+        .stages
+        .iter()
+        .rposition(|s| s.from_args().name.as_deref() == Some(lower.as_str()))
+    {
+        Some(i) => Ref::Stage(i),
+        None => Ref::Image(name.to_string()),
+    }
+}
+
+/// Go's `strconv.Atoi`.
+fn parse_go_int(s: &str) -> Result<i64, ()> {
+    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(());
+    }
+    s.parse::<i64>().map_err(|_| ())
+}
+
+/// Build the plan. Every independent problem is reported; warnings go in [`Plan::warnings`].
+pub fn build(df: Dockerfile, opts: &PlanOptions) -> Result<Plan, Diagnostics> {
+    let src = df.source.clone();
+    let mut diags: Vec<Diagnostic> = df.warnings.clone();
+    let lexer = Lexer::new(df.escape);
+
+    // The global scope: platform arguments, then the ARGs before the first FROM.
+    let mut global = platform_args(opts);
+    for i in &df.meta_args {
+        let Kind::Arg(defs) = &i.kind else { continue };
+        for def in defs {
+            let value = match opts.build_args.get(&def.key) {
+                Some(v) => Some(v.clone()),
+                None => match &def.value {
+                    Some(v) => match lexer.word(v, &global) {
+                        Ok(e) => Some(e.value),
+                        Err(e) => {
+                            diags.push(Diagnostic::error(&src, i.args_span, e.message));
+                            None
+                        }
+                    },
+                    None => None,
+                },
+            };
+            if let Some(v) = value {
+                global.set(&def.key, &v);
+            }
+        }
+    }
+
+    let mut stages: Vec<Stage> = Vec::new();
+    for (index, def) in df.stages.iter().enumerate() {
+        let from = def.from_args();
+        let base = match lexer.word(&from.image, &global) {
+            Err(e) => {
+                diags.push(Diagnostic::error(&src, from.image_span, e.message));
+                Base::Scratch
+            }
+            Ok(e) if e.value.is_empty() => {
+                let mut d = Diagnostic::error(
+                    &src,
+                    from.image_span,
+                    format!("base name ({}) should not be blank", from.image),
+                );
+                if let Some(v) = e.unmatched.iter().next() {
+                    d = d.with_help(format!(
+                        "`{v}` is not set: declare `ARG {v}=<default>` before the first FROM, or pass --build-arg {v}=..."
+                    ));
+                }
+                diags.push(d);
+                Base::Scratch
+            }
+            Ok(e) => resolve_base(&df, index, &e.value, from.image_span, &mut diags),
+        };
+        let platform = match &from.platform {
+            None => None,
+            Some((p, span)) => match lexer.word(p, &global) {
+                Err(e) => {
+                    diags.push(Diagnostic::error(
+                        &src,
+                        *span,
+                        format!(
+                            "failed to process arguments for platform {p}: {}",
+                            e.message
+                        ),
+                    ));
+                    None
+                }
+                Ok(e) if e.value.is_empty() => {
+                    diags.push(Diagnostic::error(
+                        &src,
+                        *span,
+                        format!("empty platform value from expression {p}"),
+                    ));
+                    None
+                }
+                Ok(e) => match Platform::parse(&e.value) {
+                    Ok(p) => Some(p),
+                    Err(msg) => {
+                        diags.push(
+                            Diagnostic::error(
+                                &src,
+                                *span,
+                                format!("failed to parse platform {p}: {msg}"),
+                            )
+                            .with_help("platforms look like linux/amd64 or linux/arm64/v8"),
+                        );
+                        None
+                    }
+                },
+            },
+        };
+        stages.push(Stage {
+            index,
+            name: from.name.clone(),
+            base,
+            platform,
+            location: def.from.location.clone(),
+            dependencies: Vec::new(),
+            images: Vec::new(),
+            needed: false,
+            lowered: None,
+        });
+    }
+
+    // Edges: base, COPY --from, --mount from=, and the ONBUILD triggers of a base stage.
+    for (index, stage) in stages.iter_mut().enumerate() {
+        let mut deps = Vec::new();
+        let mut images = Vec::new();
+        if let Base::Stage(b) = stage.base {
+            deps.push(Dependency {
+                stage: b,
+                kind: DependencyKind::Base,
+                location: stage.location.clone(),
+            });
+        }
+        let def = &df.stages[index];
+        for i in &def.instructions {
+            collect_refs(&df, i, false, &mut deps, &mut images, &mut diags);
+        }
+        if let Base::Stage(b) = stage.base {
+            for i in &df.stages[b].instructions {
+                let Kind::Onbuild(o) = &i.kind else { continue };
+                if let Ok(mut t) = crate::dockerfile::parse_trigger(&o.expression) {
+                    t.location = stage.location.clone();
+                    t.span = def.from.span;
+                    collect_refs(&df, &t, true, &mut deps, &mut images, &mut Vec::new());
+                }
+            }
+        }
+        stage.dependencies = deps;
+        stage.images = images;
+    }
+
+    check_cycles(&src, &stages, &mut diags);
+
+    // The target.
+    let target = match &opts.target {
+        None => stages.len().saturating_sub(1),
+        Some(t) => {
+            let lower = t.to_lowercase();
+            match stages
+                .iter()
+                .rposition(|s| s.name.as_deref() == Some(lower.as_str()))
+            {
+                Some(i) => i,
+                None => {
+                    let names: Vec<&str> =
+                        stages.iter().filter_map(|s| s.name.as_deref()).collect();
+                    let mut d = Diagnostic::global(
+                        src.name(),
+                        format!("target stage {t:?} could not be found"),
+                    );
+                    d = d.with_help(match suggest::closest(t, &names) {
+                        Some(s) => format!("did you mean {s:?}?"),
+                        None if names.is_empty() => {
+                            "the Dockerfile names no stages (`FROM image AS name`)".into()
+                        }
+                        None => format!("the stages are: {}", names.join(", ")),
+                    });
+                    diags.push(d);
+                    stages.len().saturating_sub(1)
+                }
+            }
+        }
+    };
+
+    // What the target needs.
+    if !stages.is_empty() {
+        let mut stack = vec![target];
+        while let Some(i) = stack.pop() {
+            if stages[i].needed {
+                continue;
+            }
+            stages[i].needed = true;
+            stack.extend(stages[i].dependencies.iter().map(|d| d.stage));
+        }
+    }
+    let order: Vec<usize> = (0..stages.len()).filter(|&i| stages[i].needed).collect();
+
+    // A needed stage may only use earlier stages.
+    for &i in &order {
+        for d in &stages[i].dependencies {
+            if d.stage > i && d.kind != DependencyKind::Base {
+                let user = stages[i].display_name();
+                let used = stages[d.stage].display_name();
+                let msg = match d.kind {
+                    DependencyKind::MountFrom => format!(
+                        "cannot mount from stage {used:?}, stage needs to be defined before current command"
+                    ),
+                    _ => format!(
+                        "cannot copy from stage {used:?}, it needs to be defined before current stage {user:?}"
+                    ),
+                };
+                diags.push(
+                    location_error(&src, &d.location, msg)
+                        .with_help(format!("move stage {used:?} above stage {user:?}")),
+                );
+            }
+        }
+    }
+
+    // Build arguments nobody declares.
+    let declared: Vec<&str> = df
+        .meta_args
+        .iter()
+        .chain(df.stages.iter().flat_map(|s| s.instructions.iter()))
+        .filter_map(|i| match &i.kind {
+            Kind::Arg(defs) => Some(defs.iter().map(|d| d.key.as_str()).collect::<Vec<_>>()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    for k in opts.build_args.keys() {
+        let automatic = platform_args(&PlanOptions::default()).contains(k);
+        let proxy = PROXY_ARGS.iter().any(|p| p.eq_ignore_ascii_case(k));
+        if !declared.contains(&k.as_str()) && !automatic && !proxy {
+            diags.push(
+                Diagnostic::global(
+                    src.name(),
+                    format!("build argument {k:?} is not used by the Dockerfile"),
+                )
+                .with_help("declare it with ARG where it is needed, or drop --build-arg"),
+            );
+            if let Some(d) = diags.last_mut() {
+                d.severity = Severity::Warning;
+            }
+        }
+    }
+
+    let mut plan = Plan {
+        dockerfile: df,
+        stages,
+        target,
+        order,
+        build_platform: opts.build_platform.clone(),
+        target_platform: opts.target_platform.clone(),
+        global_args: global,
+        build_args: opts.build_args.clone(),
+        warnings: Vec::new(),
+        scopes: Vec::new(),
+    };
+    plan.scopes = vec![None; plan.stages.len()];
+
+    if !diags.iter().any(Diagnostic::is_error) {
+        // Static lowering, in dependency order.
+        for pos in 0..plan.order.len() {
+            let i = plan.order[pos];
+            let base_config = match plan.stages[i].base {
+                Base::Stage(b) => plan.stages[b]
+                    .lowered
+                    .as_ref()
+                    .map(|l| l.config.clone())
+                    .unwrap_or_default(),
+                _ => ImageConfig::default(),
+            };
+            let unknown_env = base_is_image(&plan, i);
+            match lower::lower_stage(&plan, i, &base_config, unknown_env) {
+                Ok((lowered, scope, warnings)) => {
+                    diags.extend(warnings);
+                    plan.stages[i].lowered = Some(lowered);
+                    plan.scopes[i] = Some(scope);
+                }
+                Err(d) => diags.extend(d.items),
+            }
+        }
+    }
+
+    // `# check=error=true` turns the warnings of enabled checks into errors.
+    let check = &plan.dockerfile.check;
+    diags.retain(|d| d.is_error() || d.rule.as_deref().is_none_or(|r| check.enabled(r)));
+    if check.error {
+        for d in &mut diags {
+            if d.rule.is_some() {
+                d.severity = Severity::Error;
+            }
+        }
+    }
+
+    if diags.iter().any(Diagnostic::is_error) {
+        return Err(Diagnostics { items: diags }.sorted());
+    }
+    plan.warnings = Diagnostics { items: diags }.sorted().items;
+    Ok(plan)
+}
+
+/// Whether a stage's environment depends on an image config not known before the build.
+fn base_is_image(plan: &Plan, mut i: usize) -> bool {
+    loop {
+        match plan.stages[i].base {
+            Base::Image(_) => return true,
+            Base::Scratch => return false,
+            Base::Stage(b) if b < i => i = b,
+            Base::Stage(_) => return false,
+        }
+    }
+}
+
+fn location_error(src: &crate::dockerfile::SourceFile, loc: &Location, msg: String) -> Diagnostic {
+    let start = src.line_start(loc.line);
+    let line = src.line_text(loc.line);
+    let col_off: usize = line
+        .chars()
+        .take(loc.column.saturating_sub(1) as usize)
+        .map(char::len_utf8)
+        .sum();
+    let word_len = line[col_off..]
+        .find(char::is_whitespace)
+        .unwrap_or(line.len() - col_off);
+    Diagnostic::error(
+        src,
+        Span::new(start + col_off, start + col_off + word_len),
+        msg,
+    )
+}
+
+/// The base of a stage: an earlier stage with that exact name, `scratch`, or an image.
+fn resolve_base(
+    df: &Dockerfile,
+    index: usize,
+    name: &str,
+    span: Span,
+    diags: &mut Vec<Diagnostic>,
+) -> Base {
+    let src = &df.source;
+    if let Some(b) = df.stages[..index]
+        .iter()
+        .rposition(|s| s.from_args().name.as_deref() == Some(name))
+    {
+        return Base::Stage(b);
+    }
+    if name == "scratch" {
+        return Base::Scratch;
+    }
+    let lower = name.to_lowercase();
+    if let Some(later) = df
+        .stages
+        .iter()
+        .position(|s| s.from_args().name.as_deref() == Some(lower.as_str()))
+    {
+        if later >= index {
+            diags.push(
+                Diagnostic::error(
+                    src,
+                    span,
+                    format!("stage {lower:?} is defined after this FROM, so FROM {name} would pull an image of that name"),
+                )
+                .with_help("a stage can only build on a stage defined above it"),
+            );
+            return Base::Image(name.to_string());
+        }
+        diags.push(
+            Diagnostic::error(src, span, format!("no stage named {name:?}"))
+                .with_help(format!("stage names are lowercase: write `FROM {lower}`")),
+        );
+        return Base::Image(name.to_string());
+    }
+    if let Err(e) = reference::validate(name) {
+        diags.push(
+            Diagnostic::error(src, span, format!("failed to parse stage name {name:?}: {e}"))
+                .with_help("FROM takes an image reference such as alpine:3.19, or the name of an earlier stage"),
+        );
+    }
+    Base::Image(name.to_string())
+}
+
+/// The stage references of an instruction: `COPY --from` and `RUN --mount from=`.
+fn collect_refs(
+    df: &Dockerfile,
+    i: &crate::dockerfile::Instruction,
+    in_trigger: bool,
+    deps: &mut Vec<Dependency>,
+    images: &mut Vec<String>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let src = &df.source;
+    let kind = if in_trigger {
+        DependencyKind::Onbuild
+    } else {
+        DependencyKind::CopyFrom
+    };
+    let mut add = |r: Ref,
+                   raw: &str,
+                   span: Span,
+                   kind: DependencyKind,
+                   diags: &mut Vec<Diagnostic>| match r {
+        Ref::Stage(s) => deps.push(Dependency {
+            stage: s,
+            kind,
+            location: i.location.clone(),
+        }),
+        Ref::BadIndex(n) => diags.push(
+            Diagnostic::error(src, span, format!("invalid stage index {n}")).with_help(format!(
+                "the Dockerfile has {} stages, numbered from 0",
+                df.stages.len()
+            )),
+        ),
+        Ref::Image(name) => {
+            let names: Vec<&str> = df
+                .stages
+                .iter()
+                .filter_map(|s| s.from_args().name.as_deref())
+                .collect();
+            let bare = !name.contains(['/', ':', '@', '.']);
+            if bare && let Some(close) = suggest::closest(&name, &names) {
+                diags.push(
+                    Diagnostic::error(src, span, format!("{raw} names an unknown stage {name:?}"))
+                        .with_label(format!("no stage is named {name:?}"))
+                        .with_help(format!(
+                            "did you mean {close:?}? (to use an image of that name, write it in full, such as {name}:latest)"
+                        )),
+                );
+            } else if let Err(e) = reference::validate(&name) {
+                diags.push(
+                    Diagnostic::error(
+                        src,
+                        span,
+                        format!("{raw} is neither a stage nor an image: {e}"),
+                    )
+                    .with_help(if names.is_empty() {
+                        "name an image, or a stage defined with `FROM image AS name`".to_string()
+                    } else {
+                        format!("the stages are: {}", names.join(", "))
+                    }),
+                );
+            } else if !images.contains(&name) {
+                images.push(name);
+            }
+        }
+    };
+    match &i.kind {
+        Kind::Copy(c) => {
+            if let Some((from, span)) = &c.from
+                && !from.contains('$')
+            {
+                add(
+                    resolve_ref(df, from, true),
+                    &format!("--from={from}"),
+                    *span,
+                    kind,
+                    diags,
+                );
+            }
+        }
+        Kind::Run(r) => {
+            let kind = if in_trigger {
+                DependencyKind::Onbuild
+            } else {
+                DependencyKind::MountFrom
+            };
+            for (m, span) in &r.mounts {
+                if let Ok(Some(from)) = crate::dockerfile::mount::raw_from(m) {
+                    add(
+                        resolve_ref(df, &from, true),
+                        &format!("from={from}"),
+                        *span,
+                        kind,
+                        diags,
+                    );
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// BuildKit refuses a stage that (through COPY --from or mounts) depends on itself.
+fn check_cycles(
+    src: &crate::dockerfile::SourceFile,
+    stages: &[Stage],
+    diags: &mut Vec<Diagnostic>,
+) {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Active,
+        Done,
+    }
+    fn visit(
+        i: usize,
+        stages: &[Stage],
+        marks: &mut [Mark],
+        path: &mut Vec<(usize, Location)>,
+    ) -> Option<Vec<(usize, Location)>> {
+        marks[i] = Mark::Active;
+        for d in &stages[i].dependencies {
+            if d.kind == DependencyKind::Base {
+                continue;
+            }
+            path.push((d.stage, d.location.clone()));
+            match marks[d.stage] {
+                Mark::Active => {
+                    let start = path.iter().position(|(s, _)| *s == d.stage).unwrap_or(0);
+                    let cycle = path[start..].to_vec();
+                    path.pop();
+                    return Some(cycle);
+                }
+                Mark::New => {
+                    if let Some(c) = visit(d.stage, stages, marks, path) {
+                        path.pop();
+                        return Some(c);
+                    }
+                }
+                Mark::Done => {}
+            }
+            path.pop();
+        }
+        marks[i] = Mark::Done;
+        None
+    }
+    let mut marks = vec![Mark::New; stages.len()];
+    for i in 0..stages.len() {
+        if marks[i] != Mark::New {
+            continue;
+        }
+        let mut path = vec![(i, stages[i].location.clone())];
+        if let Some(cycle) = visit(i, stages, &mut marks, &mut path) {
+            let names: Vec<String> = cycle
+                .iter()
+                .map(|(s, _)| stages[*s].display_name())
+                .collect();
+            let first = cycle
+                .last()
+                .map(|(_, l)| l.clone())
+                .unwrap_or_else(|| stages[i].location.clone());
+            let stage = names.last().cloned().unwrap_or_default();
+            diags.push(
+                location_error(
+                    src,
+                    &first,
+                    format!("circular dependency detected on stage: {stage}"),
+                )
+                .with_help(format!(
+                    "the stages use each other: {} -> {}",
+                    names.join(" -> "),
+                    names[0]
+                )),
+            );
+            return;
+        }
+    }
+}
+
+/// Lower every needed stage for inspection, with the static configs: what `kiln plan` shows.
+pub fn lowered(plan: &Plan) -> impl Iterator<Item = (&Stage, &LoweredStage)> {
+    plan.order.iter().filter_map(|&i| {
+        plan.stages[i]
+            .lowered
+            .as_ref()
+            .map(|l| (&plan.stages[i], l))
+    })
+}
+
+/// The input a COPY --from or mount from= names, for the executor.
+pub(crate) fn input_for(df: &Dockerfile, name: &str) -> Input {
+    match resolve_ref(df, name, true) {
+        Ref::Stage(s) => Input::Stage(s),
+        Ref::Image(n) => Input::Image(n),
+        Ref::BadIndex(n) => Input::Image(n.to_string()),
+    }
+}
