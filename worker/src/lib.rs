@@ -9,6 +9,8 @@ pub mod image;
 pub mod plan;
 
 #[cfg(feature = "executor")]
+pub mod build;
+#[cfg(feature = "executor")]
 pub mod context;
 #[cfg(feature = "executor")]
 pub mod copy;

@@ -7,8 +7,13 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
+use std::collections::HashMap;
+
 use kiln_worker::dockerfile;
 use kiln_worker::plan::{self, PlanOptions, Platform, summary};
+use kiln_worker::snapshot::compress::Compression;
+use kiln_worker::solve::NamedContext;
+use kiln_worker::{build, progress, userns};
 
 /// Build container images from Dockerfiles, rootless, with BuildKit's Dockerfile feature set.
 #[derive(Parser)]
@@ -21,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Build an image from a Dockerfile and a context.
-    Build(Unimplemented),
+    Build(Box<BuildArgs>),
     /// Parse a Dockerfile and print its build plan: stages, base images, cache, secret and ssh ids.
     Plan(PlanArgs),
     /// Remove build cache records, like `docker builder prune`.
@@ -35,6 +40,69 @@ enum Command {
 struct Unimplemented {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
     args: Vec<String>,
+}
+
+/// `kiln build`.
+#[derive(clap::Args)]
+struct BuildArgs {
+    /// The build context: a directory, a tarball, or `-` for a tarball on standard input.
+    #[arg(default_value = ".")]
+    context: PathBuf,
+    /// The Dockerfile (default: Dockerfile in the context).
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+    /// A build argument, `NAME=VALUE`; `NAME` alone takes the value from the environment.
+    #[arg(long = "build-arg", value_name = "NAME[=VALUE]")]
+    build_args: Vec<String>,
+    /// The stage to build (default: the last one).
+    #[arg(long)]
+    target: Option<String>,
+    /// A label for the image config, `KEY=VALUE`.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// A name for the image, used by the outputs (`-t registry/app:1`).
+    #[arg(short = 't', long = "tag")]
+    tags: Vec<String>,
+    /// Where the image goes: `type=oci,dest=DIR|FILE.tar`, `type=docker,dest=FILE.tar` (for
+    /// docker load / podman load), `type=local,dest=DIR` (the final filesystem).
+    #[arg(short = 'o', long = "output", value_name = "type=TYPE,dest=PATH")]
+    outputs: Vec<String>,
+    /// The platform to build for. Only this machine's platform is supported.
+    #[arg(long)]
+    platform: Option<String>,
+    /// How to show progress: auto, tty, plain, json or quiet.
+    #[arg(long, default_value = "auto")]
+    progress: String,
+    /// Run every step, ignoring cached results.
+    #[arg(long)]
+    no_cache: bool,
+    /// Clamp every timestamp in the image to this time (seconds since the epoch), for
+    /// reproducible images.
+    #[arg(long, env = "SOURCE_DATE_EPOCH")]
+    source_date_epoch: Option<i64>,
+    /// Layer compression: gzip, zstd or uncompressed.
+    #[arg(long, default_value = "gzip")]
+    compression: String,
+    /// A named context: `NAME=oci-layout://DIR[:TAG|@DIGEST]` or `NAME=DIR`. NAME is a stage
+    /// name or an image reference as written in FROM or COPY --from.
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    build_contexts: Vec<String>,
+    /// Kiln's state: the layer store, the build cache and cache mounts.
+    #[arg(long, env = "KILN_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Bind the host's /proc instead of giving each step a pid namespace and a fresh /proc
+    /// (for restricted pods where a new /proc cannot be mounted).
+    #[arg(long)]
+    no_process_sandbox: bool,
+    /// Grant an entitlement: `security.insecure` allows `RUN --security=insecure`.
+    #[arg(long = "allow")]
+    allow: Vec<String>,
+    /// Namespace for cache mount ids.
+    #[arg(long, env = "BUILDKIT_CACHE_MOUNT_NS", default_value = "")]
+    cache_mount_ns: String,
+    /// Write the result (digests) as JSON to this file.
+    #[arg(long)]
+    metadata_file: Option<PathBuf>,
 }
 
 /// `kiln plan`.
@@ -70,7 +138,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (name, issue) = match cli.command {
         Command::Plan(args) => return run_plan(&args),
-        Command::Build(_) => ("build", 4),
+        Command::Build(args) => return run_build(&args),
         Command::Prune(_) => ("prune", 7),
         Command::Du(_) => ("du", 7),
     };
@@ -186,6 +254,167 @@ fn run_plan(args: &PlanArgs) -> ExitCode {
                 });
                 println!("{out}");
             }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn key_values(items: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for item in items {
+        let (k, v) = item
+            .split_once('=')
+            .with_context(|| format!("{what} {item:?}: expected KEY=VALUE"))?;
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+fn build_request(args: &BuildArgs) -> anyhow::Result<build::Request> {
+    let context = if args.context.as_os_str() == "-" || args.context.is_file() {
+        build::ContextSource::Tar(args.context.clone())
+    } else {
+        build::ContextSource::Dir(args.context.clone())
+    };
+    let mut build_args = BTreeMap::new();
+    for a in &args.build_args {
+        match a.split_once('=') {
+            Some((k, v)) => {
+                build_args.insert(k.to_string(), v.to_string());
+            }
+            None => {
+                if let Ok(v) = std::env::var(a) {
+                    build_args.insert(a.clone(), v);
+                }
+            }
+        }
+    }
+    if let Some(p) = &args.platform {
+        let host = kiln_worker::image::oci::Platform::host();
+        let wanted = kiln_worker::image::oci::Platform::parse(p)
+            .with_context(|| format!("--platform {p:?}: expected os/arch[/variant]"))?;
+        if !host.matches(&wanted) {
+            bail!("--platform {p}: only this machine's platform ({host}) can be built for now");
+        }
+    }
+    let outputs = args
+        .outputs
+        .iter()
+        .map(|o| build::Output::parse(o).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut named = HashMap::new();
+    for c in &args.build_contexts {
+        let (name, value) = c
+            .split_once('=')
+            .with_context(|| format!("--build-context {c:?}: expected NAME=VALUE"))?;
+        let ctx = match value.strip_prefix("oci-layout://") {
+            Some(rest) => {
+                let (dir, reference) = split_layout_ref(rest);
+                NamedContext::OciLayout {
+                    dir: PathBuf::from(dir),
+                    reference,
+                }
+            }
+            None if value.contains("://") => {
+                bail!(
+                    "--build-context {name}: only oci-layout:// and local directories are supported"
+                )
+            }
+            None => NamedContext::Dir(PathBuf::from(value)),
+        };
+        named.insert(name.to_string(), ctx);
+    }
+    let compression = Compression::parse(&args.compression).with_context(|| {
+        format!(
+            "--compression {:?}: use gzip, zstd or uncompressed",
+            args.compression
+        )
+    })?;
+    let mut allow_insecure = false;
+    for a in &args.allow {
+        match a.as_str() {
+            "security.insecure" => allow_insecure = true,
+            "network.host" => {}
+            other => {
+                bail!("--allow {other:?}: unknown entitlement (security.insecure, network.host)")
+            }
+        }
+    }
+    Ok(build::Request {
+        context,
+        dockerfile: args.file.clone(),
+        build_args,
+        target: args.target.clone(),
+        labels: key_values(&args.labels, "--label")?,
+        tags: args.tags.clone(),
+        outputs,
+        named_contexts: named,
+        no_cache: args.no_cache,
+        source_date_epoch: args.source_date_epoch,
+        compression,
+        state_dir: args
+            .cache_dir
+            .clone()
+            .unwrap_or_else(build::default_state_dir),
+        process_sandbox: !args.no_process_sandbox,
+        allow_insecure,
+        cache_mount_ns: args.cache_mount_ns.clone(),
+        metadata_file: args.metadata_file.clone(),
+        helper: None,
+    })
+}
+
+/// `DIR[:TAG|@DIGEST]` of an oci-layout:// context. A `:` is a tag only after the last `/`.
+fn split_layout_ref(rest: &str) -> (&str, Option<String>) {
+    if let Some((dir, digest)) = rest.rsplit_once('@') {
+        return (dir, Some(digest.to_string()));
+    }
+    let last = rest.rfind('/').map_or(0, |i| i + 1);
+    match rest[last..].rfind(':') {
+        Some(i) => (&rest[..last + i], Some(rest[last + i + 1..].to_string())),
+        None => (rest, None),
+    }
+}
+
+fn run_build(args: &BuildArgs) -> ExitCode {
+    let request = match build_request(args) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(mode) = progress::Mode::parse(&args.progress) else {
+        eprintln!(
+            "error: --progress {:?}: use auto, tty, plain, json or quiet",
+            args.progress
+        );
+        return ExitCode::from(2);
+    };
+    // Rootless: enter a user namespace now, while this process has a single thread.
+    if let Err(e) = userns::enter() {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    let printer = progress::Printer::stderr(mode);
+    match build::run(&request, &printer) {
+        Ok(outcome) => {
+            let to_stdout = request.outputs.iter().any(|o| {
+                matches!(o, build::Output::Oci { dest, .. } | build::Output::Docker { dest } if dest.as_os_str() == "-")
+            });
+            if mode != progress::Mode::Quiet {
+                eprintln!(
+                    "image {} ({} steps, {} cached)",
+                    outcome.manifest_digest, outcome.steps, outcome.cached
+                );
+            }
+            if !to_stdout {
+                println!("{}", outcome.manifest_digest);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -41,8 +41,10 @@ use crate::store::Store;
 
 /// What the solver needs from the front end.
 pub trait Frontend: Sync {
-    /// How many stages the plan has (only those the target needs).
+    /// How many stages the plan has, needed or not.
     fn stage_count(&self) -> usize;
+    /// Whether the target needs a stage; the others never run.
+    fn needed(&self, stage: usize) -> bool;
     /// The stage to export.
     fn target(&self) -> usize;
     /// What a stage starts from.
@@ -201,6 +203,7 @@ impl<'a> Solver<'a> {
         let mut errors: Vec<(usize, BuildError)> = Vec::new();
         std::thread::scope(|scope| {
             let handles: Vec<_> = (0..n)
+                .filter(|&i| self.frontend.needed(i))
                 .map(|i| {
                     scope.spawn(move || {
                         let result = self.run_stage(i);
@@ -271,6 +274,11 @@ impl<'a> Solver<'a> {
 
     /// Wait for a stage's result.
     fn wait_stage(&self, i: usize) -> Result<Arc<StageResult>, BuildError> {
+        if i >= self.slots.len() || !self.frontend.needed(i) {
+            return Err(BuildError::Base(format!(
+                "stage {i} is not part of this build"
+            )));
+        }
         let slot = &self.slots[i];
         let mut state = slot.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {

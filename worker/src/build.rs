@@ -1,0 +1,444 @@
+//! `kiln build`: from a context and a Dockerfile to an image on disk.
+//!
+//! This is the library side of the command: the CLI parses flags into a [`Request`], this
+//! module reads the context, plans the Dockerfile, solves it and writes the outputs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::context::{Context, ContextError};
+use crate::dockerfile;
+use crate::export::{self, ImageOptions};
+use crate::image::config::ImageConfig;
+use crate::image::layout::{self, Artifact};
+use crate::image::oci::Platform;
+use crate::plan::step::{Base, LoweredStage};
+use crate::plan::{self, Plan, PlanOptions};
+use crate::progress::{Event, Sink};
+use crate::sandbox::run::Runner;
+use crate::snapshot::compress::Compression;
+use crate::solve::{BuildError, Frontend, NamedContext, Options, Solver};
+use crate::store::Store;
+
+/// Where the context comes from.
+#[derive(Debug, Clone)]
+pub enum ContextSource {
+    Dir(PathBuf),
+    /// A tarball, possibly compressed; `-` is standard input.
+    Tar(PathBuf),
+}
+
+/// An output of the build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// An OCI image layout: a directory, or a tarball (`-` for standard output).
+    Oci { dest: PathBuf, tar: bool },
+    /// A docker-archive tarball for `docker load` / `podman load`.
+    Docker { dest: PathBuf },
+    /// The final filesystem, as a directory.
+    Local { dest: PathBuf },
+}
+
+impl Output {
+    /// Parse `--output type=oci,dest=DIR|FILE.tar` and friends.
+    pub fn parse(text: &str) -> Result<Output, String> {
+        let mut kind = None;
+        let mut dest = None;
+        let mut tar = None;
+        for part in text.split(',') {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("--output {text:?}: expected key=value, got {part:?}"))?;
+            match k {
+                "type" => kind = Some(v.to_string()),
+                "dest" => dest = Some(PathBuf::from(v)),
+                "tar" => tar = Some(v == "true"),
+                other => return Err(format!("--output: unknown option {other:?}")),
+            }
+        }
+        let dest = dest.ok_or_else(|| format!("--output {text:?}: dest= is required"))?;
+        match kind.as_deref() {
+            Some("oci") => {
+                let is_tar = tar.unwrap_or_else(|| {
+                    dest.as_os_str() == "-" || dest.extension().is_some_and(|e| e == "tar")
+                });
+                Ok(Output::Oci { dest, tar: is_tar })
+            }
+            Some("docker") => Ok(Output::Docker { dest }),
+            Some("local") => Ok(Output::Local { dest }),
+            Some(other) => Err(format!(
+                "--output: unknown type {other:?}; use oci, docker or local"
+            )),
+            None => Err(format!("--output {text:?}: type= is required")),
+        }
+    }
+}
+
+/// Everything a build needs.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub context: ContextSource,
+    /// The Dockerfile; default `Dockerfile` in the context.
+    pub dockerfile: Option<PathBuf>,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub tags: Vec<String>,
+    pub outputs: Vec<Output>,
+    pub named_contexts: HashMap<String, NamedContext>,
+    pub no_cache: bool,
+    pub source_date_epoch: Option<i64>,
+    pub compression: Compression,
+    /// The store and cache root.
+    pub state_dir: PathBuf,
+    pub process_sandbox: bool,
+    pub allow_insecure: bool,
+    pub cache_mount_ns: String,
+    pub metadata_file: Option<PathBuf>,
+    /// The sandbox helper (normally this executable).
+    pub helper: Option<PathBuf>,
+}
+
+/// Why a build failed.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("{0}")]
+    Context(#[from] ContextError),
+    #[error("reading the Dockerfile {0}: {1}")]
+    Dockerfile(PathBuf, io::Error),
+    /// Rendered diagnostics.
+    #[error("{0}")]
+    Plan(String),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// A failed step, rendered with its Dockerfile lines and its last output.
+    #[error("{0}")]
+    Step(String),
+    #[error("writing {0}: {1}")]
+    Output(PathBuf, String),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// What a successful build produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    #[serde(rename = "containerimage.digest")]
+    pub manifest_digest: String,
+    #[serde(rename = "containerimage.config.digest")]
+    pub config_digest: String,
+    #[serde(rename = "image.name", skip_serializing_if = "String::is_empty")]
+    pub names: String,
+    #[serde(rename = "kiln.steps")]
+    pub steps: usize,
+    #[serde(rename = "kiln.cached")]
+    pub cached: usize,
+    #[serde(rename = "kiln.runs")]
+    pub runs: usize,
+}
+
+/// The Dockerfile text and the name errors show for it.
+pub struct DockerfileText {
+    pub name: String,
+    pub text: String,
+}
+
+/// The plan as the solver sees it.
+struct PlanFrontend<'a> {
+    plan: &'a Plan,
+}
+
+impl Frontend for PlanFrontend<'_> {
+    fn stage_count(&self) -> usize {
+        self.plan.stages.len()
+    }
+    fn needed(&self, stage: usize) -> bool {
+        self.plan.stages[stage].needed
+    }
+    fn target(&self) -> usize {
+        self.plan.target
+    }
+    fn base(&self, stage: usize) -> Base {
+        self.plan.stages[stage].base.clone()
+    }
+    fn label(&self, stage: usize) -> String {
+        self.plan.stages[stage].display_name()
+    }
+    fn lower(&self, stage: usize, base: &ImageConfig) -> Result<LoweredStage, String> {
+        plan::lower(self.plan, stage, base).map_err(|d| d.to_string())
+    }
+}
+
+/// Read the context and the Dockerfile.
+pub fn load(req: &Request, store: &Store) -> Result<(Context, DockerfileText), Error> {
+    let (context, dockerfile_path) = match &req.context {
+        ContextSource::Dir(dir) => {
+            let path = req
+                .dockerfile
+                .clone()
+                .map(|f| {
+                    if f.is_relative() && !f.exists() {
+                        dir.join(f)
+                    } else {
+                        f
+                    }
+                })
+                .unwrap_or_else(|| dir.join("Dockerfile"));
+            (Context::from_dir(dir, Some(&path))?, path)
+        }
+        ContextSource::Tar(file) => {
+            let reader: Box<dyn io::Read> = if file.as_os_str() == "-" {
+                Box::new(io::stdin())
+            } else {
+                Box::new(File::open(file)?)
+            };
+            let rel = req
+                .dockerfile
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("Dockerfile"));
+            let ctx = Context::from_tar(reader, store, Some(&rel))?;
+            let path = if rel.is_absolute() {
+                rel
+            } else {
+                ctx.root().join(rel)
+            };
+            (ctx, path)
+        }
+    };
+    let text = std::fs::read_to_string(&dockerfile_path)
+        .map_err(|e| Error::Dockerfile(dockerfile_path.clone(), e))?;
+    let name = match (&req.context, &req.dockerfile) {
+        (_, Some(f)) => f.display().to_string(),
+        _ => "Dockerfile".to_string(),
+    };
+    Ok((context, DockerfileText { name, text }))
+}
+
+/// Plan the Dockerfile; errors are rendered with their source lines.
+pub fn make_plan(req: &Request, dockerfile: &DockerfileText) -> Result<Plan, Error> {
+    let opts = PlanOptions {
+        build_args: req.build_args.clone(),
+        target: req.target.clone(),
+        ..PlanOptions::default()
+    };
+    dockerfile::parse(&dockerfile.name, &dockerfile.text)
+        .and_then(|df| plan::build(df, &opts))
+        .map_err(|d| Error::Plan(d.to_string()))
+}
+
+/// Run a build.
+pub fn run(req: &Request, progress: &dyn Sink) -> Result<Outcome, Error> {
+    let store = Store::open(&req.state_dir)?;
+    let (context, dockerfile) = load(req, &store)?;
+    let plan = make_plan(req, &dockerfile)?;
+    for w in &plan.warnings {
+        progress.event(Event::Info {
+            message: w.to_string(),
+        });
+    }
+    let runner = match &req.helper {
+        Some(h) => Runner { helper: h.clone() },
+        None => Runner::current_exe()?,
+    };
+    let opts = Options {
+        platform: Platform::host(),
+        compression: req.compression,
+        source_date_epoch: req.source_date_epoch,
+        no_cache: req.no_cache,
+        named_contexts: req.named_contexts.clone(),
+        process_sandbox: req.process_sandbox,
+        allow_insecure: req.allow_insecure,
+        runner,
+        cache_mounts: req.state_dir.join("cache-mounts"),
+        cache_mount_ns: req.cache_mount_ns.clone(),
+    };
+    let frontend = PlanFrontend { plan: &plan };
+    let solver = Solver::new(&frontend, &context, &store, &opts, progress);
+    let result = solver.solve().map_err(|e| match e {
+        BuildError::Step { .. } => Error::Step(render_step_error(&e, &dockerfile)),
+        e => Error::Build(e),
+    })?;
+    let image_opts = ImageOptions {
+        labels: req.labels.clone(),
+        source_date_epoch: req.source_date_epoch,
+    };
+    let artifact = export::assemble(&solver, &result, &image_opts)?;
+    for output in &req.outputs {
+        progress.event(Event::Info {
+            message: format!("exporting to {}", describe(output)),
+        });
+        write_output(&solver, &result, &store, &artifact, output, &req.tags)?;
+    }
+    let stats = &solver.stats;
+    let outcome = Outcome {
+        manifest_digest: artifact.manifest_digest.to_string(),
+        config_digest: artifact.manifest.config.digest.to_string(),
+        names: req.tags.join(","),
+        steps: stats.steps.load(std::sync::atomic::Ordering::Relaxed),
+        cached: stats.cached.load(std::sync::atomic::Ordering::Relaxed),
+        runs: stats.runs.load(std::sync::atomic::Ordering::Relaxed),
+    };
+    if let Some(path) = &req.metadata_file {
+        std::fs::write(
+            path,
+            serde_json::to_vec_pretty(&outcome).map_err(io::Error::other)?,
+        )
+        .map_err(|e| Error::Output(path.clone(), e.to_string()))?;
+    }
+    Ok(outcome)
+}
+
+/// A failed step as BuildKit shows it: the Dockerfile lines around it, the error, and the last
+/// lines of its output.
+pub fn render_step_error(e: &BuildError, dockerfile: &DockerfileText) -> String {
+    let BuildError::Step {
+        location,
+        line,
+        message,
+        tail,
+        ..
+    } = e
+    else {
+        return e.to_string();
+    };
+    let lines: Vec<&str> = dockerfile.text.lines().collect();
+    let line = *line as usize;
+    let mut out = format!("{location}\n--------------------\n");
+    for n in line.saturating_sub(2).max(1)..=(line + 1).min(lines.len()) {
+        let marker = if n == line { ">>>" } else { "   " };
+        out.push_str(&format!("{n:>4} | {marker} {}\n", lines[n - 1]));
+    }
+    out.push_str("--------------------\n");
+    out.push_str(&format!("ERROR: {message}"));
+    if !tail.is_empty() {
+        out.push_str("\nlast output:");
+        for l in tail {
+            out.push_str(&format!("\n  {l}"));
+        }
+    }
+    out
+}
+
+fn describe(output: &Output) -> String {
+    match output {
+        Output::Oci { dest, tar: true } => format!("an OCI layout tarball {}", dest.display()),
+        Output::Oci { dest, tar: false } => format!("the OCI layout {}", dest.display()),
+        Output::Docker { dest } => format!("the docker-archive {}", dest.display()),
+        Output::Local { dest } => format!("the directory {}", dest.display()),
+    }
+}
+
+fn write_output(
+    solver: &Solver<'_>,
+    result: &crate::solve::StageResult,
+    store: &Store,
+    artifact: &Artifact,
+    output: &Output,
+    tags: &[String],
+) -> Result<(), Error> {
+    let name = tags.first().map(String::as_str);
+    let err = |dest: &Path, e: String| Error::Output(dest.to_path_buf(), e);
+    match output {
+        Output::Oci { dest, tar: false } => layout::write_layout_dir(store, artifact, dest, name)
+            .map_err(|e| err(dest, e.to_string())),
+        Output::Oci { dest, tar: true } => write_tar(dest, |w| {
+            layout::write_layout_tar(store, artifact, w, name).map(drop)
+        }),
+        Output::Docker { dest } => write_tar(dest, |w| {
+            layout::write_docker_archive(store, artifact, w, tags).map(drop)
+        }),
+        Output::Local { dest } => {
+            export::write_local(solver, result, dest).map_err(|e| err(dest, e.to_string()))
+        }
+    }
+}
+
+/// Write a tarball to a file (atomically) or to standard output (`-`).
+fn write_tar(
+    dest: &Path,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<(), Error> {
+    if dest.as_os_str() == "-" {
+        let stdout = io::stdout();
+        let mut lock = BufWriter::new(stdout.lock());
+        write(&mut lock).map_err(|e| Error::Output(dest.to_path_buf(), e.to_string()))?;
+        return lock
+            .flush()
+            .map_err(|e| Error::Output(dest.to_path_buf(), e.to_string()));
+    }
+    let tmp = dest.with_extension("kiln-partial");
+    let result = (|| {
+        let mut file = BufWriter::new(File::create(&tmp)?);
+        write(&mut file)?;
+        file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&tmp, dest)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::Output(dest.to_path_buf(), e.to_string()));
+    }
+    Ok(())
+}
+
+/// The default state directory: `/var/lib/kiln` for root, `$XDG_DATA_HOME/kiln` (or
+/// `~/.local/share/kiln`) for other users.
+pub fn default_state_dir() -> PathBuf {
+    if unsafe { libc::geteuid() } == 0 && std::env::var_os("KILN_ROOTLESS_HOME").is_none() {
+        return PathBuf::from("/var/lib/kiln");
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("kiln");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    home.join(".local/share/kiln")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_parse() {
+        assert_eq!(
+            Output::parse("type=oci,dest=out").unwrap(),
+            Output::Oci {
+                dest: "out".into(),
+                tar: false
+            }
+        );
+        assert_eq!(
+            Output::parse("type=oci,dest=out.tar").unwrap(),
+            Output::Oci {
+                dest: "out.tar".into(),
+                tar: true
+            }
+        );
+        assert_eq!(
+            Output::parse("type=oci,dest=-").unwrap(),
+            Output::Oci {
+                dest: "-".into(),
+                tar: true
+            }
+        );
+        assert_eq!(
+            Output::parse("type=docker,dest=i.tar").unwrap(),
+            Output::Docker {
+                dest: "i.tar".into()
+            }
+        );
+        assert_eq!(
+            Output::parse("type=local,dest=fs").unwrap(),
+            Output::Local { dest: "fs".into() }
+        );
+        assert!(Output::parse("type=registry,dest=x").is_err());
+        assert!(Output::parse("type=oci").is_err());
+        assert!(Output::parse("oci").is_err());
+    }
+}
