@@ -22,7 +22,7 @@ use crate::plan::{self, Plan, PlanOptions};
 use crate::progress::{Event, Sink};
 use crate::sandbox::run::Runner;
 use crate::snapshot::compress::Compression;
-use crate::solve::{BuildError, Frontend, NamedContext, Options, Solver};
+use crate::solve::{BuildError, Frontend, NamedContext, Options, SecretSource, Solver};
 use crate::store::Store;
 
 /// Where the context comes from.
@@ -102,6 +102,8 @@ pub struct Request {
     pub metadata_file: Option<PathBuf>,
     /// The sandbox helper (normally this executable).
     pub helper: Option<PathBuf>,
+    /// `--secret`: secret id → where to read it.
+    pub secrets: HashMap<String, SecretSource>,
 }
 
 /// Why a build failed.
@@ -256,6 +258,7 @@ pub fn run(req: &Request, progress: &dyn Sink) -> Result<Outcome, Error> {
         runner,
         cache_mounts: req.state_dir.join("cache-mounts"),
         cache_mount_ns: req.cache_mount_ns.clone(),
+        secrets: req.secrets.clone(),
     };
     let frontend = PlanFrontend { plan: &plan };
     let solver = Solver::new(&frontend, &context, &store, &opts, progress);

@@ -71,6 +71,8 @@ pub struct Request<'a> {
     pub base: &'a View,
     /// The new snapshot directory.
     pub upper: &'a Path,
+    /// `ADD <url>` sources, already downloaded, by URL.
+    pub downloads: &'a HashMap<String, crate::fetch::Downloaded>,
 }
 
 /// A `--chmod` value.
@@ -129,7 +131,8 @@ impl Chmod {
     /// The mode a file of mode `mode` (permission bits) gets.
     pub fn apply(&self, mode: u32, is_dir: bool) -> u32 {
         match self {
-            Chmod::Octal(m) => *m,
+            // BuildKit drops the setuid, setgid and sticky bits of an octal --chmod.
+            Chmod::Octal(m) => *m & 0o777,
             Chmod::Symbolic(clauses) => {
                 let mut m = mode & 0o7777;
                 for &(who, op, bits, big_x) in clauses {
@@ -152,8 +155,13 @@ impl Chmod {
 
 /// One thing to copy, after wildcards.
 enum Item {
-    /// A path in the source, relative to its root.
-    Path(String),
+    /// A downloaded file (`ADD <url>`).
+    Download(crate::fetch::Downloaded),
+    /// A path in the source, relative to its root, and the part of it `--parents` keeps.
+    Path {
+        rel: String,
+        kept: String,
+    },
     HereDoc {
         name: String,
         content: String,
@@ -164,6 +172,8 @@ struct Writer<'a> {
     upper: &'a Path,
     /// The destination as the step sees it: the new snapshot over the base.
     view: View,
+    /// The base alone: what a directory looked like before this COPY.
+    base: View,
     owner: Option<(u32, u32)>,
     chmod: Option<Chmod>,
     /// Directories whose metadata must be set once their content is in place.
@@ -197,19 +207,35 @@ pub fn copy(req: &Request<'_>) -> Result<(), CopyError> {
     for source in &op.sources {
         match source {
             CopySource::Path(p) => {
-                for rel in expand(&req.source, p)? {
-                    if !excludes.excludes(&rel) {
-                        items.push(Item::Path(rel));
+                let found = match expand(&req.source, p) {
+                    Ok(found) => found,
+                    // A wildcard that matches nothing copies nothing (BuildKit).
+                    Err(_) if glob::has_meta(p) => Vec::new(),
+                    Err(e) => return Err(e),
+                };
+                // `--parents` keeps the source's directories, from a `/./` pivot if there is one.
+                let pivot = p.split_once("/./").map(|(before, _)| ignore::clean(before));
+                for rel in found {
+                    if excludes.excludes(&rel) {
+                        continue;
                     }
+                    let kept = match &pivot {
+                        Some(prefix) if !prefix.is_empty() => rel
+                            .strip_prefix(prefix.as_str())
+                            .map_or(rel.clone(), |k| k.trim_start_matches('/').to_string()),
+                        _ => rel.clone(),
+                    };
+                    items.push(Item::Path { rel, kept });
                 }
             }
             CopySource::HereDoc { name, content } => items.push(Item::HereDoc {
                 name: name.clone(),
                 content: content.clone(),
             }),
-            CopySource::Url(u) => {
-                return Err(CopyError::Unsupported(format!("ADD from a URL ({u})")));
-            }
+            CopySource::Url(u) => match req.downloads.get(u) {
+                Some(d) => items.push(Item::Download(d.clone())),
+                None => return Err(CopyError::NotFound(u.clone())),
+            },
             CopySource::Git(g) => {
                 return Err(CopyError::Unsupported(format!(
                     "ADD from a Git repository ({g})"
@@ -220,7 +246,9 @@ pub fn copy(req: &Request<'_>) -> Result<(), CopyError> {
 
     let dest_abs = absolute(&op.dest, &op.workdir);
     let dir_syntax = op.dest.ends_with('/') || op.dest.ends_with("/.") || op.dest == ".";
-    if items.len() > 1 && !dir_syntax {
+    // The rule counts the sources as written: BuildKit lets a wildcard match several files
+    // into a file destination (moby/buildkit#4550).
+    if op.sources.len() > 1 && !dir_syntax {
         return Err(CopyError::NeedsDirectory);
     }
     // `--link` builds the layer on nothing, so `dest` means the same whatever lies below.
@@ -230,10 +258,11 @@ pub fn copy(req: &Request<'_>) -> Result<(), CopyError> {
         req.base.layers().to_vec()
     };
     let mut view_layers = vec![req.upper.to_path_buf()];
-    view_layers.extend(base_layers);
+    view_layers.extend(base_layers.iter().cloned());
     let mut w = Writer {
         upper: req.upper,
         view: View::new(view_layers),
+        base: View::new(base_layers),
         owner,
         chmod,
         dirs: Vec::new(),
@@ -255,8 +284,21 @@ pub fn copy(req: &Request<'_>) -> Result<(), CopyError> {
                 let (uid, gid) = w.owner.unwrap_or((0, 0));
                 finish(&path, uid, gid, mode, None)?;
             }
-            Item::Path(rel) => {
-                let parents = op.parents.then(|| parents_of(rel));
+            Item::Download(d) => {
+                let target = if dest_is_dir {
+                    dest_abs.join(&d.file_name)
+                } else {
+                    dest_abs.clone()
+                };
+                let path = w.prepare_file(&target)?;
+                fs::copy(&d.path, &path)?;
+                // A remote file gets mode 0600 and the server's Last-Modified time.
+                let mode = w.chmod.as_ref().map_or(0o600, |c| c.apply(0o600, false));
+                let (uid, gid) = w.owner.unwrap_or((0, 0));
+                finish(&path, uid, gid, mode, d.last_modified)?;
+            }
+            Item::Path { rel, kept } => {
+                let parents = op.parents.then(|| parents_of(kept));
                 let dest_dir = match &parents {
                     Some(Some(p)) => dest_abs.join(p),
                     _ => dest_abs.clone(),
@@ -436,12 +478,9 @@ impl Writer<'_> {
                 Ok(_) => fs::remove_file(&in_upper)?,
                 Err(_) => {}
             }
+            let below = self.base.lstat(&rel).filter(|f| f.meta.is_dir());
             fs::create_dir(&in_upper)?;
-            match self
-                .view
-                .lstat(&rel)
-                .filter(|f| f.meta.is_dir() && f.layer > 0)
-            {
+            match below {
                 Some(below) => {
                     // Copy-up: the directory keeps what the base says about it.
                     let m = below.meta;
@@ -500,14 +539,17 @@ impl Writer<'_> {
             fs::metadata(root.join(&real)).map_err(|_| CopyError::NotFound(rel.to_string()))?;
         let owner = self.owner.unwrap_or((0, 0));
         if meta.is_dir() {
+            // The destination directory is made like any missing parent (0755, --chown's
+            // owner); the source directory's own metadata does not travel (BuildKit copies
+            // contents, and --chmod does not reach this directory).
             let dest_dir = self.ensure_dir(dest)?;
-            self.set_dir_meta(&dest_dir, &meta, owner)?;
             let real_rel = real.to_string_lossy().into_owned();
             ctx.walk(&real_rel, &mut |p, m| {
-                if p == real_rel || excludes.excludes(p) {
+                let sub = Path::new(p).strip_prefix(&real_rel).unwrap_or(Path::new(p));
+                // --exclude patterns are relative to the source being copied.
+                if p == real_rel || excludes.excludes(&sub.to_string_lossy()) {
                     return Ok(());
                 }
-                let sub = Path::new(p).strip_prefix(&real_rel).unwrap_or(Path::new(p));
                 self.place(&root.join(p), m, &dest_dir.join(sub), owner)
                     .map_err(io::Error::other)
             })?;
@@ -519,7 +561,9 @@ impl Writer<'_> {
             let opts = UnpackOptions {
                 layer: false,
                 overlay_xattr_prefix: "",
-                chown: self.owner,
+                // ADD --chown owns the directory it creates; extracted entries keep the
+                // archive's owners (BuildKit).
+                chown: None,
                 ignore_chown_errors: crate::userns::current()
                     .is_some_and(|m| matches!(m, crate::userns::Mapping::Single { .. })),
             };
@@ -551,13 +595,11 @@ impl Writer<'_> {
             .ok_or_else(|| CopyError::NotFound(rel.into()))?;
         if found.meta.is_dir() {
             let dest_dir = self.ensure_dir(dest)?;
-            let owner = self.owner.unwrap_or((found.meta.uid(), found.meta.gid()));
-            self.set_dir_meta(&dest_dir, &found.meta, owner)?;
             view.walk(&resolved, &mut |p, f| {
-                if p == resolved || excludes.excludes(&p.to_string_lossy()) {
+                let sub = p.strip_prefix(&resolved).unwrap_or(p);
+                if p == resolved || excludes.excludes(&sub.to_string_lossy()) {
                     return Ok(());
                 }
-                let sub = p.strip_prefix(&resolved).unwrap_or(p);
                 let owner = self.owner.unwrap_or((f.meta.uid(), f.meta.gid()));
                 self.place(&f.real, &f.meta, &dest_dir.join(sub), owner)
                     .map_err(io::Error::other)

@@ -86,6 +86,7 @@ pub fn write_local(
     };
     let empty = View::new(vec![]);
     copy::copy(&copy::Request {
+        downloads: &Default::default(),
         op: &op,
         source: copy::Source::View(&view),
         base: &empty,

@@ -5,6 +5,8 @@
 //! sits behind the `executor` feature, so the operator can link the front end alone.
 
 pub mod dockerfile;
+#[cfg(feature = "executor")]
+pub mod fetch;
 pub mod image;
 pub mod plan;
 

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use kiln_worker::dockerfile;
 use kiln_worker::plan::{self, PlanOptions, Platform, summary};
 use kiln_worker::snapshot::compress::Compression;
-use kiln_worker::solve::NamedContext;
+use kiln_worker::solve::{NamedContext, SecretSource};
 use kiln_worker::{build, progress, userns};
 
 /// Build container images from Dockerfiles, rootless, with BuildKit's Dockerfile feature set.
@@ -103,6 +103,13 @@ struct BuildArgs {
     /// Write the result (digests) as JSON to this file.
     #[arg(long)]
     metadata_file: Option<PathBuf>,
+    /// A build secret for `RUN --mount=type=secret`: `id=ID,src=FILE` or `id=ID,env=VAR`.
+    /// Its value is never stored in the image, the cache or the logs.
+    #[arg(long = "secret", value_name = "id=ID,src=FILE|env=VAR")]
+    secrets: Vec<String>,
+    /// A directory of secrets, one file per id (a mounted Kubernetes Secret).
+    #[arg(long = "secrets-dir", value_name = "DIR")]
+    secrets_dir: Vec<PathBuf>,
 }
 
 /// `kiln plan`.
@@ -361,7 +368,55 @@ fn build_request(args: &BuildArgs) -> anyhow::Result<build::Request> {
         cache_mount_ns: args.cache_mount_ns.clone(),
         metadata_file: args.metadata_file.clone(),
         helper: None,
+        secrets: parse_secrets(&args.secrets, &args.secrets_dir)?,
     })
+}
+
+/// `--secret id=ID,src=FILE|env=VAR[,type=file|env]` and `--secrets-dir DIR`.
+fn parse_secrets(
+    specs: &[String],
+    dirs: &[PathBuf],
+) -> anyhow::Result<HashMap<String, SecretSource>> {
+    let mut out = HashMap::new();
+    for dir in dirs {
+        for entry in
+            std::fs::read_dir(dir).with_context(|| format!("--secrets-dir {}", dir.display()))?
+        {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // A mounted Kubernetes Secret also holds `..data` links; only plain names are ids.
+            if name.starts_with('.') || !entry.path().is_file() {
+                continue;
+            }
+            out.insert(name, SecretSource::File(entry.path()));
+        }
+    }
+    for spec in specs {
+        let (mut id, mut src, mut env, mut kind) = (None, None, None, None);
+        for part in spec.split(',') {
+            match part.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_string()),
+                Some(("src" | "source", v)) => src = Some(v.to_string()),
+                Some(("env", v)) => env = Some(v.to_string()),
+                Some(("type", v)) => kind = Some(v.to_string()),
+                _ => bail!(
+                    "--secret {spec:?}: unknown part {part:?}; use id=ID,src=FILE or id=ID,env=VAR"
+                ),
+            }
+        }
+        let id = id
+            .or_else(|| src.clone())
+            .or_else(|| env.clone())
+            .with_context(|| format!("--secret {spec:?}: id= is required"))?;
+        let source = match (kind.as_deref(), src, env) {
+            (Some("env"), Some(v), None) | (_, None, Some(v)) => SecretSource::Env(v),
+            (Some("file") | None, Some(f), None) => SecretSource::File(PathBuf::from(f)),
+            (None, None, None) => SecretSource::Env(id.clone()),
+            _ => bail!("--secret {spec:?}: give either src= or env="),
+        };
+        out.insert(id, source);
+    }
+    Ok(out)
 }
 
 /// `DIR[:TAG|@DIGEST]` of an oci-layout:// context. A `:` is a tag only after the last `/`.

@@ -61,6 +61,9 @@ fn fixture(script: &str) -> Fixture {
         process_sandbox: true,
         insecure: false,
         error_file: root.join("error"),
+        secret_count: 0,
+        secret_env: vec![],
+        secret_dir: root.join("secrets"),
     };
     Fixture {
         _dir: dir,
@@ -78,6 +81,7 @@ fn run(f: &Fixture) -> (Result<i32, RunError>, String) {
         &f.spec,
         &f.root,
         &Cancel::default(),
+        &[],
         &mut |_s: Stream, b: &[u8]| out.extend_from_slice(b),
     );
     (result, String::from_utf8_lossy(&out).into_owned())
@@ -222,7 +226,7 @@ fn cancel_kills_the_step() {
         c2.cancel();
     });
     let started = std::time::Instant::now();
-    let result = runner.run(&f.spec, &f.root, &cancel, &mut |_, _| {});
+    let result = runner.run(&f.spec, &f.root, &cancel, &[], &mut |_, _| {});
     t.join().unwrap();
     assert!(matches!(result, Err(RunError::Cancelled)), "{result:?}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));

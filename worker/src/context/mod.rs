@@ -135,7 +135,9 @@ impl Context {
     }
 
     /// Visit a context path and, for a directory, everything below it that is not ignored,
-    /// depth-first in byte order. Paths are relative to the context root.
+    /// depth-first in byte order. Paths are relative to the context root. An ignored directory
+    /// that holds a re-included path (`build/` then `!build/dist`) is visited just before that
+    /// path, so that it exists to hold it.
     pub fn walk(
         &self,
         rel: &str,
@@ -144,7 +146,7 @@ impl Context {
         let meta = fs::symlink_metadata(self.root.join(rel))?;
         visit(rel, &meta)?;
         if meta.is_dir() {
-            self.walk_dir(rel, visit)?;
+            self.walk_dir(rel, &mut Vec::new(), visit)?;
         }
         Ok(())
     }
@@ -152,6 +154,7 @@ impl Context {
     fn walk_dir(
         &self,
         rel: &str,
+        pending: &mut Vec<(String, fs::Metadata)>,
         visit: &mut dyn FnMut(&str, &fs::Metadata) -> io::Result<()>,
     ) -> io::Result<()> {
         let mut names: Vec<_> = fs::read_dir(self.root.join(rel))?
@@ -168,13 +171,20 @@ impl Context {
             let meta = fs::symlink_metadata(self.root.join(&child))?;
             if self.is_ignored(&child) {
                 if meta.is_dir() && self.ignore.could_reinclude_inside(&child) {
-                    self.walk_dir(&child, visit)?;
+                    pending.push((child.clone(), meta));
+                    self.walk_dir(&child, pending, visit)?;
+                    if pending.last().is_some_and(|(p, _)| *p == child) {
+                        pending.pop();
+                    }
                 }
                 continue;
             }
+            for (p, m) in pending.drain(..) {
+                visit(&p, &m)?;
+            }
             visit(&child, &meta)?;
             if meta.is_dir() {
-                self.walk_dir(&child, visit)?;
+                self.walk_dir(&child, pending, visit)?;
             }
         }
         Ok(())
@@ -273,7 +283,15 @@ mod tests {
         .unwrap();
         assert_eq!(
             seen,
-            ["", ".dockerignore", "a", "a/keep.txt", "b", "logs/keep.log"]
+            [
+                "",
+                ".dockerignore",
+                "a",
+                "a/keep.txt",
+                "b",
+                "logs",
+                "logs/keep.log"
+            ]
         );
     }
 

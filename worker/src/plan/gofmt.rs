@@ -14,18 +14,6 @@ pub fn quote(s: &str) -> String {
     out
 }
 
-/// Go's `strconv.QuoteRune` of an integer, as `%q` prints an `int`.
-pub fn quote_rune(n: i64) -> String {
-    let c = u32::try_from(n)
-        .ok()
-        .and_then(char::from_u32)
-        .unwrap_or('\u{fffd}');
-    let mut out = String::from("'");
-    push_escaped(&mut out, c, '\'');
-    out.push('\'');
-    out
-}
-
 fn push_escaped(out: &mut String, c: char, quote: char) {
     match c {
         '\x07' => out.push_str("\\a"),
@@ -76,14 +64,16 @@ pub fn list(items: &[String]) -> String {
 /// `%q` of BuildKit's `*HealthcheckConfig`:
 /// `&{["CMD-SHELL" "curl -f x"] "30s" "3s" "0s" "0s" '\x03'}`.
 pub fn healthcheck(h: &Healthcheck) -> String {
+    // BuildKit formats the config struct with Go's `%+v`: field names, the test list unquoted,
+    // durations by their String method (moby/buildkit dockerfile2llb, dispatchHealthcheck).
     format!(
-        "&{{{} {} {} {} {} {}}}",
-        quote_list(&h.test),
-        quote(&duration::format(h.interval)),
-        quote(&duration::format(h.timeout)),
-        quote(&duration::format(h.start_period)),
-        quote(&duration::format(h.start_interval)),
-        quote_rune(h.retries)
+        "{{Test:{} Interval:{} Timeout:{} StartPeriod:{} StartInterval:{} Retries:{}}}",
+        list(&h.test),
+        duration::format(h.interval),
+        duration::format(h.timeout),
+        duration::format(h.start_period),
+        duration::format(h.start_interval),
+        h.retries
     )
 }
 
@@ -92,13 +82,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn healthcheck_like_go_percent_plus_v() {
+        let h = Healthcheck {
+            test: vec!["CMD".into(), "/bin/true".into(), "arg".into()],
+            interval: 45_000_000_000,
+            timeout: 5_000_000_000,
+            start_period: 90_000_000_000,
+            start_interval: 0,
+            retries: 7,
+        };
+        assert_eq!(
+            healthcheck(&h),
+            "{Test:[CMD /bin/true arg] Interval:45s Timeout:5s StartPeriod:1m30s StartInterval:0s Retries:7}"
+        );
+    }
+
+    #[test]
     fn quoting_like_go() {
         assert_eq!(quote("a\"b\\c\n\té"), "\"a\\\"b\\\\c\\n\\té\"");
         assert_eq!(quote("\u{1}\u{a0}\u{200b}"), "\"\\x01\\u00a0\\u200b\"");
-        assert_eq!(quote_rune(3), "'\\x03'");
-        assert_eq!(quote_rune(10), "'\\n'");
-        assert_eq!(quote_rune(65), "'A'");
-        assert_eq!(quote_rune(-1), "'�'");
         assert_eq!(
             quote_list(&["/bin/sh".into(), "-c".into(), "echo \"hi\"".into()]),
             "[\"/bin/sh\" \"-c\" \"echo \\\"hi\\\"\"]"

@@ -59,7 +59,14 @@ pub fn helper_main(spec_path: &Path) -> ! {
             std::process::exit(SETUP_FAILED);
         }
     };
-    let code = match supervise(&spec) {
+    let secrets = match read_secrets(spec.secret_count) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kiln sandbox: reading secrets: {e}");
+            std::process::exit(SETUP_FAILED);
+        }
+    };
+    let code = match supervise(&spec, &secrets) {
         Ok(code) => code,
         Err(e) => fail(&spec, SETUP_FAILED, &e.to_string()),
     };
@@ -87,7 +94,33 @@ fn errno<T: PartialOrd + Default>(ret: T, what: &str) -> io::Result<T> {
     Ok(ret)
 }
 
-fn supervise(spec: &Spec) -> io::Result<i32> {
+/// Read the secrets the engine streams on standard input (a little-endian u32 length, then the
+/// bytes, for each), then give the command an empty standard input.
+fn read_secrets(count: usize) -> io::Result<Vec<Vec<u8>>> {
+    use std::io::Read;
+    let mut secrets = Vec::with_capacity(count);
+    if count > 0 {
+        let mut stdin = io::stdin().lock();
+        for _ in 0..count {
+            let mut len = [0u8; 4];
+            stdin.read_exact(&mut len)?;
+            let mut buf = vec![0u8; u32::from_le_bytes(len) as usize];
+            stdin.read_exact(&mut buf)?;
+            secrets.push(buf);
+        }
+    }
+    let null = CString::new("/dev/null").expect("no NUL");
+    let fd = unsafe { libc::open(null.as_ptr(), libc::O_RDONLY) };
+    if fd >= 0 {
+        unsafe {
+            libc::dup2(fd, 0);
+            libc::close(fd);
+        }
+    }
+    Ok(secrets)
+}
+
+fn supervise(spec: &Spec, secrets: &[Vec<u8>]) -> io::Result<i32> {
     let path = CString::new(spec.error_file.as_os_str().as_bytes())
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let fd = errno(
@@ -113,7 +146,7 @@ fn supervise(spec: &Spec) -> io::Result<i32> {
     if pid == 0 {
         // The container's init. It must die with the helper, which the engine may kill.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-        let code = container_init(spec);
+        let code = container_init(spec, secrets);
         unsafe { libc::_exit(code) };
     }
     wait_for(pid)
@@ -142,13 +175,13 @@ fn decode(status: libc::c_int) -> i32 {
     }
 }
 
-fn container_init(spec: &Spec) -> i32 {
+fn container_init(spec: &Spec, secrets: &[Vec<u8>]) -> i32 {
     if spec.isolate_network
         && let Err(e) = loopback_up()
     {
         return fail(spec, SETUP_FAILED, &format!("bringing up loopback: {e}"));
     }
-    if let Err(e) = rootfs::setup(&Linux, spec) {
+    if let Err(e) = rootfs::setup(&Linux, spec, secrets) {
         return fail(spec, SETUP_FAILED, &e.to_string());
     }
     let pid = unsafe { libc::fork() };
@@ -160,7 +193,7 @@ fn container_init(spec: &Spec) -> i32 {
         );
     }
     if pid == 0 {
-        let code = match exec_command(spec) {
+        let code = match exec_command(spec, secrets) {
             Err((code, message)) => fail(spec, code, &message),
             Ok(never) => match never {},
         };
@@ -181,7 +214,7 @@ fn container_init(spec: &Spec) -> i32 {
 
 enum Never {}
 
-fn exec_command(spec: &Spec) -> Result<Never, (i32, String)> {
+fn exec_command(spec: &Spec, secrets: &[Vec<u8>]) -> Result<Never, (i32, String)> {
     let setup = |e: io::Error| (SETUP_FAILED, e.to_string());
     if !spec.insecure {
         drop_capabilities().map_err(setup)?;
@@ -218,8 +251,13 @@ fn exec_command(spec: &Spec) -> Result<Never, (i32, String)> {
         .iter()
         .map(|a| CString::new(a.as_bytes()).unwrap_or_default())
         .collect();
-    let envp: Vec<CString> = spec
-        .env
+    let mut env = spec.env.clone();
+    for (var, index) in &spec.secret_env {
+        if let Some(value) = secrets.get(*index) {
+            env.push(format!("{var}={}", String::from_utf8_lossy(value)));
+        }
+    }
+    let envp: Vec<CString> = env
         .iter()
         .map(|e| CString::new(e.as_bytes()).unwrap_or_default())
         .collect();

@@ -16,8 +16,9 @@ use super::syscall::{MountFlags, Syscall};
 /// Device nodes bound from the host into the container's `/dev`, as runc's defaults.
 pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
-/// Build the container's filesystem and move into it.
-pub fn setup(sys: &dyn Syscall, spec: &Spec) -> io::Result<()> {
+/// Build the container's filesystem and move into it. `secrets` are the contents of the
+/// secret mounts, by index.
+pub fn setup(sys: &dyn Syscall, spec: &Spec, secrets: &[Vec<u8>]) -> io::Result<()> {
     let root = spec.mountpoint.as_path();
     sys.mount(
         "",
@@ -191,8 +192,32 @@ pub fn setup(sys: &dyn Syscall, spec: &Spec) -> io::Result<()> {
 
     sys.sethostname(&spec.hostname)?;
 
+    if spec
+        .mounts
+        .iter()
+        .any(|m| matches!(m.kind, MountKind::Secret { .. }))
+    {
+        // Secrets live on a tmpfs that only this mount namespace sees, never on disk.
+        sys.mount(
+            "tmpfs",
+            &spec.secret_dir,
+            "tmpfs",
+            MountFlags {
+                nosuid: true,
+                nodev: true,
+                noexec: true,
+                ..Default::default()
+            },
+            "mode=0755,size=16m",
+        )?;
+    }
+
     for m in &spec.mounts {
-        let is_file = matches!(&m.kind, MountKind::Bind { source } if !sys.is_dir(source));
+        let is_file = match &m.kind {
+            MountKind::Bind { source } => !sys.is_dir(source),
+            MountKind::Secret { .. } => true,
+            _ => false,
+        };
         let target = if is_file {
             file_target(sys, root, &m.target)?
         } else {
@@ -251,6 +276,40 @@ pub fn setup(sys: &dyn Syscall, spec: &Spec) -> io::Result<()> {
                 o.work.as_deref(),
                 o.userxattr,
             )?,
+            MountKind::Secret {
+                index,
+                mode,
+                uid,
+                gid,
+            } => {
+                let content = secrets.get(*index).ok_or_else(|| {
+                    io::Error::other(format!("secret #{index} was not passed to the sandbox"))
+                })?;
+                let staged = spec.secret_dir.join(index.to_string());
+                sys.write_file(&staged, content, *mode, *uid, *gid)?;
+                sys.mount(
+                    &staged.display().to_string(),
+                    &target,
+                    "",
+                    MountFlags {
+                        bind: true,
+                        ..Default::default()
+                    },
+                    "",
+                )?;
+                sys.mount(
+                    "",
+                    &target,
+                    "",
+                    MountFlags {
+                        bind: true,
+                        remount: true,
+                        readonly: true,
+                        ..Default::default()
+                    },
+                    "",
+                )?;
+            }
         }
     }
 
@@ -381,13 +440,16 @@ mod tests {
             process_sandbox: true,
             insecure: false,
             error_file: "/tmp/err".into(),
+            secret_count: 0,
+            secret_env: vec![],
+            secret_dir: "/tmp/secrets".into(),
         }
     }
 
     #[test]
     fn builds_the_container_in_order_and_pivots() {
         let rec = Recorder::default();
-        setup(&rec, &spec()).unwrap();
+        setup(&rec, &spec(), &[]).unwrap();
         let calls = rec.calls();
         let pos = |prefix: &str| {
             calls
@@ -420,7 +482,7 @@ mod tests {
         let mut s = spec();
         s.process_sandbox = false;
         s.isolate_network = false;
-        setup(&rec, &s).unwrap();
+        setup(&rec, &s, &[]).unwrap();
         let calls = rec.calls();
         assert!(calls.contains(&"mount /proc /m/proc [bind,rec]".to_string()));
         assert!(calls.contains(&"mount /sys /m/sys [bind,rec]".to_string()));
@@ -442,6 +504,71 @@ mod tests {
         assert_eq!(
             resolve_in_root(&sys, root, "/etc/up/f").unwrap(),
             root.join("tmp/f")
+        );
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+    use crate::sandbox::spec::{Mount, Overlay};
+    use crate::sandbox::syscall::Recorder;
+
+    #[test]
+    fn secrets_go_to_a_private_tmpfs_and_are_bound_read_only() {
+        let rec = Recorder::default();
+        let spec = Spec {
+            rootfs: Rootfs::Overlay(Overlay {
+                lowers: vec!["/l".into()],
+                upper: None,
+                work: None,
+                userxattr: false,
+            }),
+            mountpoint: "/m".into(),
+            mounts: vec![Mount {
+                target: "/run/secrets/token".into(),
+                kind: MountKind::Secret {
+                    index: 0,
+                    mode: 0o400,
+                    uid: 1000,
+                    gid: 0,
+                },
+                readonly: true,
+            }],
+            args: vec![],
+            env: vec![],
+            cwd: "/".into(),
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+            hostname: "h".into(),
+            isolate_network: false,
+            process_sandbox: true,
+            insecure: false,
+            error_file: "/e".into(),
+            secret_count: 1,
+            secret_env: vec![],
+            secret_dir: "/s".into(),
+        };
+        setup(&rec, &spec, &[b"hunter2".to_vec()]).unwrap();
+        let calls = rec.calls();
+        let tmpfs = calls
+            .iter()
+            .position(|c| c == "mount tmpfs /s tmpfs [nosuid,nodev,noexec] mode=0755,size=16m")
+            .expect("a tmpfs for secrets");
+        let write = calls
+            .iter()
+            .position(|c| c == "write /s/0 (7 bytes) 400 1000:0")
+            .expect("the secret written there");
+        let bind = calls
+            .iter()
+            .position(|c| c == "mount /s/0 /m/run/secrets/token [bind]")
+            .expect("bound to its target");
+        assert!(calls.contains(&"mount /m/run/secrets/token [bind,ro,remount]".to_string()));
+        assert!(tmpfs < write && write < bind);
+        assert!(
+            !calls.iter().any(|c| c.contains("hunter2")),
+            "the content must not be logged"
         );
     }
 }

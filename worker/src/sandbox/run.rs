@@ -84,6 +84,7 @@ impl Runner {
         spec: &Spec,
         scratch: &Path,
         cancel: &Cancel,
+        secrets: &[Vec<u8>],
         on_output: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<i32, RunError> {
         if cancel.is_cancelled() {
@@ -98,13 +99,27 @@ impl Runner {
         let mut child = Command::new(&self.helper)
             .arg("__sandbox")
             .arg(&spec_path)
-            .stdin(Stdio::null())
+            .stdin(if secrets.is_empty() {
+                Stdio::null()
+            } else {
+                Stdio::piped()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .env_clear()
             .spawn()
             .map_err(|e| RunError::Spawn(self.helper.clone(), e))?;
         cancel.pid.store(child.id() as i32, Ordering::SeqCst);
+        if let Some(mut stdin) = child.stdin.take() {
+            use std::io::Write;
+            // Secrets go to the helper through a pipe, never through a file.
+            for secret in secrets {
+                let len = u32::try_from(secret.len())
+                    .map_err(|_| io::Error::other("a secret is larger than 4 GiB"))?;
+                stdin.write_all(&len.to_le_bytes())?;
+                stdin.write_all(secret)?;
+            }
+        }
         if cancel.is_cancelled() {
             cancel.cancel();
         }

@@ -35,6 +35,17 @@ pub struct Spec {
     pub insecure: bool,
     /// The helper writes the reason here if it cannot set the container up.
     pub error_file: PathBuf,
+    /// How many secrets the helper reads from its standard input before anything else. Their
+    /// contents never appear in the spec, which is a file on disk.
+    #[serde(default)]
+    pub secret_count: usize,
+    /// Secrets exposed as environment variables: (variable, index of the secret).
+    #[serde(default)]
+    pub secret_env: Vec<(String, usize)>,
+    /// An empty directory on which the helper mounts the private tmpfs that holds secret
+    /// files; the mount lives only in the step's mount namespace.
+    #[serde(default)]
+    pub secret_dir: PathBuf,
 }
 
 /// The root filesystem of a sandbox.
@@ -77,4 +88,11 @@ pub enum MountKind {
     Tmpfs { size: Option<u64>, mode: u32 },
     /// An overlay (a bind mount `from` a stage, or an `rw` bind whose writes are discarded).
     Overlay(Overlay),
+    /// A secret file, from the stream of secrets, on the private tmpfs, bound read-only.
+    Secret {
+        index: usize,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
 }

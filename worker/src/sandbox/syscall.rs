@@ -70,6 +70,15 @@ pub trait Syscall {
     fn is_dir(&self, path: &Path) -> bool;
     fn sethostname(&self, name: &str) -> io::Result<()>;
     fn chdir(&self, path: &Path) -> io::Result<()>;
+    /// Create a file with this content, mode and owner (a secret on the private tmpfs).
+    fn write_file(
+        &self,
+        path: &Path,
+        content: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> io::Result<()>;
 }
 
 fn cstr(s: &[u8]) -> io::Result<CString> {
@@ -199,6 +208,26 @@ impl Syscall for Linux {
     fn chdir(&self, path: &Path) -> io::Result<()> {
         let c = cstr(path.as_os_str().as_bytes())?;
         check(unsafe { libc::chdir(c.as_ptr()) })
+    }
+
+    fn write_file(
+        &self,
+        path: &Path,
+        content: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        f.write_all(content)?;
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))
     }
 }
 
@@ -417,6 +446,23 @@ impl Syscall for Recorder {
 
     fn chdir(&self, path: &Path) -> io::Result<()> {
         self.log(format!("chdir {}", path.display()));
+        Ok(())
+    }
+
+    fn write_file(
+        &self,
+        path: &Path,
+        content: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> io::Result<()> {
+        // The content is not recorded: a recorder must not leak a secret into test output.
+        self.log(format!(
+            "write {} ({} bytes) {mode:o} {uid}:{gid}",
+            path.display(),
+            content.len()
+        ));
         Ok(())
     }
 }

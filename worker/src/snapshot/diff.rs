@@ -89,7 +89,7 @@ impl<W: Write> LayerWriter<W> {
             if is_whiteout(&meta) {
                 let mut wh = OsString::from(WHITEOUT_PREFIX);
                 wh.push(&name);
-                self.marker(&rel.with_file_name(wh))?;
+                self.marker(&rel.with_file_name(wh), 0o600)?;
                 self.stats.whiteouts += 1;
                 continue;
             }
@@ -101,7 +101,7 @@ impl<W: Write> LayerWriter<W> {
             self.entry(&path, &rel, &meta)?;
             if ft.is_dir() {
                 if is_opaque(&path) {
-                    self.marker(&rel.join(OPAQUE_MARKER))?;
+                    self.marker(&rel.join(OPAQUE_MARKER), meta.mode() & 0o7777)?;
                 }
                 self.walk(&path, &rel)?;
             }
@@ -117,11 +117,12 @@ impl<W: Write> LayerWriter<W> {
         }
     }
 
-    /// An empty regular file with mode 0: a whiteout or the opaque marker.
-    fn marker(&mut self, rel: &Path) -> io::Result<()> {
+    /// An empty regular file: a whiteout (mode 0600) or the opaque marker (the directory's
+    /// mode), as moby's overlay differ writes them.
+    fn marker(&mut self, rel: &Path, mode: u32) -> io::Result<()> {
         let mut header = Header::new_ustar();
         header.set_entry_type(EntryType::Regular);
-        header.set_mode(0);
+        header.set_mode(mode);
         header.set_uid(0);
         header.set_gid(0);
         header.set_size(0);

@@ -278,6 +278,7 @@ impl Solver<'_> {
             };
             let empty = View::new(vec![]);
             crate::copy::copy(&crate::copy::Request {
+                downloads: &Default::default(),
                 op: &op,
                 source: crate::copy::Source::Context(&ctx),
                 base: &empty,

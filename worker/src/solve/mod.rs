@@ -67,6 +67,23 @@ pub enum NamedContext {
     Dir(PathBuf),
 }
 
+/// Where a build secret's value comes from (`--secret`).
+#[derive(Clone)]
+pub enum SecretSource {
+    File(PathBuf),
+    /// An environment variable of the `kiln` process.
+    Env(String),
+}
+
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretSource::File(p) => write!(f, "File({})", p.display()),
+            SecretSource::Env(v) => write!(f, "Env({v})"),
+        }
+    }
+}
+
 /// Build options.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -85,6 +102,8 @@ pub struct Options {
     pub cache_mounts: PathBuf,
     /// `--cache-mount-ns` / `BUILDKIT_CACHE_MOUNT_NS`.
     pub cache_mount_ns: String,
+    /// `--secret`: where each secret id's value is read from when a step mounts it.
+    pub secrets: HashMap<String, SecretSource>,
 }
 
 /// Why a build failed.
@@ -136,6 +155,8 @@ pub struct Solver<'a> {
     /// Stages whose layers end up in the exported image: the target and its `FROM` ancestors.
     exported: HashSet<usize>,
     images: Mutex<HashMap<String, Arc<BaseImage>>>,
+    /// `ADD <url>` downloads of this build, by URL.
+    downloads: Mutex<HashMap<String, Arc<crate::fetch::Downloaded>>>,
     /// Counters for reports and tests.
     pub stats: Stats,
 }
@@ -188,6 +209,7 @@ impl<'a> Solver<'a> {
             layer_jobs: Mutex::new(HashMap::new()),
             exported,
             images: Mutex::new(HashMap::new()),
+            downloads: Mutex::new(HashMap::new()),
             stats: Stats::default(),
         }
     }
@@ -350,6 +372,14 @@ impl<'a> Solver<'a> {
 
 impl Drop for Solver<'_> {
     fn drop(&mut self) {
+        for d in self
+            .downloads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            let _ = std::fs::remove_file(&d.path);
+        }
         // Let unfinished background compression finish; its results are cached for next time.
         for (_, job) in self
             .layer_jobs

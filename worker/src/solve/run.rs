@@ -145,7 +145,49 @@ impl Solver<'_> {
                 readonly: true,
             });
         }
+        let mut secrets: Vec<Vec<u8>> = Vec::new();
+        let mut secret_env = Vec::new();
         for (n, m) in run.mounts.iter().enumerate() {
+            if let Mount::Secret {
+                id,
+                target,
+                env,
+                required,
+                mode,
+                uid,
+                gid,
+            } = m
+            {
+                let Some(content) = self.secret(id).map_err(plain)? else {
+                    if *required {
+                        return Err(plain(format!(
+                            "secret {id} is required but was not provided: pass --secret id={id},src=FILE"
+                        )));
+                    }
+                    continue;
+                };
+                let index = secrets.len();
+                secrets.push(content);
+                if let Some(var) = env {
+                    secret_env.push((var.clone(), index));
+                }
+                let target = target
+                    .clone()
+                    .or_else(|| env.is_none().then(|| format!("/run/secrets/{id}")));
+                if let Some(target) = target {
+                    mounts.push(spec::Mount {
+                        target,
+                        kind: MountKind::Secret {
+                            index,
+                            mode: *mode,
+                            uid: *uid,
+                            gid: *gid,
+                        },
+                        readonly: true,
+                    });
+                }
+                continue;
+            }
             if let Some(mount) = self.step_mount(m, scratch.path(), n).map_err(plain)? {
                 mounts.push(mount);
             }
@@ -184,6 +226,13 @@ impl Solver<'_> {
             process_sandbox: self.opts.process_sandbox,
             insecure: run.security == Security::Insecure,
             error_file: scratch.path().join("error"),
+            secret_count: secrets.len(),
+            secret_env,
+            secret_dir: {
+                let d = scratch.path().join("secrets");
+                std::fs::create_dir_all(&d).map_err(|e| plain(e.to_string()))?;
+                d
+            },
         };
         let cancel = Cancel::default();
         self.cancels
@@ -197,10 +246,12 @@ impl Solver<'_> {
             .runs
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut tail = Tail::default();
-        let result = self
-            .opts
-            .runner
-            .run(&spec, scratch.path(), &cancel, &mut |stream, data| {
+        let result = self.opts.runner.run(
+            &spec,
+            scratch.path(),
+            &cancel,
+            &secrets,
+            &mut |stream, data| {
                 tail.push(data);
                 let stream = if stream == Stream::Stdout {
                     "stdout"
@@ -212,7 +263,8 @@ impl Solver<'_> {
                     stream,
                     data: String::from_utf8_lossy(data).into_owned(),
                 });
-            });
+            },
+        );
         self.cancels
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -239,6 +291,22 @@ impl Solver<'_> {
         clean_stubs(&pending.fs(), &view, &stubs)
             .map_err(|e| plain(format!("cleaning mount points: {e}")))?;
         Ok(())
+    }
+
+    /// A secret's content, from where `--secret` said; `None` when it was not given.
+    fn secret(&self, id: &str) -> Result<Option<Vec<u8>>, String> {
+        match self.opts.secrets.get(id) {
+            None => Ok(None),
+            Some(super::SecretSource::File(path)) => std::fs::read(path)
+                .map(Some)
+                .map_err(|e| format!("reading secret {id} from {}: {e}", path.display())),
+            Some(super::SecretSource::Env(var)) => match std::env::var_os(var) {
+                Some(v) => Ok(Some(v.into_encoded_bytes())),
+                None => Err(format!(
+                    "secret {id}: the environment variable {var} is not set"
+                )),
+            },
+        }
     }
 
     /// An empty directory, the lower layer of a step on an empty filesystem.
@@ -376,12 +444,7 @@ impl Solver<'_> {
                 },
                 readonly: false,
             },
-            Mount::Secret { id, required, .. } => {
-                if *required {
-                    return Err(format!("secret {id} is required but was not provided"));
-                }
-                return Ok(None);
-            }
+            Mount::Secret { .. } => return Ok(None),
             Mount::Ssh { id, required, .. } => {
                 if *required {
                     return Err(format!("ssh key {id} is required but was not provided"));

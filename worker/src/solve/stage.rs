@@ -9,7 +9,7 @@ use crate::copy::{self, CopyError};
 use crate::digest::Digest;
 use crate::image::config::{DEFAULT_PATH, ImageConfig};
 use crate::image::oci::{History, Image, now, rfc3339};
-use crate::plan::step::{Base, Input, Location, Op, Step};
+use crate::plan::step::{Base, CopySource, Input, Location, Op, Step};
 use crate::progress::Event;
 use crate::snapshot::layer::{Pending, SnapshotMeta};
 use crate::snapshot::view::View;
@@ -271,8 +271,21 @@ impl Solver<'_> {
     }
 
     fn copy_inputs(&self, c: &crate::plan::step::Copy) -> Result<Vec<Digest>, String> {
-        use crate::plan::step::CopySource;
         let mut inputs = vec![self.input_key(&c.from)?];
+        for source in &c.sources {
+            if let CopySource::Url(url) = source {
+                // With --checksum the content is known without downloading it (BuildKit keys
+                // the step on the checksum too).
+                inputs.push(match &c.checksum {
+                    Some(sum) => {
+                        let mut h = crate::digest::KeyHasher::new("url-checksum");
+                        h.str(url).str(sum);
+                        h.finish()
+                    }
+                    None => self.download(url, None)?.digest.clone(),
+                });
+            }
+        }
         if c.from == Input::Context {
             let mut rels = Vec::new();
             for source in &c.sources {
@@ -323,8 +336,18 @@ impl Solver<'_> {
                 copy::Source::View(&image_view)
             }
         };
+        let mut downloads = std::collections::HashMap::new();
+        for source in &c.sources {
+            if let CopySource::Url(url) = source {
+                downloads.insert(
+                    url.clone(),
+                    (*self.download(url, c.checksum.as_deref())?).clone(),
+                );
+            }
+        }
         let upper = pending.fs();
         copy::copy(&copy::Request {
+            downloads: &downloads,
             op: c,
             source,
             base: &base,
@@ -386,6 +409,39 @@ impl Solver<'_> {
                 .map_err(|e| e.to_string())?;
         }
         Ok(())
+    }
+}
+
+impl Solver<'_> {
+    /// Download a URL once per build; check `checksum` when given.
+    fn download(
+        &self,
+        url: &str,
+        checksum: Option<&str>,
+    ) -> Result<std::sync::Arc<crate::fetch::Downloaded>, String> {
+        let mut cache = self.downloads.lock().unwrap_or_else(|e| e.into_inner());
+        let d = match cache.get(url) {
+            Some(d) => d.clone(),
+            None => {
+                let dir = self.snapshots.store().root().join("tmp");
+                let d = std::sync::Arc::new(
+                    crate::fetch::fetch(url, &dir, None).map_err(|e| e.to_string())?,
+                );
+                cache.insert(url.to_string(), d.clone());
+                d
+            }
+        };
+        if let Some(sum) = checksum
+            && sum != d.digest.as_str()
+        {
+            return Err(crate::fetch::FetchError::Checksum {
+                url: url.to_string(),
+                expected: sum.to_string(),
+                got: d.digest.clone(),
+            }
+            .to_string());
+        }
+        Ok(d)
     }
 }
 
