@@ -171,6 +171,9 @@ impl Frontend for PlanFrontend<'_> {
     fn label(&self, stage: usize) -> String {
         self.plan.stages[stage].display_name()
     }
+    fn name(&self, stage: usize) -> Option<String> {
+        self.plan.stages[stage].name.clone()
+    }
     fn lower(&self, stage: usize, base: &ImageConfig) -> Result<LoweredStage, String> {
         plan::lower(self.plan, stage, base).map_err(|d| d.to_string())
     }

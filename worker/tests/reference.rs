@@ -8,11 +8,13 @@
 //! Where Kiln knowingly differs from the recorded BuildKit (v0.8, inside dockerd 20.10), the
 //! difference is listed in [`DEVIATIONS`] with the reason; nothing else is skipped.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::process::Command;
 
+use common::{Env, ROOTLESS_USER, repo};
 use kiln_tests::facts;
 use serde_json::Value;
 
@@ -116,132 +118,6 @@ fn deviation(case: &str, line: &str) -> Option<&'static str> {
         .iter()
         .find(|(c, text, _)| case.starts_with(c) && line.contains(text))
         .map(|(_, _, why)| *why)
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn kiln_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_kiln"))
-}
-
-/// The unprivileged user the rootless runs use, with a subordinate id range.
-const ROOTLESS_USER: &str = "kiln-rootless";
-
-fn ensure_rootless_user() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        let exists = Command::new("id")
-            .arg(ROOTLESS_USER)
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !exists {
-            let out = Command::new("useradd")
-                .args(["-m", ROOTLESS_USER])
-                .output()
-                .expect("useradd runs");
-            assert!(
-                out.status.success(),
-                "useradd: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let subuid = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
-        assert!(
-            subuid
-                .lines()
-                .any(|l| l.starts_with(&format!("{ROOTLESS_USER}:"))),
-            "{ROOTLESS_USER} has no /etc/subuid range"
-        );
-        assert!(
-            Path::new("/usr/bin/newuidmap").exists(),
-            "newuidmap is missing: install uidmap (make test does)"
-        );
-    });
-}
-
-/// Where a run of the corpus works, and as whom.
-struct Env {
-    dir: PathBuf,
-    state: PathBuf,
-    base: PathBuf,
-    rootless: bool,
-}
-
-impl Env {
-    fn kiln(&self, args: &[String]) -> Output {
-        let mut cmd = if self.rootless {
-            let mut c = Command::new("runuser");
-            c.args(["-u", ROOTLESS_USER, "--"]).arg(kiln_bin());
-            c
-        } else {
-            Command::new(kiln_bin())
-        };
-        cmd.args(args)
-            .env("HOME", self.dir.join("home"))
-            .env_remove("SOURCE_DATE_EPOCH");
-        cmd.output().expect("kiln runs")
-    }
-
-    fn new(name: &str, rootless: bool) -> Env {
-        let dir =
-            std::env::temp_dir().join(format!("kiln-reference-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("home")).unwrap();
-        let env = Env {
-            state: dir.join("state"),
-            base: dir.join("base-layout"),
-            dir,
-            rootless,
-        };
-        // The base: the reference rootfs as a tarball, ADDed so that owners are kept.
-        let basectx = env.dir.join("base");
-        std::fs::create_dir_all(&basectx).unwrap();
-        let out = Command::new("bash")
-            .arg(repo().join("tests/reference/base/mkrootfs.sh"))
-            .arg(env.dir.join("rootfs"))
-            .arg(basectx.join("rootfs.tar"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mkrootfs: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::write(
-            basectx.join("Dockerfile"),
-            "FROM scratch\nADD rootfs.tar /\n",
-        )
-        .unwrap();
-        if rootless {
-            ensure_rootless_user();
-            let status = Command::new("chown")
-                .args(["-R", &format!("{ROOTLESS_USER}:{ROOTLESS_USER}")])
-                .arg(&env.dir)
-                .status()
-                .unwrap();
-            assert!(status.success());
-        }
-        let out = env.kiln(&[
-            "build".into(),
-            "--progress=plain".into(),
-            format!("--cache-dir={}", env.state.display()),
-            format!("--output=type=oci,dest={}", env.base.display()),
-            "-t".into(),
-            "kiln-ref/busybox:1".into(),
-            basectx.display().to_string(),
-        ]);
-        assert!(
-            out.status.success(),
-            "building the base:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        env
-    }
 }
 
 /// Build one case; the differences from BuildKit, or why it could not be compared.
@@ -407,7 +283,6 @@ fn run_corpus(env: &Env) {
         cases.len(),
         report.join("\n")
     );
-    let _ = std::fs::remove_dir_all(&env.dir);
 }
 
 #[test]

@@ -47,7 +47,7 @@ impl BaseImage {
 
 impl Solver<'_> {
     /// Find the named context for a reference, as written or normalised.
-    fn named(&self, reference: &str) -> Option<&NamedContext> {
+    pub(super) fn named(&self, reference: &str) -> Option<&NamedContext> {
         let named = &self.opts.named_contexts;
         if let Some(c) = named.get(reference) {
             return Some(c);

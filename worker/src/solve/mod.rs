@@ -51,6 +51,8 @@ pub trait Frontend: Sync {
     fn base(&self, stage: usize) -> Base;
     /// The stage's name in progress output: its `AS` name, or `stage-N`.
     fn label(&self, stage: usize) -> String;
+    /// The stage's `AS` name, if it has one.
+    fn name(&self, stage: usize) -> Option<String>;
     /// Lower a stage given its base's config. The error is a rendered diagnostic.
     fn lower(&self, stage: usize, base: &ImageConfig) -> Result<LoweredStage, String>;
 }

@@ -75,6 +75,20 @@ impl Solver<'_> {
     pub(super) fn run_stage(&self, i: usize) -> Result<Arc<StageResult>, BuildError> {
         self.check()?;
         let label = self.frontend.label(i);
+        // A named context with the stage's name replaces the whole stage (BuildKit's
+        // `--build-context NAME=...` overriding `FROM ... AS NAME`).
+        if let Some(name) = self.frontend.name(i)
+            && self.named(&name).is_some()
+        {
+            let base = self.image(&name, &label)?;
+            return Ok(Arc::new(StageResult {
+                label,
+                key: base.key.clone(),
+                chain: base.chain.clone(),
+                layers: base.layers.clone(),
+                image: base.image.clone(),
+            }));
+        }
         let mut state = match self.frontend.base(i) {
             Base::Scratch => State {
                 stage: i,

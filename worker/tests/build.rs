@@ -1,0 +1,499 @@
+//! `kiln build` end to end on this machine: outputs that skopeo, umoci and podman accept,
+//! reproducibility, the cache, failures and what they leave behind, contexts and progress.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::{Env, text};
+
+fn root_env() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| Env::new("build-root", false))
+}
+
+fn rootless_env() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| Env::new("build-rootless", true))
+}
+
+fn metadata(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn processes_matching(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(needle))
+        .collect()
+}
+
+const TWO_STAGES: &str = "FROM kiln-ref/busybox:1 AS build\n\
+WORKDIR /src\n\
+COPY hello.txt .\n\
+RUN cat hello.txt > out.txt && echo built >> out.txt\n\
+FROM kiln-ref/busybox:1\n\
+COPY --from=build /src/out.txt /out.txt\n\
+CMD [\"cat\", \"/out.txt\"]\n";
+
+#[test]
+fn outputs_are_accepted_by_skopeo_umoci_and_podman() {
+    let env = root_env();
+    let ctx = env.context(
+        "outputs",
+        &[("Dockerfile", TWO_STAGES), ("hello.txt", "hello\n")],
+    );
+    let out_dir = env.dir.join("outputs");
+    let layout = out_dir.join("layout");
+    let oci_tar = out_dir.join("image.tar");
+    let docker_tar = out_dir.join("docker.tar");
+    let fs = out_dir.join("fs");
+    let run = env.build(
+        &ctx,
+        &[
+            "-t",
+            "kiln-test/outputs:1",
+            &format!("--output=type=oci,dest={}", layout.display()),
+            &format!("--output=type=oci,dest={}", oci_tar.display()),
+            &format!("--output=type=docker,dest={}", docker_tar.display()),
+            &format!("--output=type=local,dest={}", fs.display()),
+        ],
+    );
+    assert!(run.status.success(), "{}", text(&run));
+
+    let inspect = Command::new("skopeo")
+        .args(["inspect", &format!("oci:{}:1", layout.display())])
+        .output()
+        .unwrap();
+    assert!(
+        inspect.status.success(),
+        "skopeo inspect oci: {}",
+        text(&inspect)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(v["Layers"].as_array().unwrap().len(), 2, "base + COPY: {v}");
+    let inspect = Command::new("skopeo")
+        .args(["inspect", &format!("oci-archive:{}", oci_tar.display())])
+        .output()
+        .unwrap();
+    assert!(
+        inspect.status.success(),
+        "skopeo inspect oci-archive: {}",
+        text(&inspect)
+    );
+
+    let bundle = out_dir.join("bundle");
+    let unpack = Command::new("umoci")
+        .args(["unpack", "--image", &format!("{}:1", layout.display())])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(unpack.status.success(), "umoci unpack: {}", text(&unpack));
+    assert_eq!(
+        std::fs::read_to_string(bundle.join("rootfs/out.txt")).unwrap(),
+        "hello\nbuilt\n"
+    );
+
+    // podman refuses a run root longer than 50 characters.
+    let podman = std::path::PathBuf::from(format!("/tmp/kiln-podman-{}", std::process::id()));
+    let podman_args = |extra: &[&str]| {
+        let mut c = Command::new("podman");
+        c.arg("--root")
+            .arg(podman.join("root"))
+            .arg("--runroot")
+            .arg(podman.join("run"))
+            .arg("--storage-driver=vfs");
+        c.args(extra);
+        c.output().unwrap()
+    };
+    let load = podman_args(&["load", "-i", docker_tar.to_str().unwrap()]);
+    assert!(load.status.success(), "podman load: {}", text(&load));
+    assert!(
+        text(&load).contains("kiln-test/outputs:1"),
+        "{}",
+        text(&load)
+    );
+    let images = podman_args(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(
+        text(&images).contains("kiln-test/outputs:1"),
+        "{}",
+        text(&images)
+    );
+    let _ = Command::new("rm").arg("-rf").arg(&podman).status();
+
+    assert_eq!(
+        std::fs::read_to_string(fs.join("out.txt")).unwrap(),
+        "hello\nbuilt\n"
+    );
+    assert!(fs.join("bin/busybox").exists());
+}
+
+#[test]
+fn source_date_epoch_makes_builds_reproducible() {
+    let env = root_env();
+    let ctx = env.context(
+        "sde",
+        &[("Dockerfile", TWO_STAGES), ("hello.txt", "hello\n")],
+    );
+    let mut digests = Vec::new();
+    for n in 0..2 {
+        let state = env.dir.join(format!("sde-state-{n}"));
+        let meta = env.dir.join(format!("sde-{n}.json"));
+        let run = env.kiln(&[
+            "build".into(),
+            "--progress=quiet".into(),
+            format!("--cache-dir={}", state.display()),
+            format!(
+                "--build-context=kiln-ref/busybox:1=oci-layout://{}",
+                env.base.display()
+            ),
+            "--source-date-epoch=1700000000".into(),
+            format!("--metadata-file={}", meta.display()),
+            ctx.display().to_string(),
+        ]);
+        assert!(run.status.success(), "{}", text(&run));
+        digests.push(
+            metadata(&meta)["containerimage.digest"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(
+        digests[0], digests[1],
+        "the same inputs must give the same image"
+    );
+}
+
+#[test]
+fn a_noop_rebuild_runs_nothing_and_marks_every_step_cached() {
+    let env = root_env();
+    let mut dockerfile = String::from("FROM kiln-ref/busybox:1\n");
+    for i in 0..10 {
+        dockerfile.push_str(&format!(
+            "RUN echo step{i} > /step{i} && echo ran >> /tmp/marker\n"
+        ));
+    }
+    let ctx = env.context("noop", &[("Dockerfile", &dockerfile)]);
+    let meta = env.dir.join("noop.json");
+    let first = env.build(&ctx, &[&format!("--metadata-file={}", meta.display())]);
+    assert!(first.status.success(), "{}", text(&first));
+    assert_eq!(metadata(&meta)["kiln.runs"], 10);
+    let second = env.build(&ctx, &[&format!("--metadata-file={}", meta.display())]);
+    assert!(second.status.success(), "{}", text(&second));
+    let m = metadata(&meta);
+    assert_eq!(m["kiln.runs"], 0, "a no-op rebuild must not run any step");
+    assert_eq!(m["kiln.cached"], 10);
+    assert_eq!(
+        text(&second).matches(" CACHED").count(),
+        10,
+        "{}",
+        text(&second)
+    );
+}
+
+#[test]
+fn a_failing_run_reports_its_exit_code_output_and_line() {
+    let env = root_env();
+    let ctx = env.context(
+        "failing",
+        &[("Dockerfile", "FROM kiln-ref/busybox:1\nRUN echo fine\nRUN echo about to fail && echo on stderr >&2 && exit 3\nRUN echo never\n")],
+    );
+    let run = env.build(&ctx, &[]);
+    assert!(!run.status.success());
+    let t = text(&run);
+    assert!(t.contains("Dockerfile:3"), "{t}");
+    assert!(t.contains("exit code: 3"), "{t}");
+    assert!(t.contains(">>> RUN echo about to fail"), "{t}");
+    assert!(t.contains("last output:") && t.contains("on stderr"), "{t}");
+    assert!(!t.contains("[stage-0 4/4]"), "the step after the failure ran: {t}");
+}
+
+#[test]
+fn a_failure_cancels_sibling_stages_and_leaves_no_process() {
+    let env = root_env();
+    let ctx = env.context(
+        "cancel",
+        &[(
+            "Dockerfile",
+            "FROM kiln-ref/busybox:1 AS slow\nRUN sleep 5151\n\
+             FROM kiln-ref/busybox:1 AS broken\nRUN sleep 1 && exit 7\n\
+             FROM kiln-ref/busybox:1\nCOPY --from=slow /etc/hostname /a\nCOPY --from=broken /etc/hostname /b\n",
+        )],
+    );
+    let started = std::time::Instant::now();
+    let run = env.build(&ctx, &[]);
+    assert!(!run.status.success());
+    assert!(text(&run).contains("exit code: 7"), "{}", text(&run));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "the build waited for the sibling stage instead of cancelling it"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        processes_matching("sleep 5151").is_empty(),
+        "the cancelled step is still running"
+    );
+}
+
+fn leaves_nothing_behind(env: &Env, name: &str) {
+    let mut dockerfile = String::from("FROM kiln-ref/busybox:1\n");
+    for i in 0..10 {
+        dockerfile.push_str(&format!(
+            "RUN --mount=type=tmpfs,target=/scratch{i} (sleep 4{i}{i}4 &) ; dd if=/dev/zero of=/f{i} bs=1k count=64 2>/dev/null\n"
+        ));
+    }
+    let ctx = env.context(name, &[("Dockerfile", &dockerfile)]);
+    let run = env.build(&ctx, &["--no-cache"]);
+    assert!(run.status.success(), "{}", text(&run));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for i in 0..10 {
+        assert!(
+            processes_matching(&format!("sleep 4{i}{i}4")).is_empty(),
+            "step {i} left a process"
+        );
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(env.state.to_str().unwrap()),
+        "a mount is left:\n{mounts}"
+    );
+    let tmp: Vec<_> = std::fs::read_dir(env.state.join("tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(tmp.is_empty(), "temporary files are left: {tmp:?}");
+}
+
+#[test]
+fn a_run_heavy_build_leaves_no_mount_process_or_temp_dir() {
+    leaves_nothing_behind(root_env(), "heavy-root");
+}
+
+#[test]
+fn a_rootless_run_heavy_build_leaves_nothing_either() {
+    leaves_nothing_behind(rootless_env(), "heavy-rootless");
+}
+
+#[test]
+fn rootless_builds_keep_owners_and_run_as_other_users() {
+    let env = rootless_env();
+    let ctx = env.context(
+        "rootless-users",
+        &[(
+            "Dockerfile",
+            "FROM kiln-ref/busybox:1\nUSER app\nRUN id -u > /tmp/uid && touch /home/app/mine\nUSER root\nRUN ls -ln /home/app/mine | awk '{print $3\":\"$4}' > /owner\n",
+        )],
+    );
+    let fs = env.dir.join("rootless-users-fs");
+    let run = env.build(
+        &ctx,
+        &[&format!("--output=type=local,dest={}", fs.display())],
+    );
+    assert!(run.status.success(), "{}", text(&run));
+    assert_eq!(
+        std::fs::read_to_string(fs.join("tmp/uid")).unwrap().trim(),
+        "1000"
+    );
+    assert_eq!(
+        std::fs::read_to_string(fs.join("owner")).unwrap().trim(),
+        "1000:1000"
+    );
+}
+
+#[test]
+fn contexts_from_a_tarball_and_from_stdin() {
+    let env = root_env();
+    let ctx = env.context(
+        "tar-src",
+        &[
+            ("Dockerfile", "FROM kiln-ref/busybox:1\nCOPY f /f\n"),
+            ("f", "from a tarball\n"),
+        ],
+    );
+    let tarball = env.dir.join("context.tar.gz");
+    let status = Command::new("tar")
+        .arg("-czf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&ctx)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let fs = env.dir.join("tar-fs");
+    let run = env.build(
+        &tarball,
+        &[&format!("--output=type=local,dest={}", fs.display())],
+    );
+    assert!(run.status.success(), "{}", text(&run));
+    assert_eq!(
+        std::fs::read_to_string(fs.join("f")).unwrap(),
+        "from a tarball\n"
+    );
+
+    let fs2 = env.dir.join("stdin-fs");
+    let mut child = Command::new(common::kiln_bin())
+        .args(["build", "--progress=quiet"])
+        .arg(format!("--cache-dir={}", env.state.display()))
+        .arg(format!(
+            "--build-context=kiln-ref/busybox:1=oci-layout://{}",
+            env.base.display()
+        ))
+        .arg(format!("--output=type=local,dest={}", fs2.display()))
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::copy(
+        &mut std::fs::File::open(&tarball).unwrap(),
+        child.stdin.as_mut().unwrap(),
+    )
+    .unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(fs2.join("f")).unwrap(),
+        "from a tarball\n"
+    );
+}
+
+#[test]
+fn named_contexts_a_directory_and_a_stage_override() {
+    let env = root_env();
+    let extra = env.context("named-extra", &[("data.txt", "from a named directory\n")]);
+    let ctx = env.context(
+        "named",
+        &[(
+            "Dockerfile",
+            "FROM kiln-ref/busybox:1 AS tools\nRUN echo original > /tool\n\
+             FROM kiln-ref/busybox:1\nCOPY --from=extra /data.txt /data.txt\nCOPY --from=tools /tool /tool\n",
+        )],
+    );
+    // The `tools` stage is replaced by an image built from another Dockerfile.
+    let tools_ctx = env.context(
+        "named-tools",
+        &[(
+            "Dockerfile",
+            "FROM kiln-ref/busybox:1\nRUN echo replaced > /tool\n",
+        )],
+    );
+    let tools_layout = env.dir.join("named-tools-layout");
+    let run = env.build(
+        &tools_ctx,
+        &[&format!(
+            "--output=type=oci,dest={}",
+            tools_layout.display()
+        )],
+    );
+    assert!(run.status.success(), "{}", text(&run));
+    let fs = env.dir.join("named-fs");
+    let run = env.build(
+        &ctx,
+        &[
+            &format!("--build-context=extra={}", extra.display()),
+            &format!(
+                "--build-context=tools=oci-layout://{}",
+                tools_layout.display()
+            ),
+            &format!("--output=type=local,dest={}", fs.display()),
+        ],
+    );
+    assert!(run.status.success(), "{}", text(&run));
+    assert_eq!(
+        std::fs::read_to_string(fs.join("data.txt")).unwrap(),
+        "from a named directory\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(fs.join("tool")).unwrap(),
+        "replaced\n"
+    );
+}
+
+#[test]
+fn json_progress_is_one_event_per_line() {
+    let env = root_env();
+    let ctx = env.context(
+        "json",
+        &[(
+            "Dockerfile",
+            "FROM kiln-ref/busybox:1\nRUN echo hello-json\n",
+        )],
+    );
+    let mut args = vec![
+        "build".to_string(),
+        "--progress=json".into(),
+        "--no-cache".into(),
+        format!("--cache-dir={}", env.state.display()),
+        format!(
+            "--build-context=kiln-ref/busybox:1=oci-layout://{}",
+            env.base.display()
+        ),
+    ];
+    args.push(ctx.display().to_string());
+    let run = env.kiln(&args);
+    assert!(run.status.success(), "{}", text(&run));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&run.stderr)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    assert!(events.iter().any(|e| {
+        e["event"] == "start"
+            && e["name"]
+                .as_str()
+                .unwrap_or("")
+                .contains("RUN echo hello-json")
+    }));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "output"
+                && e["data"].as_str().unwrap_or("").contains("hello-json"))
+    );
+    assert!(events.iter().any(|e| e["event"] == "done"));
+}
+
+#[test]
+fn zstd_layers_on_request() {
+    let env = root_env();
+    let ctx = env.context(
+        "zstd",
+        &[("Dockerfile", "FROM kiln-ref/busybox:1\nRUN echo z > /z\n")],
+    );
+    let layout = env.dir.join("zstd-layout");
+    let run = env.build(
+        &ctx,
+        &[
+            "--compression=zstd",
+            "--no-cache",
+            "-t",
+            "z:1",
+            &format!("--output=type=oci,dest={}", layout.display()),
+        ],
+    );
+    assert!(run.status.success(), "{}", text(&run));
+    let inspect = Command::new("skopeo")
+        .args(["inspect", "--raw", &format!("oci:{}:1", layout.display())])
+        .output()
+        .unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(
+        layers.last().unwrap()["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    assert_eq!(
+        layers[0]["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip",
+        "base layers are kept as they came"
+    );
+}

@@ -1,0 +1,188 @@
+//! Shared setup of the engine's integration tests: the `kiln` binary, the reference base image
+//! (Debian's static busybox with a few users, the same bytes BuildKit's reference images start
+//! from), and an unprivileged user with subordinate ids for the rootless runs.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+pub fn kiln_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kiln"))
+}
+
+/// The unprivileged user the rootless runs use, with a subordinate id range.
+pub const ROOTLESS_USER: &str = "kiln-rootless";
+
+pub fn ensure_rootless_user() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let exists = Command::new("id")
+            .arg(ROOTLESS_USER)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !exists {
+            let out = Command::new("useradd")
+                .args(["-m", ROOTLESS_USER])
+                .output()
+                .expect("useradd runs");
+            assert!(
+                out.status.success(),
+                "useradd: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let subuid = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
+        assert!(
+            subuid
+                .lines()
+                .any(|l| l.starts_with(&format!("{ROOTLESS_USER}:"))),
+            "{ROOTLESS_USER} has no /etc/subuid range"
+        );
+        assert!(
+            Path::new("/usr/bin/newuidmap").exists(),
+            "newuidmap is missing: install uidmap (make test does)"
+        );
+    });
+}
+
+/// Where a run of the corpus works, and as whom.
+pub struct Env {
+    pub dir: PathBuf,
+    pub state: PathBuf,
+    pub base: PathBuf,
+    pub rootless: bool,
+}
+
+impl Env {
+    pub fn kiln(&self, args: &[String]) -> Output {
+        let mut cmd = if self.rootless {
+            let mut c = Command::new("runuser");
+            c.args(["-u", ROOTLESS_USER, "--"]).arg(kiln_bin());
+            c
+        } else {
+            Command::new(kiln_bin())
+        };
+        cmd.args(args)
+            .env("HOME", self.dir.join("home"))
+            .env_remove("SOURCE_DATE_EPOCH");
+        cmd.output().expect("kiln runs")
+    }
+
+    pub fn new(name: &str, rootless: bool) -> Env {
+        let dir =
+            std::env::temp_dir().join(format!("kiln-reference-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("home")).unwrap();
+        let env = Env {
+            state: dir.join("state"),
+            base: dir.join("base-layout"),
+            dir,
+            rootless,
+        };
+        // The base: the reference rootfs as a tarball, ADDed so that owners are kept.
+        let basectx = env.dir.join("base");
+        std::fs::create_dir_all(&basectx).unwrap();
+        let out = Command::new("bash")
+            .arg(repo().join("tests/reference/base/mkrootfs.sh"))
+            .arg(env.dir.join("rootfs"))
+            .arg(basectx.join("rootfs.tar"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mkrootfs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(
+            basectx.join("Dockerfile"),
+            "FROM scratch\nADD rootfs.tar /\n",
+        )
+        .unwrap();
+        if rootless {
+            ensure_rootless_user();
+            let status = Command::new("chown")
+                .args(["-R", &format!("{ROOTLESS_USER}:{ROOTLESS_USER}")])
+                .arg(&env.dir)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        let out = env.kiln(&[
+            "build".into(),
+            "--progress=plain".into(),
+            format!("--cache-dir={}", env.state.display()),
+            format!("--output=type=oci,dest={}", env.base.display()),
+            "-t".into(),
+            "kiln-ref/busybox:1".into(),
+            basectx.display().to_string(),
+        ]);
+        assert!(
+            out.status.success(),
+            "building the base:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        env
+    }
+}
+
+impl Env {
+    /// `kiln build` with the base image as `kiln-ref/busybox:1`, this env's state, and `args`.
+    pub fn build(&self, context: &Path, args: &[&str]) -> Output {
+        let mut all = vec![
+            "build".to_string(),
+            "--progress=plain".into(),
+            format!("--cache-dir={}", self.state.display()),
+            format!(
+                "--build-context=kiln-ref/busybox:1=oci-layout://{}",
+                self.base.display()
+            ),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        all.push(context.display().to_string());
+        self.kiln(&all)
+    }
+
+    /// A fresh context directory under this env, owned by whoever builds.
+    pub fn context(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let dir = self.dir.join("contexts").join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        for (path, content) in files {
+            let p = dir.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, content).unwrap();
+        }
+        std::fs::create_dir_all(&dir).unwrap();
+        if self.rootless {
+            Command::new("chown")
+                .args(["-R", &format!("{ROOTLESS_USER}:{ROOTLESS_USER}")])
+                .arg(&dir)
+                .status()
+                .unwrap();
+        }
+        dir
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Stdout and stderr of a run, for assertion messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
