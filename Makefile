@@ -41,8 +41,7 @@ e2e:
 	$(CARGO) test -p kiln-tests --features e2e --test e2e -- --test-threads=2
 
 demo:
-	@echo "make demo: not implemented yet: it needs the build engine (issue #4) and registry push (issue #5)" >&2
-	@exit 1
+	scripts/demo
 
 bench:
 	@echo "make bench: not implemented yet: it needs the build engine (issue #4)" >&2

@@ -211,7 +211,10 @@ fn a_failing_run_reports_its_exit_code_output_and_line() {
     assert!(t.contains("exit code: 3"), "{t}");
     assert!(t.contains(">>> RUN echo about to fail"), "{t}");
     assert!(t.contains("last output:") && t.contains("on stderr"), "{t}");
-    assert!(!t.contains("[stage-0 4/4]"), "the step after the failure ran: {t}");
+    assert!(
+        !t.contains("[stage-0 4/4]"),
+        "the step after the failure ran: {t}"
+    );
 }
 
 #[test]

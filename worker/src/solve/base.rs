@@ -63,52 +63,36 @@ impl Solver<'_> {
     }
 
     /// Resolve and unpack an image, once per build.
+    /// Resolve and unpack an image, once per build: a second stage asking for the same image
+    /// waits for the first instead of unpacking it again.
     pub(super) fn image(&self, reference: &str, label: &str) -> Result<Arc<BaseImage>, BuildError> {
-        if let Some(found) = self
+        let _ = label;
+        let cell = self
             .images
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(reference)
-        {
-            return Ok(found.clone());
-        }
-        let vertex = self.next_vertex();
-        let prefix = if label.is_empty() {
-            "[internal]".to_string()
-        } else {
-            format!("[{label} 1/?]")
-        };
-        self.event(Event::Start {
-            id: vertex,
-            name: format!("{prefix} FROM {reference}"),
-        });
-        let started = Instant::now();
-        let result = match self.named(reference).cloned() {
-            Some(NamedContext::OciLayout {
-                dir,
-                reference: inner,
-            }) => self.import_layout(&dir, inner.as_deref()),
-            Some(NamedContext::Dir(dir)) => self.import_dir(&dir),
-            None => Err(BuildError::Base(format!(
-                "image {reference} is not available: pulling from a registry is not supported yet; pass --build-context {reference}=oci-layout://DIR to use a local OCI layout"
-            ))),
-        };
-        match &result {
-            Ok(_) => self.event(Event::Done {
-                id: vertex,
-                seconds: started.elapsed().as_secs_f64(),
-            }),
-            Err(e) => self.event(Event::Error {
-                id: vertex,
-                message: e.to_string(),
-            }),
-        }
-        let base = Arc::new(result?);
-        self.images
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(reference.to_string(), base.clone());
-        Ok(base)
+            .entry(reference.to_string())
+            .or_default()
+            .clone();
+        cell.get_or_init(|| {
+            let vertex = self.next_vertex();
+            self.event(Event::Start { id: vertex, name: format!("[internal] load image {reference}") });
+            let started = Instant::now();
+            let result = match self.named(reference).cloned() {
+                Some(NamedContext::OciLayout { dir, reference: inner }) => self.import_layout(&dir, inner.as_deref()),
+                Some(NamedContext::Dir(dir)) => self.import_dir(&dir),
+                None => Err(BuildError::Base(format!(
+                    "image {reference} is not available: pulling from a registry is not supported yet; pass --build-context {reference}=oci-layout://DIR to use a local OCI layout"
+                ))),
+            };
+            match &result {
+                Ok(_) => self.event(Event::Done { id: vertex, seconds: started.elapsed().as_secs_f64() }),
+                Err(e) => self.event(Event::Error { id: vertex, message: e.to_string() }),
+            }
+            result.map(Arc::new).map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(BuildError::Base)
     }
 
     fn import_layout(&self, dir: &Path, wanted: Option<&str>) -> Result<BaseImage, BuildError> {

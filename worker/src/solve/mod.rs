@@ -156,7 +156,8 @@ pub struct Solver<'a> {
     layer_jobs: Mutex<HashMap<String, JoinHandle<io::Result<LayerBlob>>>>,
     /// Stages whose layers end up in the exported image: the target and its `FROM` ancestors.
     exported: HashSet<usize>,
-    images: Mutex<HashMap<String, Arc<BaseImage>>>,
+    /// Images this build uses, resolved once each.
+    images: Mutex<HashMap<String, Arc<std::sync::OnceLock<Result<Arc<BaseImage>, String>>>>>,
     /// `ADD <url>` downloads of this build, by URL.
     downloads: Mutex<HashMap<String, Arc<crate::fetch::Downloaded>>>,
     /// Counters for reports and tests.

@@ -136,6 +136,20 @@ impl Solver<'_> {
             .filter(|s| !matches!(s.op, Op::Config))
             .count()
             + 1;
+        let from = match self.frontend.base(i) {
+            Base::Image(r) => r,
+            Base::Scratch => "scratch".to_string(),
+            Base::Stage(j) => self.frontend.label(j),
+        };
+        let vertex = self.next_vertex();
+        self.event(Event::Start {
+            id: vertex,
+            name: format!("[{label} 1/{total}] FROM {from}"),
+        });
+        self.event(Event::Done {
+            id: vertex,
+            seconds: 0.0,
+        });
         let mut position = 1;
         for step in &lowered.steps {
             self.check()?;
@@ -172,6 +186,14 @@ impl Solver<'_> {
 
     /// Run (or find in the cache) one filesystem step and put its snapshot on the stage.
     fn step(&self, state: &mut State, step: &Step, name: String) -> Result<(), BuildError> {
+        // What the step reads from elsewhere is resolved first: that may wait for another stage,
+        // and the step only shows as started once it can run.
+        let inputs = match &step.op {
+            Op::Run(run) => self.run_inputs(run).map(|i| ("run", i, false)),
+            Op::Copy(c) => self.copy_inputs(c).map(|i| ("copy", i, c.link)),
+            Op::Workdir { .. } => Ok(("workdir", vec![], false)),
+            Op::Config => unreachable!("config steps make no snapshot"),
+        };
         let vertex = self.next_vertex();
         self.event(Event::Start { id: vertex, name });
         let started = Instant::now();
@@ -188,20 +210,13 @@ impl Solver<'_> {
                 tail,
             }
         };
-        let (kind, inputs, link) = match &step.op {
-            Op::Run(run) => (
-                "run",
-                self.run_inputs(run).map_err(|e| fail(e, vec![]))?,
-                false,
-            ),
-            Op::Copy(c) => (
-                "copy",
-                self.copy_inputs(c).map_err(|e| fail(e, vec![]))?,
-                c.link,
-            ),
-            Op::Workdir { .. } => ("workdir", vec![], false),
-            Op::Config => unreachable!("config steps make no snapshot"),
-        };
+        let (kind, inputs, link) = inputs.map_err(|e| {
+            if self.failed.load(std::sync::atomic::Ordering::SeqCst) {
+                BuildError::Cancelled
+            } else {
+                fail(e, vec![])
+            }
+        })?;
         let step_key = key::step(
             if link { None } else { Some(&state.key) },
             kind,
