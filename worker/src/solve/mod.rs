@@ -39,6 +39,9 @@ use crate::snapshot::diff::TarOptions;
 use crate::snapshot::layer::{LayerBlob, Snapshots};
 use crate::store::Store;
 
+/// An image being resolved, or its outcome: stages that need it share one cell.
+type ImageCell = Arc<std::sync::OnceLock<Result<Arc<BaseImage>, String>>>;
+
 /// What the solver needs from the front end.
 pub trait Frontend: Sync {
     /// How many stages the plan has, needed or not.
@@ -157,7 +160,7 @@ pub struct Solver<'a> {
     /// Stages whose layers end up in the exported image: the target and its `FROM` ancestors.
     exported: HashSet<usize>,
     /// Images this build uses, resolved once each.
-    images: Mutex<HashMap<String, Arc<std::sync::OnceLock<Result<Arc<BaseImage>, String>>>>>,
+    images: Mutex<HashMap<String, ImageCell>>,
     /// `ADD <url>` downloads of this build, by URL.
     downloads: Mutex<HashMap<String, Arc<crate::fetch::Downloaded>>>,
     /// Counters for reports and tests.
