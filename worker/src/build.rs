@@ -22,7 +22,9 @@ use crate::plan::{self, Plan, PlanOptions};
 use crate::progress::{Event, Sink};
 use crate::sandbox::run::Runner;
 use crate::snapshot::compress::Compression;
-use crate::solve::{BuildError, Frontend, NamedContext, Options, SecretSource, Solver};
+use crate::solve::{
+    BuildError, Frontend, NamedContext, Options, SecretSource, Snapshotter, Solver,
+};
 use crate::store::Store;
 
 /// Where the context comes from.
@@ -104,6 +106,8 @@ pub struct Request {
     pub helper: Option<PathBuf>,
     /// `--secret`: secret id → where to read it.
     pub secrets: HashMap<String, SecretSource>,
+    /// `None` picks overlayfs when it can be mounted, else the copy snapshotter.
+    pub snapshotter: Option<Snapshotter>,
 }
 
 /// Why a build failed.
@@ -262,6 +266,16 @@ pub fn run(req: &Request, progress: &dyn Sink) -> Result<Outcome, Error> {
         cache_mounts: req.state_dir.join("cache-mounts"),
         cache_mount_ns: req.cache_mount_ns.clone(),
         secrets: req.secrets.clone(),
+        snapshotter: match req.snapshotter {
+            Some(s) => s,
+            None if crate::snapshot::fallback::overlay_supported(&store.root().join("tmp")) => {
+                Snapshotter::Overlay
+            }
+            None => {
+                progress.event(Event::Info { message: "overlayfs cannot be mounted here: RUN steps use the copy snapshotter, which is slower".into() });
+                Snapshotter::Copy
+            }
+        },
     };
     let frontend = PlanFrontend { plan: &plan };
     let solver = Solver::new(&frontend, &context, &store, &opts, progress);

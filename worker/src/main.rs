@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use kiln_worker::dockerfile;
 use kiln_worker::plan::{self, PlanOptions, Platform, summary};
 use kiln_worker::snapshot::compress::Compression;
-use kiln_worker::solve::{NamedContext, SecretSource};
+use kiln_worker::solve::{NamedContext, SecretSource, Snapshotter};
 use kiln_worker::{build, progress, userns};
 
 /// Build container images from Dockerfiles, rootless, with BuildKit's Dockerfile feature set.
@@ -110,6 +110,10 @@ struct BuildArgs {
     /// A directory of secrets, one file per id (a mounted Kubernetes Secret).
     #[arg(long = "secrets-dir", value_name = "DIR")]
     secrets_dir: Vec<PathBuf>,
+    /// How RUN steps get their root filesystem: overlay, copy (when overlayfs is unavailable),
+    /// or auto (overlay when it can be mounted).
+    #[arg(long, env = "KILN_SNAPSHOTTER", default_value = "auto")]
+    snapshotter: String,
 }
 
 /// `kiln plan`.
@@ -369,6 +373,12 @@ fn build_request(args: &BuildArgs) -> anyhow::Result<build::Request> {
         metadata_file: args.metadata_file.clone(),
         helper: None,
         secrets: parse_secrets(&args.secrets, &args.secrets_dir)?,
+        snapshotter: match args.snapshotter.as_str() {
+            "auto" => None,
+            "overlay" => Some(Snapshotter::Overlay),
+            "copy" | "native" => Some(Snapshotter::Copy),
+            other => bail!("--snapshotter {other:?}: use auto, overlay or copy"),
+        },
     })
 }
 

@@ -9,5 +9,6 @@
 pub mod compress;
 pub mod diff;
 pub mod extract;
+pub mod fallback;
 pub mod layer;
 pub mod view;

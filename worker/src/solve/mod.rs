@@ -89,6 +89,15 @@ impl std::fmt::Debug for SecretSource {
     }
 }
 
+/// How RUN steps get a writable root filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Snapshotter {
+    /// overlayfs: the layers as lower directories, changes in the snapshot directory.
+    Overlay,
+    /// A full copy per step, and a comparison afterwards (no overlayfs available).
+    Copy,
+}
+
 /// Build options.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -109,6 +118,7 @@ pub struct Options {
     pub cache_mount_ns: String,
     /// `--secret`: where each secret id's value is read from when a step mounts it.
     pub secrets: HashMap<String, SecretSource>,
+    pub snapshotter: Snapshotter,
 }
 
 /// Why a build failed.

@@ -206,13 +206,31 @@ impl Solver<'_> {
 
         let mountpoint = scratch.path().join("rootfs");
         std::fs::create_dir(&mountpoint).map_err(|e| plain(e.to_string()))?;
-        let spec = Spec {
-            rootfs: Rootfs::Overlay(Overlay {
+        // Without overlayfs the step runs on a full copy of its root, and the changes are found
+        // by comparing the copy with a record taken before the step.
+        let copy = match self.opts.snapshotter {
+            super::Snapshotter::Overlay => None,
+            super::Snapshotter::Copy => {
+                let tree = scratch.path().join("tree");
+                std::fs::create_dir(&tree).map_err(|e| plain(e.to_string()))?;
+                crate::snapshot::fallback::materialize(&view, &tree)
+                    .map_err(|e| plain(format!("copying the root filesystem: {e}")))?;
+                let before = crate::snapshot::fallback::Manifest::scan(&tree, &Default::default())
+                    .map_err(|e| plain(e.to_string()))?;
+                Some((tree, before))
+            }
+        };
+        let rootfs = match &copy {
+            None => Rootfs::Overlay(Overlay {
                 lowers,
                 upper: Some(pending.fs()),
                 work: Some(pending.work()),
                 userxattr: crate::userns::in_user_namespace(),
             }),
+            Some((tree, _)) => Rootfs::Dir(tree.clone()),
+        };
+        let spec = Spec {
+            rootfs,
             mountpoint,
             mounts,
             args: run.args.clone(),
@@ -287,6 +305,10 @@ impl Solver<'_> {
                     tail.into_lines(),
                 ));
             }
+        }
+        if let Some((tree, before)) = &copy {
+            crate::snapshot::fallback::diff(tree, before, &pending.fs(), &Default::default())
+                .map_err(|e| plain(format!("finding the step's changes: {e}")))?;
         }
         clean_stubs(&pending.fs(), &view, &stubs)
             .map_err(|e| plain(format!("cleaning mount points: {e}")))?;
@@ -394,12 +416,25 @@ impl Solver<'_> {
                     } else {
                         (None, None)
                     };
-                    MountKind::Overlay(Overlay {
-                        lowers,
-                        upper,
-                        work,
-                        userxattr: crate::userns::in_user_namespace(),
-                    })
+                    if self.opts.snapshotter == super::Snapshotter::Copy {
+                        // No overlayfs: the step gets a copy, so writes are discarded with it.
+                        let dir = scratch.join(format!("bind-{n}-copy"));
+                        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                        let layers: Vec<_> = lowers
+                            .into_iter()
+                            .filter(|l| !l.ends_with("empty"))
+                            .collect();
+                        crate::snapshot::fallback::materialize(&View::new(layers), &dir)
+                            .map_err(|e| e.to_string())?;
+                        MountKind::Bind { source: dir }
+                    } else {
+                        MountKind::Overlay(Overlay {
+                            lowers,
+                            upper,
+                            work,
+                            userxattr: crate::userns::in_user_namespace(),
+                        })
+                    }
                 };
                 spec::Mount {
                     target: target.clone(),

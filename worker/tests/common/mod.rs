@@ -60,6 +60,8 @@ pub struct Env {
     pub state: PathBuf,
     pub base: PathBuf,
     pub rootless: bool,
+    /// Arguments added to every `kiln build` after the base is built.
+    pub extra_args: Vec<String>,
 }
 
 impl Env {
@@ -71,8 +73,12 @@ impl Env {
         } else {
             Command::new(kiln_bin())
         };
-        cmd.args(args)
-            .env("HOME", self.dir.join("home"))
+        if args.first().is_some_and(|a| a == "build") {
+            cmd.arg("build").args(&self.extra_args).args(&args[1..]);
+        } else {
+            cmd.args(args);
+        }
+        cmd.env("HOME", self.dir.join("home"))
             .env_remove("SOURCE_DATE_EPOCH");
         cmd.output().expect("kiln runs")
     }
@@ -87,6 +93,7 @@ impl Env {
             base: dir.join("base-layout"),
             dir,
             rootless,
+            extra_args: vec![],
         };
         // The base: the reference rootfs as a tarball, ADDed so that owners are kept.
         let basectx = env.dir.join("base");
