@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 
 use super::gofmt;
 use super::path;
-use super::{PROXY_ARGS, Plan, input_for};
+use super::{HistoryStyle, PROXY_ARGS, Plan, input_for};
 use crate::dockerfile::diagnostic::Severity;
 use crate::dockerfile::expand::{EnvList, Lexer};
 use crate::dockerfile::instruction::{self, Instruction, Kind, Source};
@@ -82,14 +82,21 @@ pub(crate) fn lower_stage(
     }
     let mut env = EnvList::from_kv(&cfg.env);
     let mut scope = Scope::default();
-    if let step_base @ crate::plan::step::Base::Stage(b) = &plan.stages[index].base {
-        let _ = step_base;
-        if let Some(Some(s)) = plan.scopes.get(*b) {
-            scope = s.clone();
-            for (k, v) in &s.arg_env {
-                env.set(k, v);
-            }
+    if let crate::plan::step::Base::Stage(b) = &plan.stages[index].base
+        && let Some(Some(s)) = plan.scopes.get(*b)
+    {
+        for (k, v) in &s.arg_env {
+            env.set(k, v);
         }
+        scope.arg_env = s.arg_env.clone();
+        if plan.history == HistoryStyle::Current {
+            scope.args = s.args.clone();
+        }
+    }
+    if matches!(plan.stages[index].base, crate::plan::step::Base::Scratch)
+        && cfg.working_dir.is_empty()
+    {
+        cfg.working_dir = "/".into();
     }
     let workdir = if cfg.working_dir.is_empty() {
         "/".to_string()
@@ -408,7 +415,8 @@ impl Lowerer<'_> {
                     start_interval: h.start_interval,
                     retries: h.retries,
                 });
-                self.config_step(i, onbuild, format!("HEALTHCHECK {}", gofmt::healthcheck(h)));
+                let text = gofmt::healthcheck(h, self.plan.history == HistoryStyle::Current);
+                self.config_step(i, onbuild, format!("HEALTHCHECK {text}"));
             }
             Kind::Expose(ports) => {
                 let mut specs = Vec::new();
@@ -530,13 +538,18 @@ impl Lowerer<'_> {
                     value = Some(v.to_string());
                 }
             }
-            if let Some(p) = provided {
-                value = Some(p);
-            } else if let Some(default) = &def.value {
+            let mut shown_default = None;
+            if let Some(default) = &def.value
+                && (provided.is_none() || self.plan.history == HistoryStyle::Dockerd20)
+            {
                 let Some(v) = self.expand(default, i.args_span) else {
                     return;
                 };
+                shown_default = Some(v.clone());
                 value = Some(v);
+            }
+            if let Some(p) = provided {
+                value = Some(p);
             }
             if let Some(v) = &value
                 && !NON_ENV_ARGS.contains(&def.key.as_str())
@@ -546,7 +559,11 @@ impl Lowerer<'_> {
                 self.scope.arg_env.push((def.key.clone(), v.clone()));
             }
             self.scope.args.push((def.key.clone(), value.clone()));
-            parts.push(match &value {
+            let shown = match self.plan.history {
+                HistoryStyle::Current => &value,
+                HistoryStyle::Dockerd20 => &shown_default,
+            };
+            parts.push(match shown {
                 Some(v) => format!("{}={v}", def.key),
                 None => def.key.clone(),
             });
@@ -915,14 +932,16 @@ impl Lowerer<'_> {
             sources.push(CopySource::HereDoc { name: n, content });
         }
         let mut created_by = String::from(name);
-        if c.parents {
-            created_by.push_str(" --parents");
-        }
-        if let Some(v) = &chown {
-            created_by.push_str(&format!(" --chown={v}"));
-        }
-        if let Some(v) = &chmod {
-            created_by.push_str(&format!(" --chmod={v}"));
+        if self.plan.history == HistoryStyle::Current {
+            if c.parents {
+                created_by.push_str(" --parents");
+            }
+            if let Some(v) = &chown {
+                created_by.push_str(&format!(" --chown={v}"));
+            }
+            if let Some(v) = &chmod {
+                created_by.push_str(&format!(" --chmod={v}"));
+            }
         }
         for p in &paths {
             created_by.push_str(&format!(" {p}"));

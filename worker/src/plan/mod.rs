@@ -40,6 +40,22 @@ pub use lower::lower;
 pub use platform::Platform;
 use step::{Base, Input, Location, LoweredStage};
 
+/// Which BuildKit's history texts to write. They differ between BuildKit versions in a few
+/// places; the image config and the build itself do not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HistoryStyle {
+    /// The Dockerfile frontend 1.x of current BuildKit: COPY and ADD history keep `--parents`,
+    /// `--chown` and `--chmod`; ARG history shows the value in effect (build argument, default
+    /// or global value); HEALTHCHECK history includes the start interval; a `FROM <stage>`
+    /// child lists its parent's ARGs in the `|N` prefix of RUN.
+    #[default]
+    Current,
+    /// BuildKit v0.8, the builder of dockerd 20.10 that recorded `tests/reference`: no COPY flags,
+    /// ARG history shows the (expanded) default only, no start interval, and a child stage's
+    /// `|N` prefix has only its own ARGs.
+    Dockerd20,
+}
+
 /// What the plan is built for.
 #[derive(Debug, Clone)]
 pub struct PlanOptions {
@@ -51,6 +67,8 @@ pub struct PlanOptions {
     pub build_platform: Platform,
     /// The platform the image is for (`TARGETPLATFORM`).
     pub target_platform: Platform,
+    /// Which BuildKit's `created_by` texts to write.
+    pub history: HistoryStyle,
 }
 
 impl Default for PlanOptions {
@@ -60,6 +78,7 @@ impl Default for PlanOptions {
             target: None,
             build_platform: Platform::host(),
             target_platform: Platform::host(),
+            history: HistoryStyle::Current,
         }
     }
 }
@@ -131,6 +150,7 @@ pub struct Plan {
     /// The global scope: automatic platform arguments and the ARGs before the first FROM.
     pub global_args: EnvList,
     pub build_args: BTreeMap<String, String>,
+    pub history: HistoryStyle,
     pub warnings: Vec<Diagnostic>,
     /// Per stage: the build arguments in scope at its end, and which variables an ARG set last
     /// (a `FROM <stage>` child inherits both, as in BuildKit).
@@ -447,6 +467,7 @@ pub fn build(df: Dockerfile, opts: &PlanOptions) -> Result<Plan, Diagnostics> {
         target_platform: opts.target_platform.clone(),
         global_args: global,
         build_args: opts.build_args.clone(),
+        history: opts.history,
         warnings: Vec::new(),
         scopes: Vec::new(),
     };
@@ -462,7 +483,8 @@ pub fn build(df: Dockerfile, opts: &PlanOptions) -> Result<Plan, Diagnostics> {
                     .as_ref()
                     .map(|l| l.config.clone())
                     .unwrap_or_default(),
-                _ => ImageConfig::default(),
+                Base::Scratch => scratch_config(),
+                Base::Image(_) => ImageConfig::default(),
             };
             let unknown_env = base_is_image(&plan, i);
             match lower::lower_stage(&plan, i, &base_config, unknown_env) {
@@ -492,6 +514,15 @@ pub fn build(df: Dockerfile, opts: &PlanOptions) -> Result<Plan, Diagnostics> {
     }
     plan.warnings = Diagnostics { items: diags }.sorted().items;
     Ok(plan)
+}
+
+/// The config BuildKit gives `FROM scratch`: the default `PATH`, and `/` as working directory.
+pub fn scratch_config() -> ImageConfig {
+    ImageConfig {
+        env: vec![format!("PATH={}", crate::image::config::DEFAULT_PATH)],
+        working_dir: "/".into(),
+        ..ImageConfig::default()
+    }
 }
 
 /// Whether a stage's environment depends on an image config not known before the build.
