@@ -76,6 +76,17 @@ const MAX_ERRORS: usize = 50;
 
 /// Parse a Dockerfile. `name` is the file name as the user gave it; it appears in diagnostics.
 pub fn parse(name: &str, text: &str) -> Result<Dockerfile, Diagnostics> {
+    let (df, diags) = parse_partial(name, text);
+    if diags.iter().any(Diagnostic::is_error) {
+        return Err(Diagnostics { items: diags }.sorted());
+    }
+    Ok(df)
+}
+
+/// Parse as much of a Dockerfile as can be parsed: the instructions without errors, grouped in
+/// stages (the instructions of a stage whose FROM has an error are left out), and every
+/// diagnostic. The plan uses this to report the problems it finds along with parse errors.
+pub fn parse_partial(name: &str, text: &str) -> (Dockerfile, Vec<Diagnostic>) {
     let src = SourceFile::new(name, text);
     let mut scanner = lines::Scanner::new(src.text());
     let (instructions, mut diags, saw_any) = read_instructions(&src, &mut scanner);
@@ -116,7 +127,19 @@ pub fn parse(name: &str, text: &str) -> Result<Dockerfile, Diagnostics> {
 
     let mut meta_args = Vec::new();
     let mut stages: Vec<StageDef> = Vec::new();
-    for i in instructions {
+    let mut orphaned = false;
+    for item in instructions {
+        let i = match item {
+            Item::Parsed(i) => *i,
+            Item::FailedFrom => {
+                orphaned = true;
+                continue;
+            }
+        };
+        if orphaned && !matches!(i.kind, Kind::From(_)) {
+            continue;
+        }
+        orphaned = false;
         match (&i.kind, stages.last_mut()) {
             (Kind::From(_), _) => stages.push(StageDef {
                 from: i,
@@ -152,26 +175,32 @@ pub fn parse(name: &str, text: &str) -> Result<Dockerfile, Diagnostics> {
 
     lint(&src, &stages, &mut diags);
     diags.retain(|d| d.is_error() || d.rule.as_deref().is_none_or(|r| check.enabled(r)));
+    let warnings = diags.iter().filter(|d| !d.is_error()).cloned().collect();
+    (
+        Dockerfile {
+            source: src,
+            escape,
+            syntax,
+            check,
+            meta_args,
+            stages,
+            warnings,
+        },
+        diags,
+    )
+}
 
-    if diags.iter().any(Diagnostic::is_error) {
-        return Err(Diagnostics { items: diags }.sorted());
-    }
-    Ok(Dockerfile {
-        source: src,
-        escape,
-        syntax,
-        check,
-        meta_args,
-        stages,
-        warnings: diags,
-    })
+/// A line of the file: an instruction, or a FROM that could not be parsed.
+enum Item {
+    Parsed(Box<Instruction>),
+    FailedFrom,
 }
 
 /// Read every instruction of a file, collecting diagnostics.
 fn read_instructions(
     src: &Arc<SourceFile>,
     scanner: &mut lines::Scanner<'_>,
-) -> (Vec<Instruction>, Vec<Diagnostic>, bool) {
+) -> (Vec<Item>, Vec<Diagnostic>, bool) {
     let mut diags: Vec<Diagnostic> = Vec::new();
     let mut instructions = Vec::new();
     let mut saw_any = false;
@@ -219,8 +248,10 @@ fn read_instructions(
         };
         let parsed = instruction::parse(&ctx, &parts, &bodies, end_line);
         diags.extend(parsed.diagnostics);
-        if let Some(i) = parsed.instruction {
-            instructions.push(i);
+        match parsed.instruction {
+            Some(i) => instructions.push(Item::Parsed(Box::new(i))),
+            None if parts.cmd.eq_ignore_ascii_case("from") => instructions.push(Item::FailedFrom),
+            None => {}
         }
         if diags.iter().filter(|d| d.is_error()).count() >= MAX_ERRORS {
             break;
@@ -234,10 +265,17 @@ fn read_instructions(
 pub fn parse_trigger(text: &str) -> Result<Instruction, String> {
     let src = SourceFile::new("<ONBUILD trigger>", text);
     let mut scanner = lines::Scanner::new(src.text());
-    let (mut instructions, diags, _) = read_instructions(&src, &mut scanner);
+    let (items, diags, _) = read_instructions(&src, &mut scanner);
     if let Some(e) = diags.iter().find(|d| d.is_error()) {
         return Err(e.message.clone());
     }
+    let mut instructions: Vec<Instruction> = items
+        .into_iter()
+        .filter_map(|i| match i {
+            Item::Parsed(i) => Some(*i),
+            Item::FailedFrom => None,
+        })
+        .collect();
     if instructions.len() != 1 {
         return Err("onbuild trigger should be a single expression".into());
     }

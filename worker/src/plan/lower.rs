@@ -47,6 +47,9 @@ pub(crate) struct Scope {
     pub args: Vec<(String, Option<String>)>,
     /// Variables whose last writer was an ARG, with their values.
     pub arg_env: Vec<(String, String)>,
+    /// The steps whose `--mount` options used a variable that the (not yet known) base image
+    /// may define: their mounts are only as exact as that.
+    pub inexact_mounts: Vec<usize>,
 }
 
 /// Lower a stage of the plan at build time, given its base image config: the image's config for
@@ -89,6 +92,7 @@ pub(crate) fn lower_stage(
             env.set(k, v);
         }
         scope.arg_env = s.arg_env.clone();
+        scope.inexact_mounts.clear();
         if plan.history == HistoryStyle::Current {
             scope.args = s.args.clone();
         }
@@ -599,6 +603,7 @@ impl Lowerer<'_> {
         let mut mounts = Vec::new();
         let mut ssh_index = 0;
         let mut ok = true;
+        let mut inexact = false;
         for (raw, span) in &r.mounts {
             self.uncertain = false;
             let mut expand_err = None;
@@ -616,6 +621,7 @@ impl Lowerer<'_> {
                 }
             });
             self.note_unmatched(&unmatched, *span);
+            inexact |= self.unknown_env && !unmatched.is_empty();
             match parsed {
                 Ok(spec) => match self.mount(spec, &mut ssh_index) {
                     Ok(m) => mounts.push(m),
@@ -688,6 +694,9 @@ impl Lowerer<'_> {
                     }
                 }
             }
+        }
+        if inexact {
+            self.scope.inexact_mounts.push(self.steps.len());
         }
         let created_by = format!("RUN {} # buildkit", self.run_command_string(&argv));
         let display = self.display(&display_text, true, onbuild);

@@ -228,6 +228,35 @@ fn parse_go_int(s: &str) -> Result<i64, ()> {
     s.parse::<i64>().map_err(|_| ())
 }
 
+/// Parse a Dockerfile and build its plan, reporting every problem found by either: the
+/// parser's errors, and what the plan finds in the rest of the file (unknown stages, bad mount
+/// options, ...). This is what `kiln plan` and the operator call.
+pub fn from_text(name: &str, text: &str, opts: &PlanOptions) -> Result<Plan, Diagnostics> {
+    let (df, parse_diags) = crate::dockerfile::parse_partial(name, text);
+    let parse_errors: Vec<Diagnostic> = parse_diags
+        .into_iter()
+        .filter(Diagnostic::is_error)
+        .collect();
+    if df.stages.is_empty() {
+        let mut items = parse_errors;
+        items.extend(df.warnings);
+        return Err(Diagnostics { items }.sorted());
+    }
+    match build(df, opts) {
+        Ok(plan) if parse_errors.is_empty() => Ok(plan),
+        Ok(plan) => {
+            let mut items = parse_errors;
+            items.extend(plan.warnings);
+            Err(Diagnostics { items }.sorted())
+        }
+        Err(d) => {
+            let mut items = parse_errors;
+            items.extend(d.items);
+            Err(Diagnostics { items }.sorted())
+        }
+    }
+}
+
 /// Build the plan. Every independent problem is reported; warnings go in [`Plan::warnings`].
 pub fn build(df: Dockerfile, opts: &PlanOptions) -> Result<Plan, Diagnostics> {
     let src = df.source.clone();
@@ -362,7 +391,7 @@ pub fn build(df: Dockerfile, opts: &PlanOptions) -> Result<Plan, Diagnostics> {
         stage.images = images;
     }
 
-    check_cycles(&src, &stages, &mut diags);
+    let in_cycle = check_cycles(&src, &stages, &mut diags);
 
     // The target.
     let target = match &opts.target {
@@ -411,7 +440,7 @@ pub fn build(df: Dockerfile, opts: &PlanOptions) -> Result<Plan, Diagnostics> {
     // A needed stage may only use earlier stages.
     for &i in &order {
         for d in &stages[i].dependencies {
-            if d.stage > i && d.kind != DependencyKind::Base {
+            if d.stage > i && d.kind != DependencyKind::Base && !in_cycle.contains(&i) {
                 let user = stages[i].display_name();
                 let used = stages[d.stage].display_name();
                 let msg = match d.kind {
@@ -473,8 +502,9 @@ pub fn build(df: Dockerfile, opts: &PlanOptions) -> Result<Plan, Diagnostics> {
     };
     plan.scopes = vec![None; plan.stages.len()];
 
-    if !diags.iter().any(Diagnostic::is_error) {
-        // Static lowering, in dependency order.
+    // Static lowering, in dependency order. It runs even when problems were found above, so
+    // that the problems it finds (bad mount options, modes, ports...) are reported with them.
+    {
         for pos in 0..plan.order.len() {
             let i = plan.order[pos];
             let base_config = match plan.stages[i].base {
@@ -705,12 +735,13 @@ fn collect_refs(
     }
 }
 
-/// BuildKit refuses a stage that (through COPY --from or mounts) depends on itself.
+/// BuildKit refuses a stage that (through COPY --from or mounts) depends on itself. Returns the
+/// stages of the cycle found, if any.
 fn check_cycles(
     src: &crate::dockerfile::SourceFile,
     stages: &[Stage],
     diags: &mut Vec<Diagnostic>,
-) {
+) -> Vec<usize> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         New,
@@ -732,7 +763,9 @@ fn check_cycles(
             match marks[d.stage] {
                 Mark::Active => {
                     let start = path.iter().position(|(s, _)| *s == d.stage).unwrap_or(0);
-                    let cycle = path[start..].to_vec();
+                    // The stages of the cycle, then the edge that closes it (for the position).
+                    let mut cycle = path[start..path.len() - 1].to_vec();
+                    cycle.push((d.stage, d.location.clone()));
                     path.pop();
                     return Some(cycle);
                 }
@@ -756,7 +789,7 @@ fn check_cycles(
         }
         let mut path = vec![(i, stages[i].location.clone())];
         if let Some(cycle) = visit(i, stages, &mut marks, &mut path) {
-            let names: Vec<String> = cycle
+            let names: Vec<String> = cycle[..cycle.len() - 1]
                 .iter()
                 .map(|(s, _)| stages[*s].display_name())
                 .collect();
@@ -777,8 +810,20 @@ fn check_cycles(
                     names[0]
                 )),
             );
-            return;
+            return cycle.iter().map(|(s, _)| *s).collect();
         }
+    }
+    Vec::new()
+}
+
+impl Plan {
+    /// The steps of a stage (by index in its static lowering) whose `--mount` options used a
+    /// variable a base image may define.
+    pub fn inexact_mounts(&self, stage: usize) -> &[usize] {
+        self.scopes
+            .get(stage)
+            .and_then(|s| s.as_ref())
+            .map_or(&[], |s| s.inexact_mounts.as_slice())
     }
 }
 
