@@ -15,11 +15,13 @@
 //! tests.
 
 pub mod args;
+pub mod ast;
 pub mod diagnostic;
 pub mod directives;
 pub mod duration;
 pub mod expand;
 mod flags;
+pub(crate) mod healthcheck;
 pub mod heredoc;
 pub mod instruction;
 pub(crate) mod lines;
@@ -297,7 +299,6 @@ fn lint(src: &SourceFile, stages: &[StageDef], diags: &mut Vec<Diagnostic>) {
     let mut names: Vec<&str> = Vec::new();
     for stage in stages {
         let from = stage.from_args();
-        let line = src.line_text(stage.from.location.line);
         if let (Some(name), Some(span)) = (&from.name, from.name_span) {
             let written = src.text().get(span.start..span.end).unwrap_or_default();
             if written != name {
@@ -309,19 +310,20 @@ fn lint(src: &SourceFile, stages: &[StageDef], diags: &mut Vec<Diagnostic>) {
                         )),
                 );
             }
+            // BuildKit's FromAsCasing: an all-lowercase FROM wants a lowercase AS, an
+            // all-uppercase FROM an uppercase one; a mixed-case FROM is not checked here.
             let keyword = &stage.from.keyword;
-            let as_word = line
-                .split_whitespace()
-                .find(|w| w.eq_ignore_ascii_case("as"))
-                .unwrap_or("AS");
-            let kw_upper = keyword == &keyword.to_uppercase();
-            let as_upper = as_word == as_word.to_uppercase();
-            if (kw_upper && as_word == as_word.to_lowercase() && as_word != as_word.to_uppercase())
-                || (!kw_upper
-                    && keyword == &keyword.to_lowercase()
-                    && as_upper
-                    && as_word != as_word.to_lowercase())
-            {
+            let as_word = from.as_keyword.as_deref().unwrap_or("AS");
+            let from_lower = keyword.to_lowercase() == *keyword;
+            let from_upper = keyword.to_uppercase() == *keyword;
+            let matches = if from_lower {
+                as_word.to_lowercase() == as_word
+            } else if from_upper {
+                as_word.to_uppercase() == as_word
+            } else {
+                true
+            };
+            if !matches {
                 diags.push(
                     Diagnostic::warning(
                         src,
