@@ -7,7 +7,7 @@ SHELL := /bin/bash
 # Debian packages the test suites need; `make test` installs the missing ones.
 TEST_PACKAGES := busybox-static uidmap skopeo umoci podman
 
-.PHONY: help build test lint crds demo e2e bench deps
+.PHONY: help build test lint crds demo e2e bench deps fuzz
 
 help:
 	@echo "make build   build the kiln and kiln-operator binaries (release)"
@@ -17,6 +17,7 @@ help:
 	@echo "make e2e     end-to-end suite against ../shared/k8s (starts the cluster)"
 	@echo "make demo    build an example image end to end"
 	@echo "make bench   compare Kiln with BuildKit and buildah"
+	@echo "make fuzz    fuzz the Dockerfile front end for FUZZ_SECONDS (default 60) with cargo-fuzz"
 
 build:
 	$(CARGO) build --release --workspace --bins
@@ -46,3 +47,13 @@ demo:
 bench:
 	@echo "make bench: not implemented yet: it needs the build engine (issue #4)" >&2
 	@exit 1
+
+# Fuzz the Dockerfile parser and planner. cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the
+# stable toolchain accept them. New inputs go to fuzz/corpus/parse_plan, seeded from the
+# front-end corpus; a crash leaves its input in fuzz/artifacts/parse_plan.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	mkdir -p fuzz/corpus/parse_plan
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run parse_plan corpus/parse_plan ../tests/corpus/frontend \
+		-- -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10

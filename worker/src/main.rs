@@ -9,7 +9,6 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use std::collections::HashMap;
 
-use kiln_worker::dockerfile;
 use kiln_worker::plan::{self, PlanOptions, Platform, summary};
 use kiln_worker::snapshot::compress::Compression;
 use kiln_worker::solve::{NamedContext, SecretSource, Snapshotter};
@@ -235,7 +234,7 @@ fn run_plan(args: &PlanArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = dockerfile::parse(&name, &text).and_then(|df| plan::build(df, &opts));
+    let result = plan::from_text(&name, &text, &opts);
     match result {
         Ok(plan) => {
             if args.json {

@@ -41,3 +41,115 @@ fn unimplemented_commands_say_so_and_fail() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
     }
 }
+
+fn dockerfile_dir(text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Dockerfile"), text).unwrap();
+    dir
+}
+
+const PLANNED: &str = "\
+ARG GO=1.22
+FROM golang:${GO} AS build
+RUN --mount=type=cache,target=/go/pkg/mod,sharing=locked \\
+    --mount=type=secret,id=netrc,required go build -o /out/app .
+FROM build AS test
+RUN go test ./...
+FROM alpine:3.19
+COPY --from=build /out/app /app
+";
+
+#[test]
+fn plan_prints_stages_images_and_mounts() {
+    let dir = dockerfile_dir(PLANNED);
+    let out = Command::cargo_bin("kiln")
+        .unwrap()
+        .arg("plan")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "golang:1.22",
+        "alpine:3.19",
+        "/go/pkg/mod",
+        "sharing=locked",
+        "netrc",
+        "required",
+        "not needed by the target: 1 (test)",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn plan_json_has_the_documented_shape() {
+    let dir = dockerfile_dir(PLANNED);
+    let out = Command::cargo_bin("kiln")
+        .unwrap()
+        .args([
+            "plan",
+            "--json",
+            "--build-arg",
+            "GO=1.23",
+            "--target",
+            "test",
+            "-f",
+        ])
+        .arg(dir.path().join("Dockerfile"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["apiVersion"], "kiln.dev/plan/v1");
+    assert_eq!(v["target"]["name"], "test");
+    assert_eq!(v["buildOrder"], serde_json::json!([0, 1]));
+    assert_eq!(v["baseImages"], serde_json::json!(["golang:1.23"]));
+    assert_eq!(v["caches"][0]["id"], "/go/pkg/mod");
+    assert_eq!(v["caches"][0]["sharing"], "locked");
+    assert_eq!(v["secrets"][0]["id"], "netrc");
+    assert_eq!(v["secrets"][0]["required"], true);
+    assert_eq!(v["stages"][2]["needed"], false);
+}
+
+#[test]
+fn plan_of_a_broken_dockerfile_fails_with_every_problem_located() {
+    let dir = dockerfile_dir("FROM alpine\nFORM x\nCOPY --from=nope\n");
+    let out = Command::cargo_bin("kiln")
+        .unwrap()
+        .args(["plan", "--json"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("--> "), "{err}");
+    assert!(err.contains("Dockerfile:2:1"), "{err}");
+    assert!(err.contains("^^^^"), "{err}");
+    assert!(err.contains("Dockerfile:3:1"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["errors"].as_array().map(Vec::len), Some(2));
+    assert_eq!(v["errors"][0]["line"], 2);
+}
+
+#[test]
+fn plan_of_a_missing_file_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::cargo_bin("kiln")
+        .unwrap()
+        .arg("plan")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Dockerfile"));
+}

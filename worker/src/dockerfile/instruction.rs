@@ -5,9 +5,9 @@
 //! rejected here: wrong argument counts, unknown or malformed flags, bad HEALTHCHECK durations,
 //! `ONBUILD FROM`, JSON arrays of non-strings, and so on.
 
-use super::args::{self, Json, KeyValue, Word};
+use super::args::{self, Json, Word};
+pub use super::ast::*;
 use super::diagnostic::Diagnostic;
-use super::duration;
 use super::flags::{self, FlagWord, Kind as F};
 use super::heredoc::Opener;
 use super::lines::LogicalLine;
@@ -37,137 +37,6 @@ pub const KEYWORDS: &[&str] = &[
     "VOLUME",
     "WORKDIR",
 ];
-
-/// One instruction of a Dockerfile.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Instruction {
-    /// The keyword as written (`RUN`, `run`, ...).
-    pub keyword: String,
-    pub location: Location,
-    /// The whole instruction line (continuations included, heredoc bodies not).
-    pub span: Span,
-    pub keyword_span: Span,
-    /// The arguments after the flags.
-    pub args_span: Span,
-    /// The instruction on one line, continuations joined, as BuildKit's `String()` gives it.
-    pub original: String,
-    pub kind: Kind,
-}
-
-/// What an instruction does, with its arguments unexpanded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Kind {
-    From(From),
-    Arg(Vec<ArgDef>),
-    Env(Vec<KeyValue>),
-    Label(Vec<KeyValue>),
-    Maintainer(String),
-    Run(Run),
-    Cmd(CommandLine),
-    Entrypoint(CommandLine),
-    Shell(Vec<String>),
-    Copy(Copy),
-    Workdir(String),
-    User(String),
-    Volume(Vec<String>),
-    StopSignal(String),
-    Expose(Vec<String>),
-    Healthcheck(Healthcheck),
-    Onbuild(Onbuild),
-}
-
-/// `FROM [--platform=P] image [AS name]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct From {
-    pub image: String,
-    pub image_span: Span,
-    /// The stage name, lowercased (BuildKit matches stage names case-insensitively).
-    pub name: Option<String>,
-    pub name_span: Option<Span>,
-    pub platform: Option<(String, Span)>,
-}
-
-/// One `name` or `name=default` of ARG.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArgDef {
-    pub key: String,
-    pub value: Option<String>,
-}
-
-/// The arguments of RUN, CMD or ENTRYPOINT.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommandLine {
-    /// Exec form: the array. Shell form: one element, the command line.
-    pub args: Vec<String>,
-    /// Exec (JSON) form.
-    pub json: bool,
-}
-
-/// A heredoc attached to an instruction.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Heredoc {
-    pub name: String,
-    /// The body as written: every line up to the delimiter, line endings included.
-    pub content: String,
-    /// Whether `$VAR` in the body is expanded (the delimiter was not quoted).
-    pub expand: bool,
-    /// `<<-`: leading tabs are removed.
-    pub chomp: bool,
-}
-
-/// `RUN`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Run {
-    pub cmd: CommandLine,
-    pub heredocs: Vec<Heredoc>,
-    /// Each `--mount` value, unexpanded, with the span of its flag.
-    pub mounts: Vec<(String, Span)>,
-    pub network: Option<String>,
-    pub security: Option<String>,
-}
-
-/// A source of COPY or ADD.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    Path(String),
-    Heredoc(Heredoc),
-}
-
-/// `COPY` or `ADD`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Copy {
-    pub is_add: bool,
-    pub sources: Vec<Source>,
-    pub dest: String,
-    pub from: Option<(String, Span)>,
-    pub chown: Option<String>,
-    pub chmod: Option<(String, Span)>,
-    pub link: bool,
-    pub parents: bool,
-    pub exclude: Vec<String>,
-    pub checksum: Option<(String, Span)>,
-    pub keep_git_dir: bool,
-}
-
-/// `HEALTHCHECK`, checked; durations in nanoseconds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Healthcheck {
-    /// `["NONE"]`, `["CMD", ...]` or `["CMD-SHELL", "..."]`.
-    pub test: Vec<String>,
-    pub interval: i64,
-    pub timeout: i64,
-    pub start_period: i64,
-    pub start_interval: i64,
-    pub retries: i64,
-}
-
-/// `ONBUILD <instruction>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Onbuild {
-    /// The trigger as the image stores it: the instruction text after `ONBUILD`, heredoc bodies
-    /// appended.
-    pub expression: String,
-}
 
 /// The parts of an instruction line: keyword, flags, arguments (offsets into the line text).
 #[derive(Debug, Clone)]
@@ -249,7 +118,7 @@ impl Ctx<'_> {
         self.line.span(start, end)
     }
 
-    fn err(&self, start: usize, end: usize, msg: impl Into<String>) -> Diagnostic {
+    pub(super) fn err(&self, start: usize, end: usize, msg: impl Into<String>) -> Diagnostic {
         Diagnostic::error(self.src, self.span(start, end), msg)
     }
 }
@@ -300,7 +169,7 @@ pub(crate) fn parse(
 }
 
 /// Check flags, recording errors; the parsed flags come back either way.
-fn check_flags(
+pub(super) fn check_flags(
     ctx: &Ctx<'_>,
     parts: &Parts,
     accepted: &[(&'static str, F)],
@@ -322,7 +191,11 @@ fn arg_words(parts: &Parts) -> Vec<Word> {
 }
 
 /// The arguments of RUN, CMD, ENTRYPOINT and SHELL: JSON or one shell string.
-fn maybe_json(ctx: &Ctx<'_>, parts: &Parts, diags: &mut Vec<Diagnostic>) -> Option<CommandLine> {
+pub(super) fn maybe_json(
+    ctx: &Ctx<'_>,
+    parts: &Parts,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<CommandLine> {
     if parts.args.is_empty() {
         return Some(CommandLine {
             args: Vec::new(),
@@ -375,7 +248,7 @@ fn maybe_json_list(
     }
 }
 
-fn keyword_error(ctx: &Ctx<'_>, parts: &Parts, msg: impl Into<String>) -> Diagnostic {
+pub(super) fn keyword_error(ctx: &Ctx<'_>, parts: &Parts, msg: impl Into<String>) -> Diagnostic {
     ctx.err(parts.cmd_start, parts.cmd_end, msg)
 }
 
@@ -392,8 +265,8 @@ fn parse_kind(
         "FROM" => {
             let f = check_flags(ctx, parts, &[("platform", F::Str)], diags);
             let words = arg_words(parts);
-            let (name, name_span) = match words.as_slice() {
-                [_] => (None, None),
+            let (name, name_span, as_keyword) = match words.as_slice() {
+                [_] => (None, None, None),
                 [_, as_, name] if as_.text.eq_ignore_ascii_case("as") => {
                     let lower = name.text.to_lowercase();
                     if !valid_stage_name(&lower) {
@@ -409,7 +282,11 @@ fn parse_kind(
                             .with_help("stage names start with a letter and contain only letters, digits, `-`, `_` and `.`"),
                         );
                     }
-                    (Some(lower), Some(ctx.span(name.start, name.end)))
+                    (
+                        Some(lower),
+                        Some(ctx.span(name.start, name.end)),
+                        Some(as_.text.clone()),
+                    )
                 }
                 _ => {
                     diags.push(
@@ -425,6 +302,7 @@ fn parse_kind(
                 image_span: ctx.span(image.start, image.end),
                 name,
                 name_span,
+                as_keyword,
                 platform: f
                     .str("platform")
                     .map(|v| (v.value.clone(), ctx.span(v.start, v.end))),
@@ -654,7 +532,7 @@ fn parse_kind(
             check_flags(ctx, parts, &[], diags);
             Some(Kind::Expose(words.into_iter().map(|w| w.text).collect()))
         }
-        "HEALTHCHECK" => parse_healthcheck(ctx, parts, diags),
+        "HEALTHCHECK" => super::healthcheck::parse_healthcheck(ctx, parts, diags),
         "ONBUILD" => {
             if in_onbuild {
                 diags.push(keyword_error(
@@ -871,136 +749,5 @@ fn parse_copy(
         exclude: f.all("exclude").iter().map(|v| v.value.clone()).collect(),
         checksum: f.str("checksum").map(span_of),
         keep_git_dir: f.bool("keep-git-dir"),
-    }))
-}
-
-fn parse_healthcheck(ctx: &Ctx<'_>, parts: &Parts, diags: &mut Vec<Diagnostic>) -> Option<Kind> {
-    let rest = parts.args.as_str();
-    let sep = rest.find(char::is_whitespace).unwrap_or(rest.len());
-    if sep == 0 {
-        diags.push(
-            keyword_error(ctx, parts, "HEALTHCHECK requires at least one argument")
-                .with_help("write `HEALTHCHECK [options] CMD command` or `HEALTHCHECK NONE`"),
-        );
-        return None;
-    }
-    let typ = rest[..sep].to_uppercase();
-    let next = rest[sep..].len() - rest[sep..].trim_start_matches(char::is_whitespace).len() + sep;
-    let cmd_parts = Parts {
-        cmd: String::new(),
-        cmd_start: 0,
-        cmd_end: 0,
-        flags: Vec::new(),
-        args: rest[next..].to_string(),
-        args_start: parts.args_start + next,
-    };
-    let cmd = maybe_json(ctx, &cmd_parts, diags)?;
-    let type_end = parts.args_start + sep;
-    if typ == "NONE" {
-        if !cmd.args.is_empty() {
-            diags.push(ctx.err(
-                parts.args_start,
-                parts.args_start + rest.len(),
-                "HEALTHCHECK NONE takes no arguments",
-            ));
-            return None;
-        }
-        return Some(Kind::Healthcheck(Healthcheck {
-            test: vec!["NONE".into()],
-            interval: 0,
-            timeout: 0,
-            start_period: 0,
-            start_interval: 0,
-            retries: 0,
-        }));
-    }
-    let f = check_flags(
-        ctx,
-        parts,
-        &[
-            ("interval", F::Str),
-            ("timeout", F::Str),
-            ("start-period", F::Str),
-            ("start-interval", F::Str),
-            ("retries", F::Str),
-        ],
-        diags,
-    );
-    if typ != "CMD" {
-        diags.push(
-            ctx.err(
-                parts.args_start,
-                type_end,
-                format!("Unknown type {:?} in HEALTHCHECK (try CMD)", typ),
-            )
-            .with_help("write `HEALTHCHECK [options] CMD command` or `HEALTHCHECK NONE`"),
-        );
-        return None;
-    }
-    if cmd.args.is_empty() {
-        diags.push(ctx.err(
-            parts.args_start,
-            type_end,
-            "Missing command after HEALTHCHECK CMD",
-        ));
-        return None;
-    }
-    let mut test = vec![if cmd.json { "CMD" } else { "CMD-SHELL" }.to_string()];
-    test.extend(cmd.args);
-    let mut duration = |name: &str| -> i64 {
-        let Some(v) = f.str(name) else { return 0 };
-        if v.value.is_empty() {
-            return 0;
-        }
-        let result = duration::parse(&v.value).and_then(|d| {
-            if d != 0 && d < 1_000_000 {
-                Err(format!("Interval {name:?} cannot be less than 1ms"))
-            } else {
-                Ok(d)
-            }
-        });
-        match result {
-            Ok(d) => d,
-            Err(e) => {
-                diags.push(
-                    ctx.err(v.start, v.end, e)
-                        .with_help("durations are written like 30s, 1m30s or 500ms"),
-                );
-                0
-            }
-        }
-    };
-    let interval = duration("interval");
-    let timeout = duration("timeout");
-    let start_period = duration("start-period");
-    let start_interval = duration("start-interval");
-    let mut retries = 0;
-    if let Some(v) = f.str("retries")
-        && !v.value.is_empty()
-    {
-        match v.value.parse::<i32>() {
-            Ok(n) if n < 0 => diags.push(ctx.err(
-                v.start,
-                v.end,
-                format!("--retries cannot be negative ({n})"),
-            )),
-            Ok(n) => retries = i64::from(n),
-            Err(_) => diags.push(
-                ctx.err(
-                    v.start,
-                    v.end,
-                    format!("strconv.ParseInt: parsing {:?}: invalid syntax", v.value),
-                )
-                .with_help("--retries is a whole number"),
-            ),
-        }
-    }
-    Some(Kind::Healthcheck(Healthcheck {
-        test,
-        interval,
-        timeout,
-        start_period,
-        start_interval,
-        retries,
     }))
 }

@@ -15,11 +15,13 @@
 //! tests.
 
 pub mod args;
+pub mod ast;
 pub mod diagnostic;
 pub mod directives;
 pub mod duration;
 pub mod expand;
 mod flags;
+pub(crate) mod healthcheck;
 pub mod heredoc;
 pub mod instruction;
 pub(crate) mod lines;
@@ -76,6 +78,17 @@ const MAX_ERRORS: usize = 50;
 
 /// Parse a Dockerfile. `name` is the file name as the user gave it; it appears in diagnostics.
 pub fn parse(name: &str, text: &str) -> Result<Dockerfile, Diagnostics> {
+    let (df, diags) = parse_partial(name, text);
+    if diags.iter().any(Diagnostic::is_error) {
+        return Err(Diagnostics { items: diags }.sorted());
+    }
+    Ok(df)
+}
+
+/// Parse as much of a Dockerfile as can be parsed: the instructions without errors, grouped in
+/// stages (the instructions of a stage whose FROM has an error are left out), and every
+/// diagnostic. The plan uses this to report the problems it finds along with parse errors.
+pub fn parse_partial(name: &str, text: &str) -> (Dockerfile, Vec<Diagnostic>) {
     let src = SourceFile::new(name, text);
     let mut scanner = lines::Scanner::new(src.text());
     let (instructions, mut diags, saw_any) = read_instructions(&src, &mut scanner);
@@ -116,7 +129,19 @@ pub fn parse(name: &str, text: &str) -> Result<Dockerfile, Diagnostics> {
 
     let mut meta_args = Vec::new();
     let mut stages: Vec<StageDef> = Vec::new();
-    for i in instructions {
+    let mut orphaned = false;
+    for item in instructions {
+        let i = match item {
+            Item::Parsed(i) => *i,
+            Item::FailedFrom => {
+                orphaned = true;
+                continue;
+            }
+        };
+        if orphaned && !matches!(i.kind, Kind::From(_)) {
+            continue;
+        }
+        orphaned = false;
         match (&i.kind, stages.last_mut()) {
             (Kind::From(_), _) => stages.push(StageDef {
                 from: i,
@@ -152,26 +177,32 @@ pub fn parse(name: &str, text: &str) -> Result<Dockerfile, Diagnostics> {
 
     lint(&src, &stages, &mut diags);
     diags.retain(|d| d.is_error() || d.rule.as_deref().is_none_or(|r| check.enabled(r)));
+    let warnings = diags.iter().filter(|d| !d.is_error()).cloned().collect();
+    (
+        Dockerfile {
+            source: src,
+            escape,
+            syntax,
+            check,
+            meta_args,
+            stages,
+            warnings,
+        },
+        diags,
+    )
+}
 
-    if diags.iter().any(Diagnostic::is_error) {
-        return Err(Diagnostics { items: diags }.sorted());
-    }
-    Ok(Dockerfile {
-        source: src,
-        escape,
-        syntax,
-        check,
-        meta_args,
-        stages,
-        warnings: diags,
-    })
+/// A line of the file: an instruction, or a FROM that could not be parsed.
+enum Item {
+    Parsed(Box<Instruction>),
+    FailedFrom,
 }
 
 /// Read every instruction of a file, collecting diagnostics.
 fn read_instructions(
     src: &Arc<SourceFile>,
     scanner: &mut lines::Scanner<'_>,
-) -> (Vec<Instruction>, Vec<Diagnostic>, bool) {
+) -> (Vec<Item>, Vec<Diagnostic>, bool) {
     let mut diags: Vec<Diagnostic> = Vec::new();
     let mut instructions = Vec::new();
     let mut saw_any = false;
@@ -219,8 +250,10 @@ fn read_instructions(
         };
         let parsed = instruction::parse(&ctx, &parts, &bodies, end_line);
         diags.extend(parsed.diagnostics);
-        if let Some(i) = parsed.instruction {
-            instructions.push(i);
+        match parsed.instruction {
+            Some(i) => instructions.push(Item::Parsed(Box::new(i))),
+            None if parts.cmd.eq_ignore_ascii_case("from") => instructions.push(Item::FailedFrom),
+            None => {}
         }
         if diags.iter().filter(|d| d.is_error()).count() >= MAX_ERRORS {
             break;
@@ -234,10 +267,17 @@ fn read_instructions(
 pub fn parse_trigger(text: &str) -> Result<Instruction, String> {
     let src = SourceFile::new("<ONBUILD trigger>", text);
     let mut scanner = lines::Scanner::new(src.text());
-    let (mut instructions, diags, _) = read_instructions(&src, &mut scanner);
+    let (items, diags, _) = read_instructions(&src, &mut scanner);
     if let Some(e) = diags.iter().find(|d| d.is_error()) {
         return Err(e.message.clone());
     }
+    let mut instructions: Vec<Instruction> = items
+        .into_iter()
+        .filter_map(|i| match i {
+            Item::Parsed(i) => Some(*i),
+            Item::FailedFrom => None,
+        })
+        .collect();
     if instructions.len() != 1 {
         return Err("onbuild trigger should be a single expression".into());
     }
@@ -259,7 +299,6 @@ fn lint(src: &SourceFile, stages: &[StageDef], diags: &mut Vec<Diagnostic>) {
     let mut names: Vec<&str> = Vec::new();
     for stage in stages {
         let from = stage.from_args();
-        let line = src.line_text(stage.from.location.line);
         if let (Some(name), Some(span)) = (&from.name, from.name_span) {
             let written = src.text().get(span.start..span.end).unwrap_or_default();
             if written != name {
@@ -271,19 +310,20 @@ fn lint(src: &SourceFile, stages: &[StageDef], diags: &mut Vec<Diagnostic>) {
                         )),
                 );
             }
+            // BuildKit's FromAsCasing: an all-lowercase FROM wants a lowercase AS, an
+            // all-uppercase FROM an uppercase one; a mixed-case FROM is not checked here.
             let keyword = &stage.from.keyword;
-            let as_word = line
-                .split_whitespace()
-                .find(|w| w.eq_ignore_ascii_case("as"))
-                .unwrap_or("AS");
-            let kw_upper = keyword == &keyword.to_uppercase();
-            let as_upper = as_word == as_word.to_uppercase();
-            if (kw_upper && as_word == as_word.to_lowercase() && as_word != as_word.to_uppercase())
-                || (!kw_upper
-                    && keyword == &keyword.to_lowercase()
-                    && as_upper
-                    && as_word != as_word.to_lowercase())
-            {
+            let as_word = from.as_keyword.as_deref().unwrap_or("AS");
+            let from_lower = keyword.to_lowercase() == *keyword;
+            let from_upper = keyword.to_uppercase() == *keyword;
+            let matches = if from_lower {
+                as_word.to_lowercase() == as_word
+            } else if from_upper {
+                as_word.to_uppercase() == as_word
+            } else {
+                true
+            };
+            if !matches {
                 diags.push(
                     Diagnostic::warning(
                         src,

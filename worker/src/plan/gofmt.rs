@@ -14,6 +14,18 @@ pub fn quote(s: &str) -> String {
     out
 }
 
+/// Go's `strconv.QuoteRune` of an integer, as `%q` prints an `int`.
+pub fn quote_rune(n: i64) -> String {
+    let c = u32::try_from(n)
+        .ok()
+        .and_then(char::from_u32)
+        .unwrap_or('\u{fffd}');
+    let mut out = String::from("'");
+    push_escaped(&mut out, c, '\'');
+    out.push('\'');
+    out
+}
+
 fn push_escaped(out: &mut String, c: char, quote: char) {
     match c {
         '\x07' => out.push_str("\\a"),
@@ -62,19 +74,20 @@ pub fn list(items: &[String]) -> String {
 }
 
 /// `%q` of BuildKit's `*HealthcheckConfig`:
-/// `&{["CMD-SHELL" "curl -f x"] "30s" "3s" "0s" "0s" '\x03'}`.
-pub fn healthcheck(h: &Healthcheck) -> String {
-    // BuildKit formats the config struct with Go's `%+v`: field names, the test list unquoted,
-    // durations by their String method (moby/buildkit dockerfile2llb, dispatchHealthcheck).
-    format!(
-        "{{Test:{} Interval:{} Timeout:{} StartPeriod:{} StartInterval:{} Retries:{}}}",
-        list(&h.test),
-        duration::format(h.interval),
-        duration::format(h.timeout),
-        duration::format(h.start_period),
-        duration::format(h.start_interval),
-        h.retries
-    )
+/// `&{["CMD-SHELL" "curl -f x"] "30s" "3s" "0s" "0s" '\x03'}`. Older BuildKit's struct has no
+/// start interval.
+pub fn healthcheck(h: &Healthcheck, start_interval: bool) -> String {
+    let mut fields = vec![
+        quote_list(&h.test),
+        quote(&duration::format(h.interval)),
+        quote(&duration::format(h.timeout)),
+        quote(&duration::format(h.start_period)),
+    ];
+    if start_interval {
+        fields.push(quote(&duration::format(h.start_interval)));
+    }
+    fields.push(quote_rune(h.retries));
+    format!("&{{{}}}", fields.join(" "))
 }
 
 #[cfg(test)]
@@ -82,7 +95,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn healthcheck_like_go_percent_plus_v() {
+    fn healthcheck_like_go_percent_q() {
+        // dispatchHealthcheck writes `fmt.Sprintf("HEALTHCHECK %q", config)` in every BuildKit
+        // version; the recorded v0.8 (tests/reference, healthcheck-options) has no start interval.
         let h = Healthcheck {
             test: vec!["CMD".into(), "/bin/true".into(), "arg".into()],
             interval: 45_000_000_000,
@@ -92,8 +107,12 @@ mod tests {
             retries: 7,
         };
         assert_eq!(
-            healthcheck(&h),
-            "{Test:[CMD /bin/true arg] Interval:45s Timeout:5s StartPeriod:1m30s StartInterval:0s Retries:7}"
+            healthcheck(&h, false),
+            "&{[\"CMD\" \"/bin/true\" \"arg\"] \"45s\" \"5s\" \"1m30s\" '\\a'}"
+        );
+        assert_eq!(
+            healthcheck(&h, true),
+            "&{[\"CMD\" \"/bin/true\" \"arg\"] \"45s\" \"5s\" \"1m30s\" \"0s\" '\\a'}"
         );
     }
 
@@ -101,6 +120,10 @@ mod tests {
     fn quoting_like_go() {
         assert_eq!(quote("a\"b\\c\n\té"), "\"a\\\"b\\\\c\\n\\té\"");
         assert_eq!(quote("\u{1}\u{a0}\u{200b}"), "\"\\x01\\u00a0\\u200b\"");
+        assert_eq!(quote_rune(3), "'\\x03'");
+        assert_eq!(quote_rune(10), "'\\n'");
+        assert_eq!(quote_rune(65), "'A'");
+        assert_eq!(quote_rune(-1), "'�'");
         assert_eq!(
             quote_list(&["/bin/sh".into(), "-c".into(), "echo \"hi\"".into()]),
             "[\"/bin/sh\" \"-c\" \"echo \\\"hi\\\"\"]"

@@ -21,6 +21,7 @@
 //!   arguments.
 
 mod gofmt;
+mod graph;
 mod lower;
 pub mod path;
 pub mod platform;
@@ -34,11 +35,29 @@ use serde::Serialize;
 
 use crate::dockerfile::expand::{EnvList, Lexer};
 use crate::dockerfile::instruction::Kind;
-use crate::dockerfile::{Diagnostic, Diagnostics, Dockerfile, Severity, Span, suggest};
+use crate::dockerfile::{Diagnostic, Diagnostics, Dockerfile, Severity, suggest};
 use crate::image::config::ImageConfig;
+pub(crate) use graph::input_for;
+use graph::{check_cycles, collect_refs, location_error, resolve_base};
 pub use lower::lower;
 pub use platform::Platform;
-use step::{Base, Input, Location, LoweredStage};
+use step::{Base, Location, LoweredStage};
+
+/// Which BuildKit's history texts to write. They differ between BuildKit versions in a few
+/// places; the image config and the build itself do not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HistoryStyle {
+    /// The Dockerfile frontend 1.x of current BuildKit: COPY and ADD history keep `--parents`,
+    /// `--chown` and `--chmod`; ARG history shows the value in effect (build argument, default
+    /// or global value); HEALTHCHECK history includes the start interval; a `FROM <stage>`
+    /// child lists its parent's ARGs in the `|N` prefix of RUN.
+    #[default]
+    Current,
+    /// BuildKit v0.8, the builder of dockerd 20.10 that recorded `tests/reference`: no COPY flags,
+    /// ARG history shows the (expanded) default only, no start interval, and a child stage's
+    /// `|N` prefix has only its own ARGs.
+    Dockerd20,
+}
 
 /// What the plan is built for.
 #[derive(Debug, Clone)]
@@ -51,6 +70,8 @@ pub struct PlanOptions {
     pub build_platform: Platform,
     /// The platform the image is for (`TARGETPLATFORM`).
     pub target_platform: Platform,
+    /// Which BuildKit's `created_by` texts to write.
+    pub history: HistoryStyle,
 }
 
 impl Default for PlanOptions {
@@ -60,6 +81,7 @@ impl Default for PlanOptions {
             target: None,
             build_platform: Platform::host(),
             target_platform: Platform::host(),
+            history: HistoryStyle::Current,
         }
     }
 }
@@ -131,6 +153,7 @@ pub struct Plan {
     /// The global scope: automatic platform arguments and the ARGs before the first FROM.
     pub global_args: EnvList,
     pub build_args: BTreeMap<String, String>,
+    pub history: HistoryStyle,
     pub warnings: Vec<Diagnostic>,
     /// Per stage: the build arguments in scope at its end, and which variables an ARG set last
     /// (a `FROM <stage>` child inherits both, as in BuildKit).
@@ -170,42 +193,33 @@ fn platform_args(opts: &PlanOptions) -> EnvList {
     env
 }
 
-/// A stage reference resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Ref {
-    Stage(usize),
-    Image(String),
-    /// `--from=<n>` out of range.
-    BadIndex(i64),
-}
-
-/// Resolve `--from` (or a mount's `from=`): a stage name (the last stage with that name), an
-/// index when `by_index`, or an image.
-pub(crate) fn resolve_ref(df: &Dockerfile, name: &str, by_index: bool) -> Ref {
-    if by_index && let Ok(n) = parse_go_int(name) {
-        return usize::try_from(n)
-            .ok()
-            .filter(|&i| i < df.stages.len())
-            .map_or(Ref::BadIndex(n), Ref::Stage);
+/// Parse a Dockerfile and build its plan, reporting every problem found by either: the
+/// parser's errors, and what the plan finds in the rest of the file (unknown stages, bad mount
+/// options, ...). This is what `kiln plan` and the operator call.
+pub fn from_text(name: &str, text: &str, opts: &PlanOptions) -> Result<Plan, Diagnostics> {
+    let (df, parse_diags) = crate::dockerfile::parse_partial(name, text);
+    let parse_errors: Vec<Diagnostic> = parse_diags
+        .into_iter()
+        .filter(Diagnostic::is_error)
+        .collect();
+    if df.stages.is_empty() {
+        let mut items = parse_errors;
+        items.extend(df.warnings);
+        return Err(Diagnostics { items }.sorted());
     }
-    let lower = name.to_lowercase();
-    match df
-        .stages
-        .iter()
-        .rposition(|s| s.from_args().name.as_deref() == Some(lower.as_str()))
-    {
-        Some(i) => Ref::Stage(i),
-        None => Ref::Image(name.to_string()),
+    match build(df, opts) {
+        Ok(plan) if parse_errors.is_empty() => Ok(plan),
+        Ok(plan) => {
+            let mut items = parse_errors;
+            items.extend(plan.warnings);
+            Err(Diagnostics { items }.sorted())
+        }
+        Err(d) => {
+            let mut items = parse_errors;
+            items.extend(d.items);
+            Err(Diagnostics { items }.sorted())
+        }
     }
-}
-
-/// Go's `strconv.Atoi`.
-fn parse_go_int(s: &str) -> Result<i64, ()> {
-    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(());
-    }
-    s.parse::<i64>().map_err(|_| ())
 }
 
 /// Build the plan. Every independent problem is reported; warnings go in [`Plan::warnings`].
@@ -342,7 +356,7 @@ pub fn build(df: Dockerfile, opts: &PlanOptions) -> Result<Plan, Diagnostics> {
         stage.images = images;
     }
 
-    check_cycles(&src, &stages, &mut diags);
+    let in_cycle = check_cycles(&src, &stages, &mut diags);
 
     // The target.
     let target = match &opts.target {
@@ -391,7 +405,7 @@ pub fn build(df: Dockerfile, opts: &PlanOptions) -> Result<Plan, Diagnostics> {
     // A needed stage may only use earlier stages.
     for &i in &order {
         for d in &stages[i].dependencies {
-            if d.stage > i && d.kind != DependencyKind::Base {
+            if d.stage > i && d.kind != DependencyKind::Base && !in_cycle.contains(&i) {
                 let user = stages[i].display_name();
                 let used = stages[d.stage].display_name();
                 let msg = match d.kind {
@@ -447,13 +461,15 @@ pub fn build(df: Dockerfile, opts: &PlanOptions) -> Result<Plan, Diagnostics> {
         target_platform: opts.target_platform.clone(),
         global_args: global,
         build_args: opts.build_args.clone(),
+        history: opts.history,
         warnings: Vec::new(),
         scopes: Vec::new(),
     };
     plan.scopes = vec![None; plan.stages.len()];
 
-    if !diags.iter().any(Diagnostic::is_error) {
-        // Static lowering, in dependency order.
+    // Static lowering, in dependency order. It runs even when problems were found above, so
+    // that the problems it finds (bad mount options, modes, ports...) are reported with them.
+    {
         for pos in 0..plan.order.len() {
             let i = plan.order[pos];
             let base_config = match plan.stages[i].base {
@@ -462,7 +478,8 @@ pub fn build(df: Dockerfile, opts: &PlanOptions) -> Result<Plan, Diagnostics> {
                     .as_ref()
                     .map(|l| l.config.clone())
                     .unwrap_or_default(),
-                _ => ImageConfig::default(),
+                Base::Scratch => scratch_config(),
+                Base::Image(_) => ImageConfig::default(),
             };
             let unknown_env = base_is_image(&plan, i);
             match lower::lower_stage(&plan, i, &base_config, unknown_env) {
@@ -494,6 +511,15 @@ pub fn build(df: Dockerfile, opts: &PlanOptions) -> Result<Plan, Diagnostics> {
     Ok(plan)
 }
 
+/// The config BuildKit gives `FROM scratch`: the default `PATH`, and `/` as working directory.
+pub fn scratch_config() -> ImageConfig {
+    ImageConfig {
+        env: vec![format!("PATH={}", crate::image::config::DEFAULT_PATH)],
+        working_dir: "/".into(),
+        ..ImageConfig::default()
+    }
+}
+
 /// Whether a stage's environment depends on an image config not known before the build.
 fn base_is_image(plan: &Plan, mut i: usize) -> bool {
     loop {
@@ -506,248 +532,14 @@ fn base_is_image(plan: &Plan, mut i: usize) -> bool {
     }
 }
 
-fn location_error(src: &crate::dockerfile::SourceFile, loc: &Location, msg: String) -> Diagnostic {
-    let start = src.line_start(loc.line);
-    let line = src.line_text(loc.line);
-    let col_off: usize = line
-        .chars()
-        .take(loc.column.saturating_sub(1) as usize)
-        .map(char::len_utf8)
-        .sum();
-    let word_len = line[col_off..]
-        .find(char::is_whitespace)
-        .unwrap_or(line.len() - col_off);
-    Diagnostic::error(
-        src,
-        Span::new(start + col_off, start + col_off + word_len),
-        msg,
-    )
-}
-
-/// The base of a stage: an earlier stage with that exact name, `scratch`, or an image.
-fn resolve_base(
-    df: &Dockerfile,
-    index: usize,
-    name: &str,
-    span: Span,
-    diags: &mut Vec<Diagnostic>,
-) -> Base {
-    let src = &df.source;
-    if let Some(b) = df.stages[..index]
-        .iter()
-        .rposition(|s| s.from_args().name.as_deref() == Some(name))
-    {
-        return Base::Stage(b);
-    }
-    if name == "scratch" {
-        return Base::Scratch;
-    }
-    let lower = name.to_lowercase();
-    if let Some(later) = df
-        .stages
-        .iter()
-        .position(|s| s.from_args().name.as_deref() == Some(lower.as_str()))
-    {
-        if later >= index {
-            diags.push(
-                Diagnostic::error(
-                    src,
-                    span,
-                    format!("stage {lower:?} is defined after this FROM, so FROM {name} would pull an image of that name"),
-                )
-                .with_help("a stage can only build on a stage defined above it"),
-            );
-            return Base::Image(name.to_string());
-        }
-        diags.push(
-            Diagnostic::error(src, span, format!("no stage named {name:?}"))
-                .with_help(format!("stage names are lowercase: write `FROM {lower}`")),
-        );
-        return Base::Image(name.to_string());
-    }
-    if let Err(e) = reference::validate(name) {
-        diags.push(
-            Diagnostic::error(src, span, format!("failed to parse stage name {name:?}: {e}"))
-                .with_help("FROM takes an image reference such as alpine:3.19, or the name of an earlier stage"),
-        );
-    }
-    Base::Image(name.to_string())
-}
-
-/// The stage references of an instruction: `COPY --from` and `RUN --mount from=`.
-fn collect_refs(
-    df: &Dockerfile,
-    i: &crate::dockerfile::Instruction,
-    in_trigger: bool,
-    deps: &mut Vec<Dependency>,
-    images: &mut Vec<String>,
-    diags: &mut Vec<Diagnostic>,
-) {
-    let src = &df.source;
-    let kind = if in_trigger {
-        DependencyKind::Onbuild
-    } else {
-        DependencyKind::CopyFrom
-    };
-    let mut add = |r: Ref,
-                   raw: &str,
-                   span: Span,
-                   kind: DependencyKind,
-                   diags: &mut Vec<Diagnostic>| match r {
-        Ref::Stage(s) => deps.push(Dependency {
-            stage: s,
-            kind,
-            location: i.location.clone(),
-        }),
-        Ref::BadIndex(n) => diags.push(
-            Diagnostic::error(src, span, format!("invalid stage index {n}")).with_help(format!(
-                "the Dockerfile has {} stages, numbered from 0",
-                df.stages.len()
-            )),
-        ),
-        Ref::Image(name) => {
-            let names: Vec<&str> = df
-                .stages
-                .iter()
-                .filter_map(|s| s.from_args().name.as_deref())
-                .collect();
-            let bare = !name.contains(['/', ':', '@', '.']);
-            if bare && let Some(close) = suggest::closest(&name, &names) {
-                diags.push(
-                    Diagnostic::error(src, span, format!("{raw} names an unknown stage {name:?}"))
-                        .with_label(format!("no stage is named {name:?}"))
-                        .with_help(format!(
-                            "did you mean {close:?}? (to use an image of that name, write it in full, such as {name}:latest)"
-                        )),
-                );
-            } else if let Err(e) = reference::validate(&name) {
-                diags.push(
-                    Diagnostic::error(
-                        src,
-                        span,
-                        format!("{raw} is neither a stage nor an image: {e}"),
-                    )
-                    .with_help(if names.is_empty() {
-                        "name an image, or a stage defined with `FROM image AS name`".to_string()
-                    } else {
-                        format!("the stages are: {}", names.join(", "))
-                    }),
-                );
-            } else if !images.contains(&name) {
-                images.push(name);
-            }
-        }
-    };
-    match &i.kind {
-        Kind::Copy(c) => {
-            if let Some((from, span)) = &c.from
-                && !from.contains('$')
-            {
-                add(
-                    resolve_ref(df, from, true),
-                    &format!("--from={from}"),
-                    *span,
-                    kind,
-                    diags,
-                );
-            }
-        }
-        Kind::Run(r) => {
-            let kind = if in_trigger {
-                DependencyKind::Onbuild
-            } else {
-                DependencyKind::MountFrom
-            };
-            for (m, span) in &r.mounts {
-                if let Ok(Some(from)) = crate::dockerfile::mount::raw_from(m) {
-                    add(
-                        resolve_ref(df, &from, true),
-                        &format!("from={from}"),
-                        *span,
-                        kind,
-                        diags,
-                    );
-                }
-            }
-        }
-        _ => {}
-    }
-}
-
-/// BuildKit refuses a stage that (through COPY --from or mounts) depends on itself.
-fn check_cycles(
-    src: &crate::dockerfile::SourceFile,
-    stages: &[Stage],
-    diags: &mut Vec<Diagnostic>,
-) {
-    #[derive(Clone, Copy, PartialEq)]
-    enum Mark {
-        New,
-        Active,
-        Done,
-    }
-    fn visit(
-        i: usize,
-        stages: &[Stage],
-        marks: &mut [Mark],
-        path: &mut Vec<(usize, Location)>,
-    ) -> Option<Vec<(usize, Location)>> {
-        marks[i] = Mark::Active;
-        for d in &stages[i].dependencies {
-            if d.kind == DependencyKind::Base {
-                continue;
-            }
-            path.push((d.stage, d.location.clone()));
-            match marks[d.stage] {
-                Mark::Active => {
-                    let start = path.iter().position(|(s, _)| *s == d.stage).unwrap_or(0);
-                    let cycle = path[start..].to_vec();
-                    path.pop();
-                    return Some(cycle);
-                }
-                Mark::New => {
-                    if let Some(c) = visit(d.stage, stages, marks, path) {
-                        path.pop();
-                        return Some(c);
-                    }
-                }
-                Mark::Done => {}
-            }
-            path.pop();
-        }
-        marks[i] = Mark::Done;
-        None
-    }
-    let mut marks = vec![Mark::New; stages.len()];
-    for i in 0..stages.len() {
-        if marks[i] != Mark::New {
-            continue;
-        }
-        let mut path = vec![(i, stages[i].location.clone())];
-        if let Some(cycle) = visit(i, stages, &mut marks, &mut path) {
-            let names: Vec<String> = cycle
-                .iter()
-                .map(|(s, _)| stages[*s].display_name())
-                .collect();
-            let first = cycle
-                .last()
-                .map(|(_, l)| l.clone())
-                .unwrap_or_else(|| stages[i].location.clone());
-            let stage = names.last().cloned().unwrap_or_default();
-            diags.push(
-                location_error(
-                    src,
-                    &first,
-                    format!("circular dependency detected on stage: {stage}"),
-                )
-                .with_help(format!(
-                    "the stages use each other: {} -> {}",
-                    names.join(" -> "),
-                    names[0]
-                )),
-            );
-            return;
-        }
+impl Plan {
+    /// The steps of a stage (by index in its static lowering) whose `--mount` options used a
+    /// variable a base image may define.
+    pub fn inexact_mounts(&self, stage: usize) -> &[usize] {
+        self.scopes
+            .get(stage)
+            .and_then(|s| s.as_ref())
+            .map_or(&[], |s| s.inexact_mounts.as_slice())
     }
 }
 
@@ -759,13 +551,4 @@ pub fn lowered(plan: &Plan) -> impl Iterator<Item = (&Stage, &LoweredStage)> {
             .as_ref()
             .map(|l| (&plan.stages[i], l))
     })
-}
-
-/// The input a COPY --from or mount from= names, for the executor.
-pub(crate) fn input_for(df: &Dockerfile, name: &str) -> Input {
-    match resolve_ref(df, name, true) {
-        Ref::Stage(s) => Input::Stage(s),
-        Ref::Image(n) => Input::Image(n),
-        Ref::BadIndex(n) => Input::Image(n.to_string()),
-    }
 }

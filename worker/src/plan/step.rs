@@ -62,6 +62,8 @@ pub struct Step {
     pub display: String,
     /// The `created_by` of this step's history entry, exactly as BuildKit writes it
     /// (`RUN /bin/sh -c make # buildkit`, `COPY app /app # buildkit`, `ENV A=b`, `WORKDIR /src`).
+    /// A few texts differ between BuildKit versions; `PlanOptions::history` picks current
+    /// BuildKit's (the default) or v0.8's, which recorded `tests/reference`.
     pub created_by: String,
     pub op: Op,
 }

@@ -158,27 +158,16 @@ pub fn summarize(plan: &Plan) -> Summary {
                 base_images.push(img.clone());
             }
         }
-        let unknown_env = super::base_is_image(plan, i);
         let Some(lowered) = &stage.lowered else {
             continue;
         };
-        for step in &lowered.steps {
+        let inexact = plan.inexact_mounts(i);
+        for (n, step) in lowered.steps.iter().enumerate() {
             let Op::Run(run) = &step.op else { continue };
-            let raw_has_var = plan.dockerfile.stages[i]
-                .instructions
-                .iter()
-                .find(|ins| ins.location.line == step.location.line)
-                .and_then(|ins| match &ins.kind {
-                    crate::dockerfile::Kind::Run(r) => {
-                        Some(r.mounts.iter().any(|(m, _)| m.contains('$')))
-                    }
-                    _ => None,
-                })
-                .unwrap_or(true);
             let usage = Usage {
                 stage: i,
                 line: step.location.line,
-                exact: !(unknown_env && raw_has_var),
+                exact: !inexact.contains(&n),
             };
             for m in &run.mounts {
                 match m {

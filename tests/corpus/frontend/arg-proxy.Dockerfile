@@ -1,0 +1,4 @@
+FROM alpine
+RUN wget https://example.com/
+ARG NO_PROXY
+RUN echo $NO_PROXY

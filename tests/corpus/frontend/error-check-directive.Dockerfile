@@ -1,0 +1,2 @@
+# check=skip=foo;frob=1
+FROM alpine

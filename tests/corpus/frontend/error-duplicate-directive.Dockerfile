@@ -1,0 +1,4 @@
+# syntax=docker/dockerfile:1
+# escape=\
+# syntax=docker/dockerfile:1.7
+FROM alpine

@@ -1,0 +1,4 @@
+FROM builder
+RUN echo uses a stage defined below
+
+FROM alpine AS builder

@@ -1,0 +1,5 @@
+FROM alpine
+CMD ["echo", 1]
+RUN ["a", ["nested"]]
+SHELL echo not json
+ENTRYPOINT [null]

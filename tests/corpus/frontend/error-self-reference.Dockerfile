@@ -1,0 +1,2 @@
+FROM alpine AS me
+COPY --from=me /x /y

@@ -1,0 +1,2 @@
+# syntax=example.com/my/frontend:1.0
+FROM alpine

@@ -1,0 +1,4 @@
+FROM alpine
+FORM alpine
+RUNN echo hi
+FROBNICATE now

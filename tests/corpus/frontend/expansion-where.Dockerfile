@@ -1,0 +1,17 @@
+FROM alpine AS src
+FROM alpine
+ENV HOME=/root NAME=kiln
+RUN echo $NAME ${NAME:-x}
+RUN ["echo", "$NAME"]
+CMD echo $NAME
+ENTRYPOINT ["echo", "$NAME"]
+SHELL ["/bin/sh", "-c", "$NAME"]
+MAINTAINER $NAME
+HEALTHCHECK CMD echo $NAME
+COPY --from=src /$NAME /$NAME/
+ADD $NAME.tar.gz ${HOME}/
+USER $NAME
+WORKDIR $HOME/$NAME
+VOLUME $HOME/data
+STOPSIGNAL SIG${NAME:+TERM}
+EXPOSE ${PORT:-80}

@@ -1,0 +1,4 @@
+FROM scratch
+ENV A=1
+LABEL l=v
+CMD ["/app"]
