@@ -12,7 +12,6 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::context::{Context, ContextError};
-use crate::dockerfile;
 use crate::export::{self, ImageOptions};
 use crate::image::config::ImageConfig;
 use crate::image::layout::{self, Artifact};
@@ -235,8 +234,7 @@ pub fn make_plan(req: &Request, dockerfile: &DockerfileText) -> Result<Plan, Err
         target: req.target.clone(),
         ..PlanOptions::default()
     };
-    dockerfile::parse(&dockerfile.name, &dockerfile.text)
-        .and_then(|df| plan::build(df, &opts))
+    plan::from_text(&dockerfile.name, &dockerfile.text, &opts)
         .map_err(|d| Error::Plan(d.to_string()))
 }
 

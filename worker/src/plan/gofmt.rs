@@ -73,21 +73,34 @@ pub fn list(items: &[String]) -> String {
     format!("[{}]", items.join(" "))
 }
 
-/// `%q` of BuildKit's `*HealthcheckConfig`:
-/// `&{["CMD-SHELL" "curl -f x"] "30s" "3s" "0s" "0s" '\x03'}`. Older BuildKit's struct has no
-/// start interval.
-pub fn healthcheck(h: &Healthcheck, start_interval: bool) -> String {
-    let mut fields = vec![
+/// The HEALTHCHECK history text.
+///
+/// - Current BuildKit (`dispatchHealthcheck` on the docker-image-spec config) writes
+///   `fmt.Sprintf("HEALTHCHECK %+v", *config)`: field names, the test list unquoted, durations
+///   by their String method: `{Test:[CMD-SHELL curl -f x] Interval:30s Timeout:3s
+///   StartPeriod:0s StartInterval:0s Retries:3}`.
+/// - BuildKit v0.8 wrote `%q` of the pointer, without a start interval:
+///   `&{["CMD-SHELL" "curl -f x"] "30s" "3s" "0s" '\x03'}`.
+pub fn healthcheck(h: &Healthcheck, current: bool) -> String {
+    if current {
+        return format!(
+            "{{Test:{} Interval:{} Timeout:{} StartPeriod:{} StartInterval:{} Retries:{}}}",
+            list(&h.test),
+            duration::format(h.interval),
+            duration::format(h.timeout),
+            duration::format(h.start_period),
+            duration::format(h.start_interval),
+            h.retries
+        );
+    }
+    format!(
+        "&{{{} {} {} {} {}}}",
         quote_list(&h.test),
         quote(&duration::format(h.interval)),
         quote(&duration::format(h.timeout)),
         quote(&duration::format(h.start_period)),
-    ];
-    if start_interval {
-        fields.push(quote(&duration::format(h.start_interval)));
-    }
-    fields.push(quote_rune(h.retries));
-    format!("&{{{}}}", fields.join(" "))
+        quote_rune(h.retries)
+    )
 }
 
 #[cfg(test)]
@@ -95,9 +108,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn healthcheck_like_go_percent_q() {
-        // dispatchHealthcheck writes `fmt.Sprintf("HEALTHCHECK %q", config)` in every BuildKit
-        // version; the recorded v0.8 (tests/reference, healthcheck-options) has no start interval.
+    fn healthcheck_in_both_history_styles() {
+        // BuildKit v0.8 (tests/reference, healthcheck-options) and current BuildKit.
         let h = Healthcheck {
             test: vec!["CMD".into(), "/bin/true".into(), "arg".into()],
             interval: 45_000_000_000,
@@ -112,7 +124,7 @@ mod tests {
         );
         assert_eq!(
             healthcheck(&h, true),
-            "&{[\"CMD\" \"/bin/true\" \"arg\"] \"45s\" \"5s\" \"1m30s\" \"0s\" '\\a'}"
+            "{Test:[CMD /bin/true arg] Interval:45s Timeout:5s StartPeriod:1m30s StartInterval:0s Retries:7}"
         );
     }
 
