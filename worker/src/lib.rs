@@ -8,6 +8,8 @@ pub mod dockerfile;
 #[cfg(feature = "executor")]
 pub mod fetch;
 pub mod image;
+#[cfg(feature = "executor")]
+pub mod mounts;
 pub mod plan;
 
 #[cfg(feature = "executor")]
