@@ -16,6 +16,7 @@ use crate::export::{self, ImageOptions};
 use crate::image::config::ImageConfig;
 use crate::image::layout::{self, Artifact};
 use crate::image::oci::Platform;
+use crate::mounts::ssh::SshSource;
 use crate::plan::step::{Base, LoweredStage};
 use crate::plan::{self, Plan, PlanOptions};
 use crate::progress::{Event, Sink};
@@ -107,6 +108,8 @@ pub struct Request {
     pub secrets: HashMap<String, SecretSource>,
     /// `None` picks overlayfs when it can be mounted, else the copy snapshotter.
     pub snapshotter: Option<Snapshotter>,
+    /// `--ssh`: ssh id → keys or an agent socket.
+    pub ssh: HashMap<String, SshSource>,
 }
 
 /// Why a build failed.
@@ -238,11 +241,44 @@ pub fn make_plan(req: &Request, dockerfile: &DockerfileText) -> Result<Plan, Err
         .map_err(|d| Error::Plan(d.to_string()))
 }
 
+/// A `required` secret or ssh key that was not given fails the build before any step runs,
+/// naming the id and the line that needs it.
+fn check_required(req: &Request, plan: &Plan) -> Result<(), Error> {
+    let summary = plan::summary::summarize(plan);
+    let mut missing = Vec::new();
+    for s in summary
+        .secrets
+        .iter()
+        .filter(|s| s.required && !req.secrets.contains_key(&s.id))
+    {
+        missing.push(format!(
+            "secret {:?} is required (line {}) but was not provided: pass --secret id={},src=FILE",
+            s.id, s.usage.line, s.id
+        ));
+    }
+    for s in summary
+        .ssh
+        .iter()
+        .filter(|s| s.required && !req.ssh.contains_key(&s.id))
+    {
+        missing.push(format!(
+            "ssh key {:?} is required (line {}) but was not provided: pass --ssh {}=KEYFILE or --ssh {}=$SSH_AUTH_SOCK",
+            s.id, s.usage.line, s.id, s.id
+        ));
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Plan(missing.join("\n")))
+    }
+}
+
 /// Run a build.
 pub fn run(req: &Request, progress: &dyn Sink) -> Result<Outcome, Error> {
     let store = Store::open(&req.state_dir)?;
     let (context, dockerfile) = load(req, &store)?;
     let plan = make_plan(req, &dockerfile)?;
+    check_required(req, &plan)?;
     for w in &plan.warnings {
         progress.event(Event::Info {
             message: w.to_string(),
@@ -264,6 +300,7 @@ pub fn run(req: &Request, progress: &dyn Sink) -> Result<Outcome, Error> {
         cache_mounts: req.state_dir.join("cache-mounts"),
         cache_mount_ns: req.cache_mount_ns.clone(),
         secrets: req.secrets.clone(),
+        ssh: req.ssh.clone(),
         snapshotter: match req.snapshotter {
             Some(s) => s,
             None if crate::snapshot::fallback::overlay_supported(&store.root().join("tmp")) => {

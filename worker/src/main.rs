@@ -9,6 +9,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use std::collections::HashMap;
 
+use kiln_worker::mounts::ssh::SshSource;
 use kiln_worker::plan::{self, PlanOptions, Platform, summary};
 use kiln_worker::snapshot::compress::Compression;
 use kiln_worker::solve::{NamedContext, SecretSource, Snapshotter};
@@ -109,6 +110,10 @@ struct BuildArgs {
     /// A directory of secrets, one file per id (a mounted Kubernetes Secret).
     #[arg(long = "secrets-dir", value_name = "DIR")]
     secrets_dir: Vec<PathBuf>,
+    /// An ssh key source for `RUN --mount=type=ssh`: `default` (the agent of $SSH_AUTH_SOCK),
+    /// `ID=SOCKET` (forward an agent), or `ID=KEYFILE[,KEYFILE...]` (Kiln serves the keys).
+    #[arg(long = "ssh", value_name = "default|ID=PATH[,PATH...]")]
+    ssh: Vec<String>,
     /// How RUN steps get their root filesystem: overlay, copy (when overlayfs is unavailable),
     /// or auto (overlay when it can be mounted).
     #[arg(long, env = "KILN_SNAPSHOTTER", default_value = "auto")]
@@ -372,6 +377,7 @@ fn build_request(args: &BuildArgs) -> anyhow::Result<build::Request> {
         metadata_file: args.metadata_file.clone(),
         helper: None,
         secrets: parse_secrets(&args.secrets, &args.secrets_dir)?,
+        ssh: parse_ssh(&args.ssh)?,
         snapshotter: match args.snapshotter.as_str() {
             "auto" => None,
             "overlay" => Some(Snapshotter::Overlay),
@@ -422,6 +428,41 @@ fn parse_secrets(
             (Some("file") | None, Some(f), None) => SecretSource::File(PathBuf::from(f)),
             (None, None, None) => SecretSource::Env(id.clone()),
             _ => bail!("--secret {spec:?}: give either src= or env="),
+        };
+        out.insert(id, source);
+    }
+    Ok(out)
+}
+
+/// `--ssh default`, `--ssh ID=SOCKET`, `--ssh ID=KEYFILE[,KEYFILE...]`.
+fn parse_ssh(specs: &[String]) -> anyhow::Result<HashMap<String, SshSource>> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut out = HashMap::new();
+    for spec in specs {
+        let (id, paths) = match spec.split_once('=') {
+            Some((id, paths)) => (id.to_string(), paths.to_string()),
+            None => {
+                let sock = std::env::var("SSH_AUTH_SOCK")
+                    .with_context(|| format!("--ssh {spec}: SSH_AUTH_SOCK is not set"))?;
+                (spec.clone(), sock)
+            }
+        };
+        let paths: Vec<PathBuf> = paths
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        let first = paths
+            .first()
+            .with_context(|| format!("--ssh {spec}: no path"))?;
+        let is_socket = std::fs::metadata(first).is_ok_and(|m| m.file_type().is_socket());
+        let source = if is_socket && paths.len() == 1 {
+            SshSource::Agent(first.clone())
+        } else {
+            for p in &paths {
+                kiln_worker::mounts::ssh::read_key(p).with_context(|| format!("--ssh {id}"))?;
+            }
+            SshSource::Keys(paths)
         };
         out.insert(id, source);
     }

@@ -46,8 +46,12 @@ pub struct CacheKey {
 impl CacheKey {
     pub fn digest(&self) -> Digest {
         let mut h = KeyHasher::new("cache-mount/v1");
-        h.str(&self.namespace).str(&self.id).str(&self.uid.to_string()).str(&self.gid.to_string());
-        h.str(&format!("{:o}", self.mode)).str(self.seed.as_deref().unwrap_or(""));
+        h.str(&self.namespace)
+            .str(&self.id)
+            .str(&self.uid.to_string())
+            .str(&self.gid.to_string());
+        h.str(&format!("{:o}", self.mode))
+            .str(self.seed.as_deref().unwrap_or(""));
         h.finish()
     }
 }
@@ -103,7 +107,11 @@ impl CacheMounts {
     }
 
     fn lock_file(&self, dir: &Path, n: usize) -> io::Result<File> {
-        OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(format!("{n}.lock")))
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(format!("{n}.lock")))
     }
 
     /// Get an instance of a cache for one step. `seed` fills a new instance (`from=`).
@@ -128,7 +136,11 @@ impl CacheMounts {
         let (n, lock) = match sharing {
             Sharing::Shared | Sharing::Locked => {
                 let lock = self.lock_file(&dir, 0)?;
-                let how = if sharing == Sharing::Shared { libc::LOCK_SH } else { libc::LOCK_EX };
+                let how = if sharing == Sharing::Shared {
+                    libc::LOCK_SH
+                } else {
+                    libc::LOCK_EX
+                };
                 let mut told = false;
                 loop {
                     if let Try::Acquired = flock(&lock, how | libc::LOCK_NB)? {
@@ -139,7 +151,10 @@ impl CacheMounts {
                         told = true;
                     }
                     if cancelled() {
-                        return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled while waiting for a cache lock"));
+                        return Err(io::Error::new(
+                            io::ErrorKind::Interrupted,
+                            "cancelled while waiting for a cache lock",
+                        ));
                     }
                     std::thread::sleep(Duration::from_millis(25));
                 }
@@ -167,7 +182,12 @@ impl CacheMounts {
             fs::set_permissions(&tmp, fs::Permissions::from_mode(key.mode))?;
             fs::rename(&tmp, &content)?;
         }
-        Ok(Lease { dir: content, instance: n, lock, used: dir.join(format!("{n}.used")) })
+        Ok(Lease {
+            dir: content,
+            instance: n,
+            lock,
+            used: dir.join(format!("{n}.used")),
+        })
     }
 }
 
@@ -179,7 +199,14 @@ mod tests {
     use super::*;
 
     fn key(id: &str) -> CacheKey {
-        CacheKey { namespace: String::new(), id: id.into(), uid: 0, gid: 0, mode: 0o755, seed: None }
+        CacheKey {
+            namespace: String::new(),
+            id: id.into(),
+            uid: 0,
+            gid: 0,
+            mode: 0o755,
+            seed: None,
+        }
     }
 
     fn nothing(_: &Path) -> io::Result<()> {
@@ -190,8 +217,12 @@ mod tests {
     fn shared_leases_use_one_instance_at_once() {
         let d = tempfile::tempdir().unwrap();
         let c = CacheMounts::new(d.path());
-        let a = c.acquire(&key("go"), Sharing::Shared, &nothing, &|| {}, &|| false).unwrap();
-        let b = c.acquire(&key("go"), Sharing::Shared, &nothing, &|| {}, &|| false).unwrap();
+        let a = c
+            .acquire(&key("go"), Sharing::Shared, &nothing, &|| {}, &|| false)
+            .unwrap();
+        let b = c
+            .acquire(&key("go"), Sharing::Shared, &nothing, &|| {}, &|| false)
+            .unwrap();
         assert_eq!(a.dir, b.dir);
         fs::write(a.dir.join("f"), "x").unwrap();
         assert!(b.dir.join("f").exists());
@@ -201,12 +232,18 @@ mod tests {
     fn private_leases_get_separate_instances_and_reuse_free_ones() {
         let d = tempfile::tempdir().unwrap();
         let c = CacheMounts::new(d.path());
-        let a = c.acquire(&key("p"), Sharing::Private, &nothing, &|| {}, &|| false).unwrap();
-        let b = c.acquire(&key("p"), Sharing::Private, &nothing, &|| {}, &|| false).unwrap();
+        let a = c
+            .acquire(&key("p"), Sharing::Private, &nothing, &|| {}, &|| false)
+            .unwrap();
+        let b = c
+            .acquire(&key("p"), Sharing::Private, &nothing, &|| {}, &|| false)
+            .unwrap();
         assert_ne!(a.dir, b.dir);
         assert_eq!((a.instance, b.instance), (0, 1));
         drop(a);
-        let again = c.acquire(&key("p"), Sharing::Private, &nothing, &|| {}, &|| false).unwrap();
+        let again = c
+            .acquire(&key("p"), Sharing::Private, &nothing, &|| {}, &|| false)
+            .unwrap();
         assert_eq!(again.instance, 0, "the first free instance is reused");
     }
 
@@ -214,24 +251,41 @@ mod tests {
     fn locked_waits_for_the_holder_and_can_be_cancelled() {
         let d = tempfile::tempdir().unwrap();
         let c = CacheMounts::new(d.path());
-        let held = c.acquire(&key("l"), Sharing::Locked, &nothing, &|| {}, &|| false).unwrap();
+        let held = c
+            .acquire(&key("l"), Sharing::Locked, &nothing, &|| {}, &|| false)
+            .unwrap();
         let c2 = c.clone();
         let waited = Arc::new(AtomicBool::new(false));
         let w2 = waited.clone();
         let t = std::thread::spawn(move || {
             let start = std::time::Instant::now();
-            let lease = c2.acquire(&key("l"), Sharing::Locked, &nothing, &|| w2.store(true, Ordering::SeqCst), &|| false).unwrap();
+            let lease = c2
+                .acquire(
+                    &key("l"),
+                    Sharing::Locked,
+                    &nothing,
+                    &|| w2.store(true, Ordering::SeqCst),
+                    &|| false,
+                )
+                .unwrap();
             (start.elapsed(), lease.instance)
         });
         std::thread::sleep(Duration::from_millis(300));
         drop(held);
         let (elapsed, instance) = t.join().unwrap();
         assert!(waited.load(Ordering::SeqCst));
-        assert!(elapsed >= Duration::from_millis(250), "it did not wait: {elapsed:?}");
+        assert!(
+            elapsed >= Duration::from_millis(250),
+            "it did not wait: {elapsed:?}"
+        );
         assert_eq!(instance, 0);
 
-        let _held = c.acquire(&key("l"), Sharing::Locked, &nothing, &|| {}, &|| false).unwrap();
-        let err = c.acquire(&key("l"), Sharing::Locked, &nothing, &|| {}, &|| true).unwrap_err();
+        let _held = c
+            .acquire(&key("l"), Sharing::Locked, &nothing, &|| {}, &|| false)
+            .unwrap();
+        let err = c
+            .acquire(&key("l"), Sharing::Locked, &nothing, &|| {}, &|| true)
+            .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::Interrupted);
     }
 
@@ -247,13 +301,21 @@ mod tests {
             seeded.set(seeded.get() + 1);
             fs::write(dir.join("from-seed"), "s")
         };
-        let a = c.acquire(&k, Sharing::Shared, &seed, &|| {}, &|| false).unwrap();
+        let a = c
+            .acquire(&k, Sharing::Shared, &seed, &|| {}, &|| false)
+            .unwrap();
         assert!(a.dir.join("from-seed").exists());
         use std::os::unix::fs::MetadataExt;
         assert_eq!(fs::metadata(&a.dir).unwrap().mode() & 0o777, 0o700);
         drop(a);
-        let _b = c.acquire(&k, Sharing::Shared, &seed, &|| {}, &|| false).unwrap();
+        let _b = c
+            .acquire(&k, Sharing::Shared, &seed, &|| {}, &|| false)
+            .unwrap();
         assert_eq!(seeded.get(), 1, "an existing cache is not seeded again");
-        assert_ne!(k.digest(), key("seeded").digest(), "the seed is part of the key");
+        assert_ne!(
+            k.digest(),
+            key("seeded").digest(),
+            "the seed is part of the key"
+        );
     }
 }

@@ -24,7 +24,10 @@ pub enum SshError {
     #[error("ssh key {path}: {message}")]
     Key { path: PathBuf, message: String },
     #[error("ssh agent socket {path}: {source}")]
-    Socket { path: PathBuf, source: std::io::Error },
+    Socket {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Where an ssh id's keys come from.
@@ -39,9 +42,13 @@ pub enum SshSource {
 /// Read an OpenSSH private key. Passphrase-protected keys are refused: a build has no one to
 /// type the passphrase.
 pub fn read_key(path: &Path) -> Result<PrivateKey, SshError> {
-    let err = |message: String| SshError::Key { path: path.to_path_buf(), message };
+    let err = |message: String| SshError::Key {
+        path: path.to_path_buf(),
+        message,
+    };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let key = PrivateKey::from_openssh(text.trim()).map_err(|e| err(format!("not an OpenSSH private key ({e})")))?;
+    let key = PrivateKey::from_openssh(text.trim())
+        .map_err(|e| err(format!("not an OpenSSH private key ({e})")))?;
     if key.is_encrypted() {
         return Err(err("the key is protected by a passphrase".into()));
     }
@@ -59,16 +66,25 @@ impl Session for KeyAgent {
         Ok(self
             .keys
             .iter()
-            .map(|k| Identity { credential: k.public_key().key_data().clone().into(), comment: k.comment().to_string() })
+            .map(|k| Identity {
+                credential: k.public_key().key_data().clone().into(),
+                comment: k.comment().to_string(),
+            })
             .collect())
     }
 
     async fn sign(&mut self, request: SignRequest) -> Result<Signature, AgentError> {
         let wanted = request.credential.key_data();
-        let key = self.keys.iter().find(|k| k.public_key().key_data() == wanted).ok_or(AgentError::Failure)?;
+        let key = self
+            .keys
+            .iter()
+            .find(|k| k.public_key().key_data() == wanted)
+            .ok_or(AgentError::Failure)?;
         // RSA keys sign with SHA-512, which OpenSSH clients ask for first; the deprecated SHA-1
         // `ssh-rsa` and a SHA-256-only request are refused, and the client moves on.
-        if matches!(key.key_data(), KeypairData::Rsa(_)) && request.flags & signature::RSA_SHA2_512 == 0 {
+        if matches!(key.key_data(), KeypairData::Rsa(_))
+            && request.flags & signature::RSA_SHA2_512 == 0
+        {
             return Err(AgentError::Failure);
         }
         ::signature::Signer::try_sign(key, &request.data).map_err(AgentError::other)
@@ -95,8 +111,17 @@ impl Drop for AgentSocket {
 }
 
 /// Serve `source` on a new socket at `path`, with this mode and owner.
-pub fn serve(source: &SshSource, path: &Path, mode: u32, uid: u32, gid: u32) -> Result<AgentSocket, SshError> {
-    let sock_err = |e: std::io::Error| SshError::Socket { path: path.to_path_buf(), source: e };
+pub fn serve(
+    source: &SshSource,
+    path: &Path,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+) -> Result<AgentSocket, SshError> {
+    let sock_err = |e: std::io::Error| SshError::Socket {
+        path: path.to_path_buf(),
+        source: e,
+    };
     let rt = crate::fetch::runtime();
     let _guard = rt.enter();
     let _ = std::fs::remove_file(path);
@@ -105,8 +130,13 @@ pub fn serve(source: &SshSource, path: &Path, mode: u32, uid: u32, gid: u32) -> 
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(sock_err)?;
     let task = match source {
         SshSource::Keys(files) => {
-            let keys = files.iter().map(|f| read_key(f)).collect::<Result<Vec<_>, _>>()?;
-            let agent = KeyAgent { keys: std::sync::Arc::new(keys) };
+            let keys = files
+                .iter()
+                .map(|f| read_key(f))
+                .collect::<Result<Vec<_>, _>>()?;
+            let agent = KeyAgent {
+                keys: std::sync::Arc::new(keys),
+            };
             rt.spawn(async move {
                 let _ = listen(listener, agent).await;
             })
@@ -125,7 +155,10 @@ pub fn serve(source: &SshSource, path: &Path, mode: u32, uid: u32, gid: u32) -> 
             })
         }
     };
-    Ok(AgentSocket { path: path.to_path_buf(), task })
+    Ok(AgentSocket {
+        path: path.to_path_buf(),
+        task,
+    })
 }
 
 #[cfg(test)]
@@ -135,7 +168,16 @@ mod tests {
     fn keygen(dir: &Path, kind: &str) -> PathBuf {
         let path = dir.join(format!("id_{kind}"));
         let status = std::process::Command::new("ssh-keygen")
-            .args(["-q", "-t", kind, "-N", "", "-C", &format!("kiln-test-{kind}"), "-f"])
+            .args([
+                "-q",
+                "-t",
+                kind,
+                "-N",
+                "",
+                "-C",
+                &format!("kiln-test-{kind}"),
+                "-f",
+            ])
             .arg(&path)
             .status();
         match status {
@@ -145,7 +187,11 @@ mod tests {
     }
 
     fn ssh_add_list(sock: &Path) -> String {
-        let out = std::process::Command::new("ssh-add").arg("-L").env("SSH_AUTH_SOCK", sock).output().unwrap();
+        let out = std::process::Command::new("ssh-add")
+            .arg("-L")
+            .env("SSH_AUTH_SOCK", sock)
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -157,7 +203,10 @@ mod tests {
         let sock = d.path().join("agent.sock");
         let agent = serve(&SshSource::Keys(vec![ed.clone(), rsa]), &sock, 0o600, 0, 0).unwrap();
         let listed = ssh_add_list(&sock);
-        assert!(listed.contains("kiln-test-ed25519") && listed.contains("kiln-test-rsa"), "{listed}");
+        assert!(
+            listed.contains("kiln-test-ed25519") && listed.contains("kiln-test-rsa"),
+            "{listed}"
+        );
         use std::os::unix::fs::MetadataExt;
         assert_eq!(std::fs::metadata(&sock).unwrap().mode() & 0o777, 0o600);
 
@@ -167,7 +216,10 @@ mod tests {
         assert!(ssh_add_list(&fwd).contains("kiln-test-ed25519"));
         drop(forward);
         drop(agent);
-        assert!(!sock.exists() && !fwd.exists(), "sockets are removed with their agents");
+        assert!(
+            !sock.exists() && !fwd.exists(),
+            "sockets are removed with their agents"
+        );
     }
 
     #[test]
@@ -184,6 +236,11 @@ mod tests {
         assert!(e.contains("passphrase"), "{e}");
         assert!(!e.contains("secret-pass"));
         std::fs::write(d.path().join("junk"), "not a key").unwrap();
-        assert!(read_key(&d.path().join("junk")).unwrap_err().to_string().contains("not an OpenSSH private key"));
+        assert!(
+            read_key(&d.path().join("junk"))
+                .unwrap_err()
+                .to_string()
+                .contains("not an OpenSSH private key")
+        );
     }
 }

@@ -118,6 +118,8 @@ pub struct Options {
     pub cache_mount_ns: String,
     /// `--secret`: where each secret id's value is read from when a step mounts it.
     pub secrets: HashMap<String, SecretSource>,
+    /// `--ssh`: where each ssh id's keys come from.
+    pub ssh: HashMap<String, crate::mounts::ssh::SshSource>,
     pub snapshotter: Snapshotter,
 }
 

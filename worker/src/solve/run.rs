@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use super::Solver;
 use super::stage::State;
-use crate::digest::{Digest, KeyHasher};
+use crate::digest::Digest;
+use crate::mounts::cache::{CacheKey, CacheMounts};
 use crate::plan::step::{Input, Mount, Network, Run, Security};
 use crate::progress::Event;
 use crate::sandbox::run::{Cancel, RunError, Stream};
@@ -147,6 +148,8 @@ impl Solver<'_> {
         }
         let mut secrets: Vec<Vec<u8>> = Vec::new();
         let mut secret_env = Vec::new();
+        // Cache locks and ssh agents, held until the step is over.
+        let mut guards: Vec<Box<dyn std::any::Any>> = Vec::new();
         for (n, m) in run.mounts.iter().enumerate() {
             if let Mount::Secret {
                 id,
@@ -188,7 +191,15 @@ impl Solver<'_> {
                 }
                 continue;
             }
-            if let Some(mount) = self.step_mount(m, scratch.path(), n).map_err(plain)? {
+            if let Some(mount) = self
+                .step_mount(m, scratch.path(), n, vertex, &mut guards)
+                .map_err(plain)?
+            {
+                if matches!(m, Mount::Ssh { .. })
+                    && !env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK="))
+                {
+                    env.push(format!("SSH_AUTH_SOCK={}", mount.target));
+                }
                 mounts.push(mount);
             }
         }
@@ -331,6 +342,46 @@ impl Solver<'_> {
         }
     }
 
+    /// Fill a new cache instance from `source` in a stage, an image or the context (`from=`).
+    fn seed_cache(&self, from: &Input, source: &str, dir: &Path) -> Result<(), String> {
+        let op = crate::plan::step::Copy {
+            is_add: false,
+            from: from.clone(),
+            sources: vec![crate::plan::step::CopySource::Path(source.to_string())],
+            dest: "/".into(),
+            workdir: "/".into(),
+            chown: None,
+            chmod: None,
+            link: true,
+            parents: false,
+            exclude: vec![],
+            checksum: None,
+            keep_git_dir: false,
+            unpack: false,
+        };
+        let view;
+        let src = match from {
+            Input::Context => crate::copy::Source::Context(self.context),
+            Input::Stage(j) => {
+                view = self.wait_stage(*j).map_err(|e| e.to_string())?.view(self);
+                crate::copy::Source::View(&view)
+            }
+            Input::Image(r) => {
+                view = self.image(r, "").map_err(|e| e.to_string())?.view(self);
+                crate::copy::Source::View(&view)
+            }
+        };
+        let empty = View::new(vec![]);
+        crate::copy::copy(&crate::copy::Request {
+            op: &op,
+            source: src,
+            base: &empty,
+            upper: dir,
+            downloads: &Default::default(),
+        })
+        .map_err(|e| format!("seeding the cache from {source}: {e}"))
+    }
+
     /// An empty directory, the lower layer of a step on an empty filesystem.
     fn empty_dir(&self) -> std::io::Result<PathBuf> {
         let dir = self.snapshots.store().root().join("empty");
@@ -338,13 +389,16 @@ impl Solver<'_> {
         Ok(dir)
     }
 
-    /// The sandbox mount for one `RUN --mount`; `None` when it is skipped (an optional secret
-    /// that was not given).
+    /// The sandbox mount for one `RUN --mount`; `None` when it is skipped (an optional secret or
+    /// ssh key that was not given). What must live as long as the step (a cache lock, an ssh
+    /// agent) goes into `guards`.
     fn step_mount(
         &self,
         m: &Mount,
         scratch: &Path,
         n: usize,
+        vertex: usize,
+        guards: &mut Vec<Box<dyn std::any::Any>>,
     ) -> Result<Option<spec::Mount>, String> {
         Ok(Some(match m {
             Mount::Bind {
@@ -446,25 +500,46 @@ impl Solver<'_> {
                 id,
                 target,
                 readonly,
+                sharing,
+                from,
+                source,
                 mode,
                 uid,
                 gid,
-                ..
             } => {
-                let mut h = KeyHasher::new("cache-mount/v1");
-                h.str(&self.opts.cache_mount_ns)
-                    .str(id)
-                    .str(&uid.to_string())
-                    .str(&gid.to_string())
-                    .str(&format!("{mode:o}"));
-                let dir = self.opts.cache_mounts.join(h.finish().hex());
-                if !dir.exists() {
-                    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-                    std::os::unix::fs::lchown(&dir, Some(*uid), Some(*gid))
-                        .map_err(|e| e.to_string())?;
-                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(*mode))
-                        .map_err(|e| e.to_string())?;
-                }
+                let seed = match from {
+                    Some(input) => Some(format!("{}:{source}", self.input_key(input)?)),
+                    None => None,
+                };
+                let key = CacheKey {
+                    namespace: self.opts.cache_mount_ns.clone(),
+                    id: id.clone(),
+                    uid: *uid,
+                    gid: *gid,
+                    mode: *mode,
+                    seed,
+                };
+                let seed_from = |dir: &Path| -> std::io::Result<()> {
+                    match from {
+                        Some(input) => self
+                            .seed_cache(input, source, dir)
+                            .map_err(std::io::Error::other),
+                        None => Ok(()),
+                    }
+                };
+                let waiting = || {
+                    self.event(Event::Output {
+                        id: vertex,
+                        stream: "stderr",
+                        data: format!("waiting for the cache mount {id} (sharing={sharing:?}), which another step holds\n").to_lowercase(),
+                    })
+                };
+                let cancelled = || self.failed.load(std::sync::atomic::Ordering::SeqCst);
+                let lease = CacheMounts::new(&self.opts.cache_mounts)
+                    .acquire(&key, *sharing, &seed_from, &waiting, &cancelled)
+                    .map_err(|e| format!("cache mount {id}: {e}"))?;
+                let dir = lease.dir.clone();
+                guards.push(Box::new(lease));
                 spec::Mount {
                     target: target.clone(),
                     kind: MountKind::Bind { source: dir },
@@ -480,11 +555,31 @@ impl Solver<'_> {
                 readonly: false,
             },
             Mount::Secret { .. } => return Ok(None),
-            Mount::Ssh { id, required, .. } => {
-                if *required {
-                    return Err(format!("ssh key {id} is required but was not provided"));
+            Mount::Ssh {
+                id,
+                target,
+                required,
+                mode,
+                uid,
+                gid,
+            } => {
+                let Some(source) = self.opts.ssh.get(id) else {
+                    if *required {
+                        return Err(format!(
+                            "ssh key {id} is required but was not provided: pass --ssh {id}=KEYFILE or --ssh {id}=$SSH_AUTH_SOCK"
+                        ));
+                    }
+                    return Ok(None);
+                };
+                let socket = scratch.join(format!("ssh-{n}.sock"));
+                let agent = crate::mounts::ssh::serve(source, &socket, *mode, *uid, *gid)
+                    .map_err(|e| e.to_string())?;
+                guards.push(Box::new(agent));
+                spec::Mount {
+                    target: target.clone(),
+                    kind: MountKind::Bind { source: socket },
+                    readonly: false,
                 }
-                return Ok(None);
             }
         }))
     }
