@@ -407,8 +407,8 @@ pub struct BuildSsh {
     #[schemars(length(min = 1, max = 253))]
     pub id: String,
 
-    /// The Secret key that holds the private key (OpenSSH or PEM format, not passphrase
-    /// protected).
+    /// The Secret key that holds the private key, in OpenSSH format (what `ssh-keygen` writes)
+    /// and not passphrase protected.
     pub secret_ref: SecretKeyRef,
 
     /// `known_hosts` lines written to `/etc/ssh/ssh_known_hosts` for steps that mount this key,

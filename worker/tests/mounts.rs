@@ -262,9 +262,7 @@ fn cache_sharing_between_two_rootless_kiln_processes() {
 // ---------------------------------------------------------------------------------------------
 // type=bind and type=tmpfs
 
-#[test]
-fn bind_mounts_from_the_context_a_stage_and_an_image() {
-    let env = root_env();
+fn bind_mounts(env: &Env) {
     let dockerfile = "FROM kiln-ref/busybox:1 AS tools\nRUN mkdir /out && echo from-stage > /out/tool\n\
         FROM kiln-ref/busybox:1\n\
         RUN --mount=type=bind,source=data,target=/data cat /data/f > /ctx && (touch /data/new 2>/dev/null && echo rw || echo ro) > /ctx-mode\n\
@@ -299,6 +297,16 @@ fn bind_mounts_from_the_context_a_stage_and_an_image() {
 }
 
 #[test]
+fn bind_mounts_from_the_context_a_stage_and_an_image() {
+    bind_mounts(root_env());
+}
+
+#[test]
+fn bind_mounts_rootless() {
+    bind_mounts(rootless_env());
+}
+
+#[test]
 fn a_bind_mount_keys_its_step_by_content_not_mtime() {
     let env = root_env();
     let dockerfile = "FROM kiln-ref/busybox:1\nRUN --mount=type=bind,source=src,target=/src cat /src/f > /copy\n";
@@ -321,14 +329,22 @@ fn a_bind_mount_keys_its_step_by_content_not_mtime() {
     assert_eq!(build(), 1, "a content change must rerun it");
 }
 
-#[test]
-fn tmpfs_mounts_have_their_size_and_leave_nothing() {
-    let env = root_env();
+fn tmpfs_mounts(env: &Env) {
     let dockerfile = "FROM kiln-ref/busybox:1\n\
         RUN --mount=type=tmpfs,target=/t,size=4m df -k /t | tail -1 | awk '{print $2}' > /size && echo x > /t/f\n";
     let fs = build_fs(env, "tmpfs", &[("Dockerfile", dockerfile)], &["--no-cache"]);
     assert_eq!(read(&fs, "size"), "4096");
     assert!(!fs.join("t").exists());
+}
+
+#[test]
+fn tmpfs_mounts_have_their_size_and_leave_nothing() {
+    tmpfs_mounts(root_env());
+}
+
+#[test]
+fn tmpfs_mounts_rootless() {
+    tmpfs_mounts(rootless_env());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -570,7 +586,7 @@ fn ssh_mounts(env: &Env, name: &str) {
     let dockerfile = format!(
         "FROM kiln-ref/busybox:1\nCOPY tools/ /\n\
          RUN --mount=type=ssh ssh-add -l > /listed\n\
-         RUN --mount=type=ssh,id=deploy,target=/agent.sock,uid=1000,mode=0660 stat -c '%u %a' /agent.sock > /sock && echo $SSH_AUTH_SOCK > /env\n\
+         RUN --mount=type=ssh,id=deploy,target=/agent.sock,uid=1000,gid=50,mode=0660 stat -c '%u %g %a' /agent.sock > /sock && echo $SSH_AUTH_SOCK > /env\n\
          RUN --mount=type=ssh ssh -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -p {} root@127.0.0.1 echo hello-over-ssh > /remote\n\
          RUN --mount=type=ssh,id=absent echo optional-ok > /optional\n",
         server.port
@@ -603,7 +619,7 @@ fn ssh_mounts(env: &Env, name: &str) {
         "{}",
         read(&fs, "listed")
     );
-    assert_eq!(read(&fs, "sock"), "1000 660");
+    assert_eq!(read(&fs, "sock"), "1000 50 660");
     assert_eq!(read(&fs, "env"), "/agent.sock");
     assert_eq!(read(&fs, "remote"), "hello-over-ssh");
     assert_eq!(read(&fs, "optional"), "optional-ok");
@@ -632,9 +648,7 @@ fn ssh_mounts_rootless() {
 // ---------------------------------------------------------------------------------------------
 // --network and --security
 
-#[test]
-fn network_and_security_modes() {
-    let env = root_env();
+fn network_and_security(env: &Env) {
     let dockerfile = "FROM kiln-ref/busybox:1\n\
         RUN --network=none ls /sys/class/net > /none\n\
         RUN --network=host ls /sys/class/net | wc -l > /host\n\
@@ -664,4 +678,28 @@ fn network_and_security_modes() {
         read(&fs, "sandbox"),
         "insecure keeps more capabilities"
     );
+}
+
+#[test]
+fn network_and_security_modes() {
+    network_and_security(root_env());
+}
+
+#[test]
+fn network_and_security_modes_rootless() {
+    network_and_security(rootless_env());
+}
+
+#[test]
+fn a_missing_required_ssh_key_fails_before_any_step_runs() {
+    let env = root_env();
+    let ctx = env.context(
+        "ssh-required",
+        &[("Dockerfile", "FROM kiln-ref/busybox:1\nRUN echo first-step\nRUN --mount=type=ssh,id=github,required=true true\n")],
+    );
+    let run = env.build(&ctx, &["--no-cache"]);
+    assert!(!run.status.success());
+    let t = text(&run);
+    assert!(t.contains("ssh key \"github\" is required (line 3)"), "{t}");
+    assert!(!t.contains("first-step"), "{t}");
 }
