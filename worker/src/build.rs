@@ -3,7 +3,7 @@
 //! This is the library side of the command: the CLI parses flags into a [`Request`], this
 //! module reads the context, plans the Dockerfile, solves it and writes the outputs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -94,6 +94,10 @@ pub struct Request {
     pub outputs: Vec<Output>,
     pub named_contexts: HashMap<String, NamedContext>,
     pub no_cache: bool,
+    /// `--no-cache-filter`: stages (by name or index) that run without the cache.
+    pub no_cache_filter: Vec<String>,
+    /// The automatic GC run after the build, when configured.
+    pub gc: Option<crate::cache::prune::Policy>,
     pub source_date_epoch: Option<i64>,
     pub compression: Compression,
     /// The store and cache root.
@@ -273,12 +277,69 @@ fn check_required(req: &Request, plan: &Plan) -> Result<(), Error> {
     }
 }
 
-/// Run a build.
+/// The stages `--no-cache-filter` names; an unknown name is an error.
+fn no_cache_stages(req: &Request, plan: &Plan) -> Result<HashSet<usize>, Error> {
+    let mut out = HashSet::new();
+    for wanted in &req.no_cache_filter {
+        let found = plan
+            .stages
+            .iter()
+            .position(|s| {
+                s.name
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(wanted))
+            })
+            .or_else(|| {
+                wanted
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&i| i < plan.stages.len())
+            });
+        match found {
+            Some(i) => {
+                out.insert(i);
+            }
+            None => {
+                return Err(Error::Plan(format!(
+                    "--no-cache-filter {wanted}: the Dockerfile has no stage with that name or index"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Run a build, then the automatic GC when one is configured.
 pub fn run(req: &Request, progress: &dyn Sink) -> Result<Outcome, Error> {
     let store = Store::open(&req.state_dir)?;
-    let (context, dockerfile) = load(req, &store)?;
+    // What crashed builds left behind goes first; the shared lock keeps `prune` away from
+    // everything this build may use until it is done.
+    let lock = crate::cache::open_for_build(store.root())?;
+    let outcome = build(req, &store, progress);
+    drop(lock);
+    if let Some(policy) = &req.gc {
+        match crate::cache::prune::prune(store.root(), policy) {
+            Ok(report) if !report.removed.is_empty() => progress.event(Event::Info {
+                message: format!(
+                    "cache GC: removed {} records, freed {}",
+                    report.removed.len(),
+                    crate::cache::prune::human_size(report.freed)
+                ),
+            }),
+            Ok(_) => {}
+            Err(e) => progress.event(Event::Info {
+                message: format!("cache GC failed: {e}"),
+            }),
+        }
+    }
+    outcome
+}
+
+fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, Error> {
+    let (context, dockerfile) = load(req, store)?;
     let plan = make_plan(req, &dockerfile)?;
     check_required(req, &plan)?;
+    let no_cache_stages = no_cache_stages(req, &plan)?;
     for w in &plan.warnings {
         progress.event(Event::Info {
             message: w.to_string(),
@@ -293,6 +354,7 @@ pub fn run(req: &Request, progress: &dyn Sink) -> Result<Outcome, Error> {
         compression: req.compression,
         source_date_epoch: req.source_date_epoch,
         no_cache: req.no_cache,
+        no_cache_stages,
         named_contexts: req.named_contexts.clone(),
         process_sandbox: req.process_sandbox,
         allow_insecure: req.allow_insecure,
@@ -313,7 +375,7 @@ pub fn run(req: &Request, progress: &dyn Sink) -> Result<Outcome, Error> {
         },
     };
     let frontend = PlanFrontend { plan: &plan };
-    let solver = Solver::new(&frontend, &context, &store, &opts, progress);
+    let solver = Solver::new(&frontend, &context, store, &opts, progress);
     let result = solver.solve().map_err(|e| match e {
         BuildError::Step { .. } => Error::Step(render_step_error(&e, &dockerfile)),
         e => Error::Build(e),
@@ -327,7 +389,7 @@ pub fn run(req: &Request, progress: &dyn Sink) -> Result<Outcome, Error> {
         progress.event(Event::Info {
             message: format!("exporting to {}", describe(output)),
         });
-        write_output(&solver, &result, &store, &artifact, output, &req.tags)?;
+        write_output(&solver, &result, store, &artifact, output, &req.tags)?;
     }
     let stats = &solver.stats;
     let outcome = Outcome {

@@ -15,6 +15,8 @@ pub mod plan;
 #[cfg(feature = "executor")]
 pub mod build;
 #[cfg(feature = "executor")]
+pub mod cache;
+#[cfg(feature = "executor")]
 pub mod context;
 #[cfg(feature = "executor")]
 pub mod copy;

@@ -29,16 +29,49 @@ fn unknown_command_fails() {
 }
 
 #[test]
-fn unimplemented_commands_say_so_and_fail() {
-    for cmd in ["prune", "du"] {
+fn du_and_prune_work_on_an_empty_cache_and_reject_bad_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = format!("--cache-dir={}", dir.path().display());
+    let out = Command::cargo_bin("kiln")
+        .unwrap()
+        .args(["du", &cache])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("total            0 records"));
+    let out = Command::cargo_bin("kiln")
+        .unwrap()
+        .args(["prune", "--all", &cache])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Total reclaimed space: 0B"));
+    for (args, message) in [
+        (
+            vec!["prune", "--filter=colour=red"],
+            "unknown filter \"colour\"",
+        ),
+        (vec!["prune", "--keep-storage=lots"], "--keep-storage"),
+        (vec!["prune", "--keep-duration=soon"], "--keep-duration"),
+        (vec!["du", "--filter=type=image"], "unknown type"),
+    ] {
         let out = Command::cargo_bin("kiln")
             .unwrap()
-            .arg(cmd)
-            .arg(".")
+            .args(&args)
+            .arg(&cache)
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(2), "kiln {cmd}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(message), "{args:?}: {err}");
     }
 }
 

@@ -96,7 +96,23 @@ impl Runner {
             serde_json::to_vec(spec).map_err(io::Error::other)?,
         )?;
         let _ = std::fs::remove_file(&spec.error_file);
-        let mut child = Command::new(&self.helper)
+        let parent = std::process::id() as libc::pid_t;
+        let mut command = Command::new(&self.helper);
+        // The helper dies with the engine, even when the engine is killed outright: a killed
+        // build must not leave its steps running.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+        let mut child = command
             .arg("__sandbox")
             .arg(&spec_path)
             .stdin(if secrets.is_empty() {

@@ -96,6 +96,11 @@ impl Snapshots {
         self.store.root().join("snapshots").join(id)
     }
 
+    /// Mark a snapshot as used now.
+    pub fn touch(&self, id: &str) {
+        crate::cache::touch(&self.dir(id));
+    }
+
     /// The layer directory of a snapshot.
     pub fn fs(&self, id: &str) -> PathBuf {
         self.dir(id).join("fs")

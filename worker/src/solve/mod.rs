@@ -106,6 +106,8 @@ pub struct Options {
     pub source_date_epoch: Option<i64>,
     /// Run every step, ignoring cached results (they are still recorded).
     pub no_cache: bool,
+    /// Stages whose steps run without the cache (`--no-cache-filter`).
+    pub no_cache_stages: HashSet<usize>,
     pub named_contexts: HashMap<String, NamedContext>,
     /// A fresh pid namespace and `/proc` per step; off in pods whose `/proc` is masked.
     pub process_sandbox: bool,
@@ -274,6 +276,7 @@ impl<'a> Solver<'a> {
             }
         });
         let _ = self.hashes.lock().map(|h| h.save());
+        self.touch_used();
         // Report the first real failure, not the cancellations it caused.
         if let Some(pos) = errors
             .iter()
@@ -285,6 +288,30 @@ impl<'a> Solver<'a> {
             return Err(e);
         }
         self.wait_stage(target)
+    }
+
+    /// Mark every layer this build used as used now, base image layers included: that is the
+    /// last-used time `kiln du` shows and `kiln prune` goes by.
+    fn touch_used(&self) {
+        let mut ids: HashSet<String> = HashSet::new();
+        for slot in &self.slots {
+            if let Some(Ok(r)) = &*slot.state.lock().unwrap_or_else(|e| e.into_inner()) {
+                ids.extend(r.layers.iter().cloned());
+            }
+        }
+        for cell in self
+            .images
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            if let Some(Ok(image)) = cell.get() {
+                ids.extend(image.layers.iter().cloned());
+            }
+        }
+        for id in ids {
+            self.snapshots.touch(&id);
+        }
     }
 
     /// Stop everything: the first failure cancels the other stages and kills running steps.

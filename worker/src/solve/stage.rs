@@ -223,15 +223,24 @@ impl Solver<'_> {
             &step.op,
             &inputs,
         );
-        let id = if self.opts.no_cache {
-            format!("{}-{}", step_key.hex(), std::process::id())
+        let no_cache = self.opts.no_cache || self.opts.no_cache_stages.contains(&state.stage);
+        let known = self.snapshots.get(step_key.hex()).is_some();
+        // Without the cache the step runs anyway; its result is recorded under the key when
+        // there is none yet, else beside it, so that a result in use is never replaced.
+        let id = if no_cache && known {
+            format!(
+                "{}-{}-{}",
+                step_key.hex(),
+                std::process::id(),
+                self.next_vertex()
+            )
         } else {
             step_key.hex().to_string()
         };
         self.stats
             .steps
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let cached = !self.opts.no_cache && self.snapshots.get(&id).is_some();
+        let cached = !no_cache && known;
         if cached {
             self.stats
                 .cached
@@ -268,6 +277,7 @@ impl Solver<'_> {
                 seconds: started.elapsed().as_secs_f64(),
             });
         }
+        self.snapshots.touch(&id);
         if self.exported.contains(&state.stage) {
             self.start_layer(&id);
         }
@@ -276,7 +286,14 @@ impl Solver<'_> {
             state.chain.insert(0, id.clone());
         }
         // BuildKit gives every RUN, COPY, ADD and WORKDIR a layer, empty or not.
-        state.layers.push(id);
+        state.layers.push(id.clone());
+        // A result made beside the cached one may differ from it: what follows must not be
+        // answered from the cache as if it were the same.
+        let step_key = if id == step_key.hex() {
+            step_key
+        } else {
+            key::step(Some(&step_key), "rerun", &id, &[])
+        };
         state.key = if link {
             key::rebase(&state.key, &step_key)
         } else {

@@ -101,6 +101,8 @@ impl BlobWriter {
         let tmp = self.tmp.take().expect("commit once");
         let (digest, size, buf) = self.inner.take().expect("commit once").finish();
         let file = buf.into_inner().map_err(|e| e.into_error())?;
+        // On disk before it has its name: after a power loss a blob is whole or absent.
+        file.sync_data()?;
         drop(file);
         let dest = self.store.blob_path(&digest);
         if dest.exists() {
