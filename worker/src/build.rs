@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::cache::transfer::{self, CacheRecord, CacheSpec, Imported};
 use crate::context::{Context, ContextError};
 use crate::export::{self, ImageOptions};
 use crate::image::config::ImageConfig;
@@ -98,6 +99,10 @@ pub struct Request {
     pub no_cache_filter: Vec<String>,
     /// The automatic GC run after the build, when configured.
     pub gc: Option<crate::cache::prune::Policy>,
+    /// `--cache-to`: where to export the step cache.
+    pub cache_to: Vec<CacheSpec>,
+    /// `--cache-from`: caches to import, searched in order.
+    pub cache_from: Vec<CacheSpec>,
     pub source_date_epoch: Option<i64>,
     pub compression: Compression,
     /// The store and cache root.
@@ -133,6 +138,9 @@ pub enum Error {
     Step(String),
     #[error("writing {0}: {1}")]
     Output(PathBuf, String),
+    /// Importing or exporting the build cache.
+    #[error("{0}")]
+    Cache(String),
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -152,6 +160,9 @@ pub struct Outcome {
     pub cached: usize,
     #[serde(rename = "kiln.runs")]
     pub runs: usize,
+    /// Cached steps answered from an imported cache.
+    #[serde(rename = "kiln.imported")]
+    pub imported: usize,
 }
 
 /// The Dockerfile text and the name errors show for it.
@@ -340,6 +351,7 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
     let plan = make_plan(req, &dockerfile)?;
     check_required(req, &plan)?;
     let no_cache_stages = no_cache_stages(req, &plan)?;
+    let cache_from = import_caches(req, progress)?;
     for w in &plan.warnings {
         progress.event(Event::Info {
             message: w.to_string(),
@@ -363,6 +375,7 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
         cache_mount_ns: req.cache_mount_ns.clone(),
         secrets: req.secrets.clone(),
         ssh: req.ssh.clone(),
+        cache_from,
         snapshotter: match req.snapshotter {
             Some(s) => s,
             None if crate::snapshot::fallback::overlay_supported(&store.root().join("tmp")) => {
@@ -389,7 +402,13 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
         progress.event(Event::Info {
             message: format!("exporting to {}", describe(output)),
         });
+        if !matches!(output, Output::Local { .. }) {
+            solver.fetch_missing_blobs(&solver.layers(&result)?)?;
+        }
         write_output(&solver, &result, store, &artifact, output, &req.tags)?;
+    }
+    for spec in &req.cache_to {
+        export_cache(&solver, &result, store, spec, progress)?;
     }
     let stats = &solver.stats;
     let outcome = Outcome {
@@ -399,6 +418,7 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
         steps: stats.steps.load(std::sync::atomic::Ordering::Relaxed),
         cached: stats.cached.load(std::sync::atomic::Ordering::Relaxed),
         runs: stats.runs.load(std::sync::atomic::Ordering::Relaxed),
+        imported: stats.imported.load(std::sync::atomic::Ordering::Relaxed),
     };
     if let Some(path) = &req.metadata_file {
         std::fs::write(
@@ -408,6 +428,100 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
         .map_err(|e| Error::Output(path.clone(), e.to_string()))?;
     }
     Ok(outcome)
+}
+
+/// Read the `--cache-from` caches. One that does not exist yet is skipped with a note, as
+/// BuildKit does: the first build of a branch has no cache to import.
+fn import_caches(
+    req: &Request,
+    progress: &dyn Sink,
+) -> Result<Vec<std::sync::Arc<Imported>>, Error> {
+    let mut out = Vec::new();
+    for spec in &req.cache_from {
+        let imported = match spec {
+            CacheSpec::Local { dir, tag, .. } => transfer::import_local(dir, tag)
+                .map_err(|e| Error::Cache(format!("--cache-from {}: {e}", dir.display())))?,
+            CacheSpec::Registry { reference, .. } => {
+                return Err(Error::Cache(format!(
+                    "--cache-from {reference}: registry caches are not supported yet; use type=local,src=DIR"
+                )));
+            }
+            CacheSpec::Inline => None,
+        };
+        match imported {
+            Some(i) => {
+                progress.event(Event::Info {
+                    message: format!(
+                        "importing cache from {}: {} records",
+                        i.source.describe(),
+                        i.records.len()
+                    ),
+                });
+                out.push(std::sync::Arc::new(i));
+            }
+            None => progress.event(Event::Info {
+                message: format!("no cache to import from {}", describe_cache(spec)),
+            }),
+        }
+    }
+    Ok(out)
+}
+
+fn describe_cache(spec: &CacheSpec) -> String {
+    match spec {
+        CacheSpec::Local { dir, tag, .. } => format!("{}:{tag}", dir.display()),
+        CacheSpec::Registry { reference, .. } => reference.clone(),
+        CacheSpec::Inline => "the image (inline)".into(),
+    }
+}
+
+/// Write the step cache to a `--cache-to` destination.
+fn export_cache(
+    solver: &Solver<'_>,
+    result: &crate::solve::StageResult,
+    store: &Store,
+    spec: &CacheSpec,
+    progress: &dyn Sink,
+) -> Result<(), Error> {
+    let ids = solver.cache_ids(result, spec.mode());
+    let mut records = Vec::with_capacity(ids.len());
+    for id in ids {
+        let empty = solver.is_empty(&id);
+        let layer = if empty {
+            None
+        } else {
+            Some(solver.layer(&id)?)
+        };
+        records.push(CacheRecord {
+            key: id,
+            empty,
+            layer,
+        });
+    }
+    let n = records.len();
+    match spec {
+        CacheSpec::Local { dir, tag, .. } => {
+            let blobs: Vec<_> = records.iter().filter_map(|r| r.layer.clone()).collect();
+            solver.fetch_missing_blobs(&blobs)?;
+            let artifact = transfer::cache_artifact(store, records)?;
+            transfer::export_local(store, &artifact, dir, tag)
+                .map_err(|e| Error::Output(dir.clone(), e.to_string()))?;
+        }
+        CacheSpec::Registry { reference, .. } => {
+            return Err(Error::Cache(format!(
+                "--cache-to {reference}: registry caches are not supported yet; use type=local,dest=DIR"
+            )));
+        }
+        CacheSpec::Inline => {
+            return Err(Error::Cache(
+                "--cache-to type=inline is not supported yet".into(),
+            ));
+        }
+    }
+    progress.event(Event::Info {
+        message: format!("exported {n} cache records to {}", describe_cache(spec)),
+    });
+    Ok(())
 }
 
 /// A failed step as BuildKit shows it: the Dockerfile lines around it, the error, and the last

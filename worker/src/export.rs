@@ -43,6 +43,7 @@ pub fn assemble(
     let manifest = Manifest {
         schema_version: 2,
         media_type: Some(MEDIA_TYPE_MANIFEST.into()),
+        artifact_type: None,
         config: Descriptor::new(MEDIA_TYPE_CONFIG, config_digest, config_bytes.len() as u64),
         layers: blobs
             .iter()
@@ -68,6 +69,9 @@ pub fn write_local(
     dest: &Path,
 ) -> Result<(), copy::CopyError> {
     fs::create_dir_all(dest)?;
+    solver
+        .materialise(&result.chain)
+        .map_err(|e| io::Error::other(e.to_string()))?;
     let view = result.view(solver);
     let op = Copy {
         is_add: false,

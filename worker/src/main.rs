@@ -9,6 +9,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use std::collections::HashMap;
 
+use kiln_worker::cache::transfer::CacheSpec;
 use kiln_worker::mounts::ssh::SshSource;
 use kiln_worker::plan::{self, PlanOptions, Platform, summary};
 use kiln_worker::snapshot::compress::Compression;
@@ -116,6 +117,12 @@ struct BuildArgs {
     /// Run the steps of this stage (name or index) without the cache. Repeatable.
     #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
     no_cache_filter: Vec<String>,
+    /// Export the step cache: `type=local,dest=DIR[,mode=min|max][,tag=T]`.
+    #[arg(long = "cache-to", value_name = "type=TYPE,...")]
+    cache_to: Vec<String>,
+    /// Import a step cache: `type=local,src=DIR[,tag=T]`. Repeatable; searched in order.
+    #[arg(long = "cache-from", value_name = "type=TYPE,...")]
+    cache_from: Vec<String>,
     /// After the build, prune the cache (least recently used first) down to this size.
     #[arg(long, env = "KILN_GC_KEEP_STORAGE", value_name = "SIZE")]
     gc_keep_storage: Option<String>,
@@ -599,6 +606,16 @@ fn build_request(args: &BuildArgs) -> anyhow::Result<build::Request> {
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
         gc: gc_policy(args)?,
+        cache_to: args
+            .cache_to
+            .iter()
+            .map(|c| CacheSpec::parse(c, true).map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<_>>()?,
+        cache_from: args
+            .cache_from
+            .iter()
+            .map(|c| CacheSpec::parse(c, false).map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<_>>()?,
         source_date_epoch: args.source_date_epoch,
         compression,
         state_dir: args

@@ -84,7 +84,10 @@ fn try_build(env: &Env, state: &Path, ctx: &Path, args: &[&str]) -> std::process
         "build".to_string(),
         "--progress=plain".into(),
         format!("--cache-dir={}", state.display()),
-        format!("--build-context=kiln-ref/busybox:1=oci-layout://{}", env.base.display()),
+        format!(
+            "--build-context=kiln-ref/busybox:1=oci-layout://{}",
+            env.base.display()
+        ),
     ];
     all.extend(args.iter().map(|a| a.to_string()));
     all.push(ctx.display().to_string());
@@ -684,4 +687,230 @@ fn rootless_prune_removes_what_rootless_builds_made() {
         .flatten()
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+fn metadata(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// Snapshot ids of steps (not base layers) in a state.
+fn step_snapshots(state: &Path) -> usize {
+    std::fs::read_dir(state.join("snapshots"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    std::fs::read(e.path().join("meta.json"))
+                        .map(|m| !String::from_utf8_lossy(&m).contains("\"blob\""))
+                        .unwrap_or(false)
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+const EXPORTED: &str = "FROM kiln-ref/busybox:1 AS deps\n\
+COPY deps.txt /deps.txt\n\
+RUN sort /deps.txt > /deps.sorted && dd if=/dev/urandom of=/deps.bin bs=1k count=64 2>/dev/null\n\
+FROM kiln-ref/busybox:1 AS app\n\
+WORKDIR /app\n\
+COPY --from=deps /deps.sorted /deps.bin ./\n\
+COPY main.txt .\n\
+RUN cat deps.sorted main.txt > out.txt\n\
+RUN true\n\
+CMD [\"cat\", \"/app/out.txt\"]\n";
+
+#[test]
+fn a_cache_exported_to_a_directory_gives_hits_in_a_fresh_store() {
+    let env = root_env();
+    let ctx = env.context(
+        "export",
+        &[
+            ("Dockerfile", EXPORTED),
+            ("deps.txt", "b\na\n"),
+            ("main.txt", "main\n"),
+        ],
+    );
+    let cache_max = env.dir.join("cache-max");
+    let cache_min = env.dir.join("cache-min");
+    let sde = "--source-date-epoch=1700000000";
+    let first = state(env, "export-first");
+    let meta = env.dir.join("export-first.json");
+    build(
+        env,
+        &first,
+        &ctx,
+        &[
+            sde,
+            &format!("--metadata-file={}", meta.display()),
+            &format!(
+                "--cache-to=type=local,dest={},mode=max",
+                cache_max.display()
+            ),
+            &format!("--cache-to=type=local,dest={}", cache_min.display()),
+        ],
+    );
+    let digest = metadata(&meta)["containerimage.digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(metadata(&meta)["kiln.runs"], 3);
+    // The export is a plain OCI manifest with our config type; skopeo reads it as any image.
+    let raw = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            &format!("oci:{}:latest", cache_max.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(raw.status.success(), "{}", text(&raw));
+    let manifest: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.kiln.cache.config.v1+json"
+    );
+    assert_eq!(
+        manifest["artifactType"],
+        "application/vnd.kiln.cache.config.v1+json"
+    );
+
+    // A fresh store, the max cache, no output: every step is a hit and nothing is fetched.
+    let lazy = state(env, "export-lazy");
+    let lazy_meta = env.dir.join("export-lazy.json");
+    let log = build(
+        env,
+        &lazy,
+        &ctx,
+        &[
+            sde,
+            &format!("--metadata-file={}", lazy_meta.display()),
+            &format!("--cache-from=type=local,src={}", cache_max.display()),
+        ],
+    );
+    let m = metadata(&lazy_meta);
+    assert_eq!(m["kiln.runs"], 0, "{log}");
+    assert_eq!(m["containerimage.digest"], digest.as_str());
+    assert!(m["kiln.imported"].as_u64().unwrap() >= 5, "{m}");
+    assert!(rerun(&log).is_empty(), "{log}");
+    assert_eq!(
+        step_snapshots(&lazy),
+        1,
+        "only the empty step is made locally; nothing is unpacked"
+    );
+
+    // With an output, the blobs are fetched, still without unpacking or running anything.
+    let out = env.dir.join("export-out");
+    let fetched = state(env, "export-fetched");
+    let fetched_meta = env.dir.join("export-fetched.json");
+    build(
+        env,
+        &fetched,
+        &ctx,
+        &[
+            sde,
+            &format!("--metadata-file={}", fetched_meta.display()),
+            &format!("--cache-from=type=local,src={}", cache_max.display()),
+            &format!("--output=type=oci,dest={}", out.display()),
+        ],
+    );
+    assert_eq!(metadata(&fetched_meta)["kiln.runs"], 0);
+    assert_eq!(
+        metadata(&fetched_meta)["containerimage.digest"],
+        digest.as_str()
+    );
+    assert_eq!(step_snapshots(&fetched), 1);
+    let check = Command::new("skopeo")
+        .args(["inspect", &format!("oci:{}", out.display())])
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", text(&check));
+
+    // A changed file: the steps that read it run, on the imported layers below them, which
+    // are unpacked for that.
+    std::fs::write(ctx.join("main.txt"), "main 2\n").unwrap();
+    let changed = state(env, "export-changed");
+    let fs = env.dir.join("export-changed-fs");
+    let log = build(
+        env,
+        &changed,
+        &ctx,
+        &[
+            &format!("--cache-from=type=local,src={}", cache_max.display()),
+            &format!("--output=type=local,dest={}", fs.display()),
+        ],
+    );
+    let ran: Vec<String> = rerun(&log).into_iter().collect();
+    assert_eq!(
+        ran.len(),
+        3,
+        "COPY main.txt and the two RUNs after it: {log}"
+    );
+    assert!(ran.iter().all(|s| s.starts_with("[app ")), "{log}");
+    assert_eq!(
+        std::fs::read_to_string(fs.join("app/out.txt")).unwrap(),
+        "a\nb\nmain 2\n"
+    );
+    std::fs::write(ctx.join("main.txt"), "main\n").unwrap();
+
+    // mode=min carries the image's layers only: the deps stage runs again.
+    let min = state(env, "export-min");
+    let min_meta = env.dir.join("export-min.json");
+    build(
+        env,
+        &min,
+        &ctx,
+        &[
+            sde,
+            &format!("--metadata-file={}", min_meta.display()),
+            &format!("--cache-from=type=local,src={}", cache_min.display()),
+        ],
+    );
+    assert_eq!(
+        metadata(&min_meta)["kiln.runs"],
+        1,
+        "the deps RUN reruns; the app steps hit"
+    );
+
+    // A missing cache is a note, not an error.
+    let none = state(env, "export-none");
+    let log = build(
+        env,
+        &none,
+        &ctx,
+        &[&format!(
+            "--cache-from=type=local,src={}",
+            env.dir.join("no-such-cache").display()
+        )],
+    );
+    assert!(log.contains("no cache to import"), "{log}");
+
+    // A damaged blob in the cache is caught when it is fetched, and named.
+    let manifest_layers = manifest["layers"].as_array().unwrap();
+    for l in manifest_layers {
+        let hex = l["digest"].as_str().unwrap().trim_start_matches("sha256:");
+        std::fs::write(cache_max.join("blobs/sha256").join(hex), b"garbage").unwrap();
+    }
+    let damaged = state(env, "export-damaged");
+    let out = try_build(
+        env,
+        &damaged,
+        &ctx,
+        &[
+            &format!("--cache-from=type=local,src={}", cache_max.display()),
+            &format!(
+                "--output=type=oci,dest={}",
+                env.dir.join("damaged-out").display()
+            ),
+        ],
+    );
+    assert!(!out.status.success());
+    let message = text(&out);
+    assert!(
+        message.contains("from the cache") && message.contains("digest"),
+        "{message}"
+    );
+    assert!(
+        !env.dir.join("damaged-out/index.json").exists(),
+        "no partial output"
+    );
 }

@@ -260,9 +260,10 @@ fn clean_cache_mount_leftovers(root: &Path) {
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some((_, pid)) = name.split_once(".new-") else {
+            let Some((_, rest)) = name.split_once(".new-") else {
                 continue;
             };
+            let pid = rest.split('-').next().unwrap_or_default();
             if let Ok(pid) = pid.parse::<i32>()
                 && pid > 0
                 && unsafe { libc::kill(pid, 0) } != 0

@@ -173,14 +173,24 @@ impl CacheMounts {
         };
         let content = dir.join(n.to_string());
         if !content.exists() {
-            // Made aside and renamed into place under the lock: an instance is whole or absent.
-            let tmp = dir.join(format!("{n}.new-{}", std::process::id()));
-            let _ = crate::store::remove_tree(&tmp);
+            // Made aside and renamed into place: an instance is whole or absent. Under a shared
+            // lock two steps may both make it; the first rename wins and the other copy goes.
+            static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let tmp = dir.join(format!("{n}.new-{}-{seq}", std::process::id()));
             fs::create_dir(&tmp)?;
-            seed(&tmp)?;
-            std::os::unix::fs::lchown(&tmp, Some(key.uid), Some(key.gid))?;
-            fs::set_permissions(&tmp, fs::Permissions::from_mode(key.mode))?;
-            fs::rename(&tmp, &content)?;
+            let made = (|| {
+                seed(&tmp)?;
+                std::os::unix::fs::lchown(&tmp, Some(key.uid), Some(key.gid))?;
+                fs::set_permissions(&tmp, fs::Permissions::from_mode(key.mode))?;
+                fs::rename(&tmp, &content)
+            })();
+            if let Err(e) = made {
+                let _ = crate::store::remove_tree(&tmp);
+                if !content.is_dir() {
+                    return Err(e);
+                }
+            }
         }
         Ok(Lease {
             dir: content,
@@ -226,6 +236,37 @@ mod tests {
         assert_eq!(a.dir, b.dir);
         fs::write(a.dir.join("f"), "x").unwrap();
         assert!(b.dir.join("f").exists());
+    }
+
+    #[test]
+    fn shared_steps_creating_a_new_cache_at_once_all_get_it() {
+        let d = tempfile::tempdir().unwrap();
+        let c = CacheMounts::new(d.path());
+        let slow = |dir: &Path| {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            fs::write(dir.join("seeded"), "x")
+        };
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..6)
+                .map(|_| {
+                    scope.spawn(|| {
+                        c.acquire(&key("new"), Sharing::Shared, &slow, &|| {}, &|| false)
+                            .map(|l| l.dir.clone())
+                    })
+                })
+                .collect();
+            for h in handles {
+                let dir = h.join().unwrap().unwrap();
+                assert!(dir.join("seeded").exists());
+            }
+        });
+        let left: Vec<_> = fs::read_dir(d.path().join(key("new").digest().hex()))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".new-"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]

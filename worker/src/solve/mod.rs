@@ -11,6 +11,7 @@
 
 mod base;
 mod key;
+mod remote;
 mod run;
 mod stage;
 
@@ -123,6 +124,8 @@ pub struct Options {
     /// `--ssh`: where each ssh id's keys come from.
     pub ssh: HashMap<String, crate::mounts::ssh::SshSource>,
     pub snapshotter: Snapshotter,
+    /// Imported caches (`--cache-from`), searched in order on a local miss.
+    pub cache_from: Vec<Arc<crate::cache::transfer::Imported>>,
 }
 
 /// Why a build failed.
@@ -177,6 +180,10 @@ pub struct Solver<'a> {
     images: Mutex<HashMap<String, ImageCell>>,
     /// `ADD <url>` downloads of this build, by URL.
     downloads: Mutex<HashMap<String, Arc<crate::fetch::Downloaded>>>,
+    /// Step results this build took from an imported cache, by id.
+    remote: Mutex<HashMap<String, Arc<remote::RemoteLayer>>>,
+    /// The steps of this build (stage, snapshot id), in order, for `--cache-to`.
+    steps_done: Mutex<Vec<(usize, String)>>,
     /// Counters for reports and tests.
     pub stats: Stats,
 }
@@ -187,6 +194,8 @@ pub struct Stats {
     pub steps: AtomicUsize,
     pub cached: AtomicUsize,
     pub runs: AtomicUsize,
+    /// Cached steps whose result came from an imported cache.
+    pub imported: AtomicUsize,
 }
 
 impl<'a> Solver<'a> {
@@ -230,6 +239,8 @@ impl<'a> Solver<'a> {
             exported,
             images: Mutex::new(HashMap::new()),
             downloads: Mutex::new(HashMap::new()),
+            remote: Mutex::new(HashMap::new()),
+            steps_done: Mutex::new(Vec::new()),
             stats: Stats::default(),
         }
     }
@@ -394,6 +405,9 @@ impl<'a> Solver<'a> {
         if let Some(blob) = self.snapshots.get(id).and_then(|m| m.blob) {
             return Ok(blob);
         }
+        if let Some(blob) = self.remote_blob(id) {
+            return Ok(blob);
+        }
         let job = self
             .layer_jobs
             .lock()
@@ -406,6 +420,28 @@ impl<'a> Solver<'a> {
             None => self
                 .snapshots
                 .layer(id, self.opts.compression, &self.tar_options()),
+        }
+    }
+
+    /// The snapshot ids of the steps a `--cache-to` carries: those of the result's image
+    /// (`min`), or every step of the build (`max`).
+    pub fn cache_ids(
+        &self,
+        result: &StageResult,
+        mode: crate::cache::transfer::Mode,
+    ) -> Vec<String> {
+        let done = self.steps_done.lock().unwrap_or_else(|e| e.into_inner());
+        match mode {
+            crate::cache::transfer::Mode::Max => done.iter().map(|(_, id)| id.clone()).collect(),
+            crate::cache::transfer::Mode::Min => {
+                let ids: HashSet<&String> = done.iter().map(|(_, id)| id).collect();
+                result
+                    .layers
+                    .iter()
+                    .filter(|id| ids.contains(id))
+                    .cloned()
+                    .collect()
+            }
         }
     }
 

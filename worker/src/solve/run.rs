@@ -363,7 +363,7 @@ impl Solver<'_> {
         let src = match from {
             Input::Context => crate::copy::Source::Context(self.context),
             Input::Stage(j) => {
-                view = self.wait_stage(*j).map_err(|e| e.to_string())?.view(self);
+                view = self.stage_view(*j)?;
                 crate::copy::Source::View(&view)
             }
             Input::Image(r) => {
@@ -424,9 +424,7 @@ impl Solver<'_> {
                     }
                     Input::Stage(_) | Input::Image(_) => {
                         let view = match from {
-                            Input::Stage(j) => {
-                                self.wait_stage(*j).map_err(|e| e.to_string())?.view(self)
-                            }
+                            Input::Stage(j) => self.stage_view(*j)?,
                             Input::Image(r) => {
                                 self.image(r, "").map_err(|e| e.to_string())?.view(self)
                             }

@@ -224,7 +224,13 @@ impl Solver<'_> {
             &inputs,
         );
         let no_cache = self.opts.no_cache || self.opts.no_cache_stages.contains(&state.stage);
-        let known = self.snapshots.get(step_key.hex()).is_some();
+        let local = self.snapshots.get(step_key.hex()).is_some();
+        let imported = if local || no_cache {
+            None
+        } else {
+            self.imported(step_key.hex())
+        };
+        let known = local || imported.is_some();
         // Without the cache the step runs anyway; its result is recorded under the key when
         // there is none yet, else beside it, so that a result in use is never replaced.
         let id = if no_cache && known {
@@ -241,12 +247,17 @@ impl Solver<'_> {
             .steps
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let cached = !no_cache && known;
+        if let Some(remote) = imported {
+            self.use_imported(&id, remote)?;
+        }
         if cached {
             self.stats
                 .cached
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.event(Event::Cached { id: vertex });
         } else {
+            // The step runs on its parent's filesystem: that must be local now.
+            self.materialise(&state.chain)?;
             let pending = self.snapshots.begin()?;
             let result = match &step.op {
                 Op::Run(run) => self.execute_run(state, run, &pending, vertex),
@@ -278,10 +289,16 @@ impl Solver<'_> {
             });
         }
         self.snapshots.touch(&id);
-        if self.exported.contains(&state.stage) {
+        if self.exported.contains(&state.stage) && !self.is_remote(&id) {
             self.start_layer(&id);
         }
-        let empty = self.snapshots.get(&id).is_none_or(|m| m.empty);
+        if id == step_key.hex() {
+            self.steps_done
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((state.stage, id.clone()));
+        }
+        let empty = self.is_empty(&id);
         if !empty {
             state.chain.insert(0, id.clone());
         }
@@ -371,7 +388,7 @@ impl Solver<'_> {
         let source = match &c.from {
             Input::Context => copy::Source::Context(self.context),
             Input::Stage(j) => {
-                stage_view = self.wait_stage(*j).map_err(|e| e.to_string())?.view(self);
+                stage_view = self.stage_view(*j)?;
                 copy::Source::View(&stage_view)
             }
             Input::Image(reference) => {

@@ -1,0 +1,211 @@
+//! Step results from an imported cache (`--cache-from`), used lazily.
+//!
+//! A hit on an imported record puts the record's id on the stage like any other layer, but
+//! fetches nothing. The content is fetched and unpacked only when something reads the
+//! filesystem (a step that runs on top, a `COPY --from`, a mount, a local output), and the blob
+//! alone when an output needs the layer: a rebuild that hits everything and pushes to the
+//! registry it imported from downloads no layer at all.
+
+use std::fs::File;
+use std::sync::{Arc, OnceLock};
+
+use super::{BuildError, Solver};
+use crate::cache::transfer::{BlobSource, CacheRecord};
+use crate::digest::HashingReader;
+use crate::snapshot::extract::{self, UnpackOptions};
+use crate::snapshot::layer::{LayerBlob, SnapshotMeta};
+use crate::snapshot::view::View;
+
+/// An imported step result that this build hit.
+pub(super) struct RemoteLayer {
+    record: CacheRecord,
+    source: Arc<dyn BlobSource>,
+    /// Set once the content is in the local store.
+    local: OnceLock<Result<(), String>>,
+}
+
+impl Solver<'_> {
+    /// An imported record with this key, from the first `--cache-from` that has it.
+    pub(super) fn imported(&self, key: &str) -> Option<Arc<RemoteLayer>> {
+        self.opts.cache_from.iter().find_map(|imp| {
+            imp.records.get(key).map(|record| {
+                Arc::new(RemoteLayer {
+                    record: record.clone(),
+                    source: imp.source.clone(),
+                    local: OnceLock::new(),
+                })
+            })
+        })
+    }
+
+    /// Use an imported record as the result of step `id`. Empty results are made locally at
+    /// once (there is nothing to fetch); the others wait until they are needed.
+    pub(super) fn use_imported(
+        &self,
+        id: &str,
+        remote: Arc<RemoteLayer>,
+    ) -> Result<(), BuildError> {
+        if remote.record.empty || remote.record.layer.is_none() {
+            let pending = self.snapshots.begin()?;
+            let meta = SnapshotMeta {
+                parent: None,
+                diff_id: None,
+                empty: true,
+                blob: None,
+            };
+            self.snapshots.commit(pending, id, meta)?;
+            return Ok(());
+        }
+        self.stats
+            .imported
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.remote
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string(), remote);
+        Ok(())
+    }
+
+    fn remote(&self, id: &str) -> Option<Arc<RemoteLayer>> {
+        self.remote
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Whether a step's result is still only in an imported cache.
+    pub(super) fn is_remote(&self, id: &str) -> bool {
+        self.remote(id).is_some_and(|r| r.local.get().is_none())
+    }
+
+    /// Whether a layer is empty (it adds no directory to the overlay chain).
+    pub fn is_empty(&self, id: &str) -> bool {
+        match self.remote(id) {
+            Some(r) => r.record.empty,
+            None => self.snapshots.get(id).is_none_or(|m| m.empty),
+        }
+    }
+
+    /// The layer blob of an imported result that has not been made local.
+    pub(super) fn remote_blob(&self, id: &str) -> Option<LayerBlob> {
+        self.remote(id).and_then(|r| r.record.layer.clone())
+    }
+
+    /// Make every layer of a chain local: fetch and unpack what is still only imported.
+    pub fn materialise(&self, chain: &[String]) -> Result<(), BuildError> {
+        for id in chain {
+            let Some(remote) = self.remote(id) else {
+                continue;
+            };
+            remote
+                .local
+                .get_or_init(|| self.unpack_remote(id, &remote).map_err(|e| e.to_string()))
+                .clone()
+                .map_err(BuildError::Base)?;
+        }
+        Ok(())
+    }
+
+    /// The filesystem of a stage this one reads from, made local first.
+    pub(super) fn stage_view(&self, stage: usize) -> Result<View, String> {
+        let result = self.wait_stage(stage).map_err(|e| e.to_string())?;
+        self.materialise(&result.chain).map_err(|e| e.to_string())?;
+        Ok(result.view(self))
+    }
+
+    /// Fetch a blob from an imported cache into the store, checking its digest.
+    fn fetch_blob(&self, source: &dyn BlobSource, blob: &LayerBlob) -> Result<(), String> {
+        let store = self.snapshots.store();
+        if store.has_blob(&blob.digest) {
+            return Ok(());
+        }
+        let what = || format!("layer {} from the cache {}", blob.digest, source.describe());
+        let mut writer = store
+            .blob_writer()
+            .map_err(|e| format!("{}: {e}", what()))?;
+        source
+            .fetch(&blob.digest, &mut writer)
+            .map_err(|e| format!("{}: {e}", what()))?;
+        let (digest, _) = writer.commit().map_err(|e| format!("{}: {e}", what()))?;
+        if digest != blob.digest {
+            return Err(format!("{}: the content has digest {digest}", what()));
+        }
+        Ok(())
+    }
+
+    /// Make sure the store has these blobs, fetching imported ones. For outputs that copy
+    /// blobs out of the store.
+    pub fn fetch_missing_blobs(&self, blobs: &[LayerBlob]) -> Result<(), BuildError> {
+        let remotes: Vec<Arc<RemoteLayer>> = self
+            .remote
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for blob in blobs {
+            if self.snapshots.store().has_blob(&blob.digest) {
+                continue;
+            }
+            let Some(r) = remotes.iter().find(|r| {
+                r.record
+                    .layer
+                    .as_ref()
+                    .is_some_and(|l| l.digest == blob.digest)
+            }) else {
+                continue;
+            };
+            self.fetch_blob(r.source.as_ref(), blob)
+                .map_err(BuildError::Base)?;
+        }
+        Ok(())
+    }
+
+    fn unpack_remote(&self, id: &str, remote: &RemoteLayer) -> Result<(), String> {
+        let blob = remote
+            .record
+            .layer
+            .as_ref()
+            .ok_or_else(|| format!("cache record {id} has no layer"))?;
+        self.fetch_blob(remote.source.as_ref(), blob)?;
+        let path = self.snapshots.store().blob_path(&blob.digest);
+        let file = File::open(&path).map_err(|e| e.to_string())?;
+        let mut hashing = HashingReader::new(file);
+        let pending = self.snapshots.begin().map_err(|e| e.to_string())?;
+        let opts = UnpackOptions {
+            layer: true,
+            overlay_xattr_prefix: crate::userns::overlay_xattr_prefix(),
+            chown: None,
+            ignore_chown_errors: matches!(
+                crate::userns::current(),
+                Some(crate::userns::Mapping::Single { .. })
+            ),
+        };
+        let unpacked = extract::unpack(&mut hashing, &pending.fs(), &opts)
+            .map_err(|e| format!("unpacking layer {} from the cache: {e}", blob.digest))?;
+        if unpacked.diff_id != blob.diff_id {
+            return Err(format!(
+                "layer {} from the cache {}: its diff id is {}, the record says {}",
+                blob.digest,
+                remote.source.describe(),
+                unpacked.diff_id,
+                blob.diff_id
+            ));
+        }
+        self.snapshots
+            .commit(
+                pending,
+                id,
+                SnapshotMeta {
+                    parent: None,
+                    diff_id: Some(blob.diff_id.clone()),
+                    empty: false,
+                    blob: Some(blob.clone()),
+                },
+            )
+            .map_err(|e| e.to_string())?;
+        self.snapshots.touch(id);
+        Ok(())
+    }
+}
