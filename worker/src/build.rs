@@ -288,6 +288,43 @@ fn check_required(req: &Request, plan: &Plan) -> Result<(), Error> {
     }
 }
 
+/// Whether overlayfs works for this store. The probe (a mount in a private namespace) costs tens
+/// of milliseconds, so a success is remembered in the store, for this kernel, this user
+/// namespace setup and this filesystem.
+fn overlay_usable(root: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let kernel = {
+        let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+        if unsafe { libc::uname(&mut u) } == 0 {
+            unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) }
+                .to_string_lossy()
+                .into_owned()
+        } else {
+            String::new()
+        }
+    };
+    let dev = std::fs::metadata(root.join("tmp")).map_or(0, |m| m.dev());
+    let fingerprint = format!(
+        "kernel={kernel} userns={:?} nested={} dev={dev}\n",
+        crate::userns::current(),
+        crate::userns::in_user_namespace()
+    );
+    let marker = root.join("overlay-ok");
+    if std::fs::read_to_string(&marker).is_ok_and(|m| m == fingerprint) {
+        return true;
+    }
+    let ok = crate::snapshot::fallback::overlay_supported(&root.join("tmp"));
+    if ok {
+        let tmp = root
+            .join("tmp")
+            .join(format!("overlay-ok-{}", std::process::id()));
+        if std::fs::write(&tmp, &fingerprint).is_ok() {
+            let _ = std::fs::rename(&tmp, &marker);
+        }
+    }
+    ok
+}
+
 /// The stages `--no-cache-filter` names; an unknown name is an error.
 fn no_cache_stages(req: &Request, plan: &Plan) -> Result<HashSet<usize>, Error> {
     let mut out = HashSet::new();
@@ -378,9 +415,7 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
         cache_from,
         snapshotter: match req.snapshotter {
             Some(s) => s,
-            None if crate::snapshot::fallback::overlay_supported(&store.root().join("tmp")) => {
-                Snapshotter::Overlay
-            }
+            None if overlay_usable(store.root()) => Snapshotter::Overlay,
             None => {
                 progress.event(Event::Info { message: "overlayfs cannot be mounted here: RUN steps use the copy snapshotter, which is slower".into() });
                 Snapshotter::Copy

@@ -20,7 +20,8 @@ fn reference_re() -> &'static Regex {
         let host = format!("(?:{domain_component}(?:\\.{domain_component})*|{ipv6})");
         let domain = format!("{host}(?::[0-9]+)?");
         let name = format!("(?:{domain}/)?{component}(?:/{component})*");
-        let tag = r"[\w][\w.-]{0,127}";
+        // ASCII word characters, as in Go's RE2 (a Unicode \\w would make the automaton huge).
+        let tag = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}";
         let digest = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}";
         // The expression is fixed and valid; a failure here is a bug caught by the tests.
         Regex::new(&format!("^({name})(?::({tag}))?(?:@({digest}))?$")).unwrap_or_else(|_| {

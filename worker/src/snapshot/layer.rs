@@ -139,7 +139,19 @@ impl Snapshots {
 
     /// Commit a pending snapshot under `id`. If another build committed the same id first, its
     /// snapshot is kept and ours discarded: equal ids mean equal content.
-    pub fn commit(&self, pending: Pending, id: &str, mut meta: SnapshotMeta) -> io::Result<()> {
+    pub fn commit(&self, pending: Pending, id: &str, meta: SnapshotMeta) -> io::Result<()> {
+        // Another process committed the same key first: its result stands.
+        self.try_commit(pending, id, meta).map(drop)
+    }
+
+    /// Like [`Snapshots::commit`], but hands the pending snapshot back when `id` is already
+    /// taken, so that the caller can keep its own result under another id.
+    pub fn try_commit(
+        &self,
+        pending: Pending,
+        id: &str,
+        mut meta: SnapshotMeta,
+    ) -> io::Result<Result<(), Pending>> {
         let work = pending.work();
         if work.exists() {
             remove_tree(&work)?;
@@ -151,13 +163,13 @@ impl Snapshots {
         )?;
         let dest = self.dir(id);
         match fs::rename(&pending.tmp, &dest) {
-            Ok(()) => Ok(()),
-            Err(_) if self.get(id).is_some() => Ok(()),
+            Ok(()) => Ok(Ok(())),
+            Err(_) if self.get(id).is_some() => Ok(Err(pending)),
             Err(e) => {
                 // A stale, incomplete directory (a crash before meta.json): replace it.
                 if dest.exists() && self.get(id).is_none() {
                     remove_tree(&dest)?;
-                    return fs::rename(&pending.tmp, &dest);
+                    return fs::rename(&pending.tmp, &dest).map(Ok);
                 }
                 Err(e)
             }

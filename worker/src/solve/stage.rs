@@ -233,13 +233,16 @@ impl Solver<'_> {
         let known = local || imported.is_some();
         // Without the cache the step runs anyway; its result is recorded under the key when
         // there is none yet, else beside it, so that a result in use is never replaced.
-        let id = if no_cache && known {
+        let beside = || {
             format!(
                 "{}-{}-{}",
                 step_key.hex(),
                 std::process::id(),
                 self.next_vertex()
             )
+        };
+        let mut id = if no_cache && known {
+            beside()
         } else {
             step_key.hex().to_string()
         };
@@ -282,7 +285,14 @@ impl Solver<'_> {
                 empty: false,
                 blob: None,
             };
-            self.snapshots.commit(pending, &id, meta)?;
+            if let Err(pending) = self.snapshots.try_commit(pending, &id, meta.clone())? {
+                // Another build committed this key while the step ran. A cacheable result is
+                // the same as ours; a rerun forced by --no-cache must keep what it made.
+                if no_cache {
+                    id = beside();
+                    self.snapshots.commit(pending, &id, meta)?;
+                }
+            }
             self.event(Event::Done {
                 id: vertex,
                 seconds: started.elapsed().as_secs_f64(),
