@@ -198,8 +198,19 @@ fn serve(client: TcpStream, upstream: SocketAddr, s: &Shared, f: &Faults) -> io:
         let mut last = s.last_fault.lock().unwrap();
         let had = last.get(&k).copied().unwrap_or(false);
         let x = draw(&s.rng);
+        let total = f.error_500 + f.throttle_429 + f.cut;
+        let injected = s.e500.load(Ordering::SeqCst)
+            + s.e429.load(Ordering::SeqCst)
+            + s.cuts.load(Ordering::SeqCst);
         let a = if had {
             Action::Forward
+        } else if x < total && injected < 3 {
+            // The first three faults are one of each kind, so every kind is exercised.
+            match injected {
+                0 => Action::Status(500, "Internal Server Error"),
+                1 => Action::Status(429, "Too Many Requests"),
+                _ => Action::Cut,
+            }
         } else if x < f.error_500 {
             Action::Status(500, "Internal Server Error")
         } else if x < f.error_500 + f.throttle_429 {

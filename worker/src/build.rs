@@ -704,6 +704,7 @@ fn describe(output: &Output) -> String {
         Output::Oci { dest, tar: false } => format!("the OCI layout {}", dest.display()),
         Output::Docker { dest } => format!("the docker-archive {}", dest.display()),
         Output::Local { dest } => format!("the directory {}", dest.display()),
+        Output::Image { names, .. } if names.is_empty() => "the registry (the -t names)".into(),
         Output::Image { names, .. } => format!("the registry ({})", names.join(", ")),
     }
 }

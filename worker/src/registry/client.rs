@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kiln_crds::reference::Reference;
+use oci_client::RegistryOperation;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
 use oci_client::manifest::OciDescriptor;
@@ -64,38 +65,27 @@ impl Registries {
         }
         crate::fetch::init_tls();
         let credential = self.auth.lookup(registry)?;
-        let certs = tls::certificates(registry, &self.opts.ca_files, &self.opts.certs_dirs)
-            .map_err(|message| RegistryError::Tls {
-                registry: registry.to_string(),
-                message,
-            })?;
         let api = api_host(registry);
-        let protocol = if tls::is_insecure(registry, &self.opts.insecure) {
-            ClientProtocol::HttpsExcept(vec![api.to_string()])
-        } else {
-            ClientProtocol::Https
-        };
-        let config = ClientConfig {
-            protocol,
-            extra_root_certificates: certs,
-            // Blobs go up in one PUT each, streamed from the store: two requests per blob.
-            use_monolithic_push: true,
-            // Kiln picks the platform itself (with variants), from the raw index.
-            platform_resolver: None,
-            connect_timeout: Some(Duration::from_secs(30)),
-            // A connection that sends nothing for this long is broken; the retry reconnects.
-            read_timeout: Some(Duration::from_secs(120)),
-            user_agent: concat!("kiln/", env!("CARGO_PKG_VERSION")),
-            ..ClientConfig::default()
-        };
-        let client = oci_client::Client::try_from(config).map_err(|e| RegistryError::Tls {
-            registry: registry.to_string(),
-            message: e.to_string(),
-        })?;
-        let auth = credential.to_registry_auth();
-        if !matches!(auth, RegistryAuth::Anonymous) || registry == "docker.io" {
-            client.store_auth_if_needed(api, &auth).await;
+        let client = self.client(registry)?;
+        let mut auth = credential.to_registry_auth();
+        if matches!(auth, RegistryAuth::Anonymous) && registry != "docker.io" {
+            // oci-client asks `/v2/` for a challenge before every anonymous request. A registry
+            // that sets none is open: an empty bearer token stands for "no credentials" there,
+            // and saves that round trip on every request.
+            let probe = self.client(registry)?;
+            let any = oci_client::Reference::with_tag(
+                api.into(),
+                "library/probe".into(),
+                "latest".into(),
+            );
+            if let Ok(None) = probe
+                .auth(&any, &RegistryAuth::Anonymous, RegistryOperation::Pull)
+                .await
+            {
+                auth = RegistryAuth::Bearer(String::new());
+            }
         }
+        client.store_auth_if_needed(api, &auth).await;
         let host = Arc::new(Host {
             registry: registry.to_string(),
             redactor: credential.redactor(),
@@ -115,6 +105,37 @@ impl Registries {
             .entry(registry.to_string())
             .or_insert(host)
             .clone())
+    }
+
+    /// A client for one registry: its CAs, and plain HTTP when it is named insecure.
+    fn client(&self, registry: &str) -> Result<oci_client::Client, RegistryError> {
+        let certs = tls::certificates(registry, &self.opts.ca_files, &self.opts.certs_dirs)
+            .map_err(|message| RegistryError::Tls {
+                registry: registry.to_string(),
+                message,
+            })?;
+        let protocol = if tls::is_insecure(registry, &self.opts.insecure) {
+            ClientProtocol::HttpsExcept(vec![api_host(registry).to_string()])
+        } else {
+            ClientProtocol::Https
+        };
+        let config = ClientConfig {
+            protocol,
+            extra_root_certificates: certs,
+            // Blobs go up in one PUT each, streamed from the store: two requests per blob.
+            use_monolithic_push: true,
+            // Kiln picks the platform itself (with variants), from the raw index.
+            platform_resolver: None,
+            connect_timeout: Some(Duration::from_secs(30)),
+            // A connection that sends nothing for this long is broken; the retry reconnects.
+            read_timeout: Some(Duration::from_secs(120)),
+            user_agent: concat!("kiln/", env!("CARGO_PKG_VERSION")),
+            ..ClientConfig::default()
+        };
+        oci_client::Client::try_from(config).map_err(|e| RegistryError::Tls {
+            registry: registry.to_string(),
+            message: e.to_string(),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Host>>> {
