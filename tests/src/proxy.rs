@@ -9,9 +9,10 @@
 //!
 //! Each connection carries one request: the proxy asks the registry to close after answering
 //! (`Connection: close`), which the registry repeats to the client. Every request line is
-//! recorded, so tests can count what a client sent. A request can also trigger a kill: once a
-//! response to a matching request has been passed on, a process is sent SIGKILL (the registry,
-//! for crash-in-the-middle tests).
+//! recorded, so tests can count what a client sent. A request can also trigger a kill: once the
+//! registry has answered a matching request, a process is sent SIGKILL (the registry, for
+//! crash-in-the-middle tests) and the client's connection is closed without the answer, so
+//! nothing the client sends after that request can reach the registry.
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -28,8 +29,8 @@ pub struct Faults {
     /// Forward the request, then pass on only part of the response and close.
     pub cut: f64,
     pub seed: u64,
-    /// After passing on the response to the first request whose line contains this text,
-    /// SIGKILL this pid.
+    /// When the registry has answered the first request whose line contains this text,
+    /// SIGKILL this pid, and close the client's connection instead of answering.
     pub kill_after: Option<(String, u32)>,
 }
 
@@ -270,17 +271,20 @@ fn serve(client: TcpStream, upstream: SocketAddr, s: &Shared, f: &Faults) -> io:
         let _ = c.shutdown(Shutdown::Both);
         return Ok(());
     }
-    c.write_all(&response)?;
-    c.flush()?;
-    let _ = c.shutdown(Shutdown::Write);
     if let Some((pattern, pid)) = &f.kill_after
         && request_line.contains(pattern.as_str())
         && !s.killed.swap(true, Ordering::SeqCst)
     {
+        // The registry has done the work; the client never hears of it.
         let _ = std::process::Command::new("kill")
             .args(["-9", &pid.to_string()])
             .status();
+        let _ = c.shutdown(Shutdown::Both);
+        return Ok(());
     }
+    c.write_all(&response)?;
+    c.flush()?;
+    let _ = c.shutdown(Shutdown::Write);
     Ok(())
 }
 

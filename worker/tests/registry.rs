@@ -689,14 +689,16 @@ fn a_registry_killed_mid_push_leaves_no_manifest_and_a_rerun_completes() {
         },
     );
     let ph = proxy.host();
-    // Pull the base directly; push through the proxy, which kills the registry after the
-    // first blob upload completes.
+    // Pull the base directly; push through the proxy, which kills the registry as soon as it
+    // has stored the first blob upload.
     let ctx = big_context(&env, &host, "big");
     let args = |meta: &Path| {
         vec![
             insecure(&host),
             insecure(&ph),
             "--registry-retries=2".to_string(),
+            // The same config in both runs, so that any blob of the first counts.
+            "--source-date-epoch=1700000000".into(),
             "-t".into(),
             format!("{ph}/kiln/big:1"),
             "--push".into(),

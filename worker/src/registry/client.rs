@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use kiln_crds::reference::Reference;
 use oci_client::RegistryOperation;
-use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
 use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
@@ -19,7 +19,7 @@ use super::auth::{AuthFiles, Credential, Redactor};
 use super::retry::{self, Exhausted, RetryPolicy, Transient};
 use super::{RegistryError, RegistryOptions, tls};
 use crate::digest::Digest;
-use crate::store::Store;
+use crate::store::{BlobWriter, Store};
 
 /// The media types a manifest request accepts: OCI and Docker schema 2, images and indexes.
 pub const MANIFEST_TYPES: &[&str] = &[
@@ -361,6 +361,12 @@ impl Host {
 
     /// Download a blob into the store, verified against its digest and size as it streams.
     /// Nothing enters the store unless it is complete and correct.
+    ///
+    /// A connection that breaks mid-blob is retried from where it stopped (`Range:
+    /// bytes=N-`), the hash carrying on over the bytes already written; a registry that answers
+    /// 200 instead of 206 sends the whole blob again, and the partial one is dropped. The
+    /// range is asked from byte 0 too: the answer then comes unhashed by `oci-client`, and the
+    /// blob is hashed once, here, on its way to disk.
     pub async fn blob_to_store(
         &self,
         r: &Reference,
@@ -377,41 +383,80 @@ impl Host {
             size: size as i64,
             ..Default::default()
         };
+        let partial = Mutex::new(None);
         retry::retry(&self.retry, |_| async {
-            let mut stream = self.client.pull_blob_stream(&oci, &desc).await?;
-            let mut writer = store.blob_writer().map_err(Attempt::Io)?;
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| {
-                    if is_digest_error(&e) {
-                        Attempt::Verify(e.to_string())
-                    } else {
-                        Attempt::Io(e)
-                    }
-                })?;
-                writer.write_all(&chunk).map_err(Attempt::Io)?;
-                if writer.written() > size {
-                    return Err(Attempt::Verify(format!(
-                        "the registry sent more than the {size} bytes its descriptor says"
-                    )));
-                }
+            let mut writer = partial.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let result = self
+                .blob_attempt(&oci, &desc, digest, size, store, &mut writer)
+                .await;
+            *partial.lock().unwrap_or_else(|e| e.into_inner()) = writer;
+            result
+        })
+        .await
+        .map_err(|e| self.error(&r.to_string(), digest.as_str(), e))
+    }
+
+    /// One attempt at a blob, continuing `writer` when it holds a partial download.
+    async fn blob_attempt(
+        &self,
+        oci: &oci_client::Reference,
+        desc: &OciDescriptor,
+        digest: &Digest,
+        size: u64,
+        store: &Store,
+        writer: &mut Option<BlobWriter>,
+    ) -> Result<(), Attempt> {
+        let offset = writer.as_ref().map_or(0, BlobWriter::written);
+        let response = self
+            .client
+            .pull_blob_stream_partial(oci, desc, offset, None)
+            .await?;
+        let mut stream = match response {
+            BlobResponse::Partial(s) => s,
+            BlobResponse::Full(s) => {
+                *writer = None;
+                s
             }
-            let written = writer.written();
-            if written != size {
+        };
+        if writer.is_none() {
+            *writer = Some(store.blob_writer().map_err(Attempt::Io)?);
+        }
+        let w = writer.as_mut().expect("set above");
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                if is_digest_error(&e) {
+                    Attempt::Verify(e.to_string())
+                } else {
+                    Attempt::Io(e)
+                }
+            })?;
+            w.write_all(&chunk).map_err(Attempt::Io)?;
+            if w.written() > size {
+                *writer = None;
                 return Err(Attempt::Verify(format!(
-                    "got {written} bytes, its descriptor says {size}"
+                    "the registry sent more than the {size} bytes its descriptor says"
                 )));
             }
-            writer.commit_verified(digest).map_err(|e| {
+        }
+        let written = w.written();
+        if written != size {
+            *writer = None;
+            return Err(Attempt::Verify(format!(
+                "got {written} bytes, its descriptor says {size}"
+            )));
+        }
+        writer
+            .take()
+            .expect("set above")
+            .commit_verified(digest)
+            .map_err(|e| {
                 if e.kind() == std::io::ErrorKind::InvalidData {
                     Attempt::Verify(e.to_string())
                 } else {
                     Attempt::Io(e)
                 }
             })?;
-            Ok(())
-        })
-        .await
-        .map_err(|e| self.error(&r.to_string(), digest.as_str(), e))
+        Ok(())
     }
 
     /// Whether the repository of `r` has a blob (`HEAD /v2/<name>/blobs/<digest>`).

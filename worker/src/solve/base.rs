@@ -28,6 +28,17 @@ use crate::snapshot::extract::{self, UnpackOptions};
 use crate::snapshot::layer::{LayerBlob, SnapshotMeta, chain_id};
 use crate::snapshot::view::View;
 
+/// Where a layer's blob is read from: its path, and whether it was already verified.
+type BlobSource<'a> = dyn Fn(&Descriptor) -> Result<(PathBuf, bool), BuildError> + Sync + 'a;
+
+/// One layer to unpack: its descriptor, diff id, snapshot id and parent snapshot.
+struct Layer<'a> {
+    desc: &'a Descriptor,
+    diff_id: &'a Digest,
+    chain: &'a Digest,
+    parent: Option<String>,
+}
+
 /// A base image, unpacked.
 #[derive(Debug, Clone)]
 pub struct BaseImage {
@@ -121,7 +132,7 @@ impl Solver<'_> {
             &resolved.manifest,
             resolved.image,
             &resolved.config_digest,
-            &|desc| Ok(layout.blob_path(&desc.digest)),
+            &|desc| Ok((layout.blob_path(&desc.digest), false)),
         )
     }
 
@@ -140,20 +151,21 @@ impl Solver<'_> {
             &resolved.config_digest,
             &|desc| {
                 puller.layer(desc).map_err(registry_err)?;
-                Ok(store.blob_path(&desc.digest))
+                Ok((store.blob_path(&desc.digest), true))
             },
         )
     }
 
     /// Unpack the layers of an image that are not snapshots yet, in parallel, each read from
-    /// the path `blob` gives for it (which may download it first).
+    /// the path `blob` gives for it (which may download it first), with whether that file was
+    /// already checked against its digest (a blob in the store was).
     fn unpack_image(
         &self,
         origin: &str,
         manifest: &Manifest,
         image: Image,
         config_digest: &Digest,
-        blob: &(dyn Fn(&Descriptor) -> Result<PathBuf, BuildError> + Sync),
+        blob: &BlobSource<'_>,
     ) -> Result<BaseImage, BuildError> {
         let diff_ids = &image.rootfs.diff_ids;
         if diff_ids.len() != manifest.layers.len() {
@@ -181,8 +193,14 @@ impl Solver<'_> {
                     let (desc, diff_id, chain) = (&manifest.layers[i], &diff_ids[i], &chain_ids[i]);
                     let parent = (i > 0).then(|| chain_ids[i - 1].hex().to_string());
                     scope.spawn(move || {
-                        let path = blob(desc)?;
-                        self.unpack_layer(origin, &path, desc, diff_id, chain, parent)
+                        let (path, verified) = blob(desc)?;
+                        let layer = Layer {
+                            desc,
+                            diff_id,
+                            chain,
+                            parent,
+                        };
+                        self.unpack_layer(origin, &path, verified, &layer)
                     })
                 })
                 .collect();
@@ -213,19 +231,29 @@ impl Solver<'_> {
         })
     }
 
+    /// Unpack one layer blob into a snapshot, checking its diff id and, unless `verified`,
+    /// its digest.
     fn unpack_layer(
         &self,
         origin: &str,
         path: &Path,
-        desc: &Descriptor,
-        diff_id: &Digest,
-        chain: &Digest,
-        parent: Option<String>,
+        verified: bool,
+        layer: &Layer<'_>,
     ) -> Result<(), BuildError> {
+        let Layer {
+            desc,
+            diff_id,
+            chain,
+            parent,
+        } = layer;
         let base_err =
             |m: String| BuildError::Base(format!("layer {} of {origin}: {m}", desc.digest));
         let file = File::open(path).map_err(|e| base_err(e.to_string()))?;
+        let on_disk = file.metadata()?.len();
         let mut hashing = HashingReader::new(file);
+        if verified {
+            hashing = hashing.unhashed();
+        }
         let pending = self.snapshots.begin()?;
         let opts = UnpackOptions {
             layer: true,
@@ -239,11 +267,15 @@ impl Solver<'_> {
         let unpacked = extract::unpack(&mut hashing, &pending.fs(), &opts)
             .map_err(|e| base_err(e.to_string()))?;
         std::io::copy(&mut hashing, &mut std::io::sink())?;
-        let (digest, size) = hashing.finish();
+        let (digest, size) = if verified {
+            (desc.digest.clone(), on_disk)
+        } else {
+            hashing.finish()
+        };
         if digest != desc.digest {
             return Err(base_err(format!("the blob's content has digest {digest}")));
         }
-        if unpacked.diff_id != *diff_id {
+        if unpacked.diff_id != **diff_id {
             return Err(base_err(format!(
                 "its diff id is {}, the config says {diff_id}",
                 unpacked.diff_id
@@ -262,7 +294,7 @@ impl Solver<'_> {
             _ => Compression::Uncompressed.media_type().to_string(),
         };
         let blob = LayerBlob {
-            diff_id: diff_id.clone(),
+            diff_id: (*diff_id).clone(),
             digest,
             size,
             media_type,
@@ -271,8 +303,8 @@ impl Solver<'_> {
             pending,
             chain.hex(),
             SnapshotMeta {
-                parent,
-                diff_id: Some(diff_id.clone()),
+                parent: parent.clone(),
+                diff_id: Some((*diff_id).clone()),
                 empty: false,
                 blob: Some(blob),
             },
