@@ -9,12 +9,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::token::{ISSUER, SERVICE, TokenServer};
+
 /// How the registry is set up.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     pub tls: bool,
-    /// htpasswd users: (name, password).
+    /// Users: (name, password). With `token` off they are htpasswd (basic auth) users.
     pub users: Vec<(String, String)>,
+    /// Bearer-token authentication: a [`TokenServer`] issues the tokens and knows the users.
+    pub token: bool,
 }
 
 /// A running registry.
@@ -25,6 +29,8 @@ pub struct Registry {
     pub ca: Option<PathBuf>,
     config: Config,
     child: Option<Child>,
+    /// The token server, when the registry uses token auth.
+    pub token: Option<TokenServer>,
 }
 
 fn run(cmd: &mut Command) -> std::process::Output {
@@ -84,7 +90,16 @@ impl Registry {
                 dir.path().join("server.key").display()
             ));
         }
-        if !config.users.is_empty() {
+        let token = config
+            .token
+            .then(|| TokenServer::start(dir.path(), config.users.clone()));
+        if let Some(t) = &token {
+            yaml.push_str(&format!(
+                "auth:\n  token:\n    realm: {}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+                t.realm(),
+                t.cert.display()
+            ));
+        } else if !config.users.is_empty() {
             let mut htpasswd = String::new();
             for (user, password) in &config.users {
                 let out = run(Command::new("htpasswd").args(["-Bbn", user, password]));
@@ -104,6 +119,7 @@ impl Registry {
             ca,
             config,
             child: None,
+            token,
         };
         r.restart();
         r
@@ -303,8 +319,8 @@ mod tests {
     #[test]
     fn an_auth_registry_asks_for_basic_credentials() {
         let r = Registry::start(Config {
-            tls: false,
             users: vec![("u".into(), "p".into())],
+            ..Config::default()
         });
         let resp = get(r.addr, "/v2/");
         assert!(resp.starts_with("HTTP/1.0 401"), "{resp}");
@@ -312,10 +328,26 @@ mod tests {
     }
 
     #[test]
+    fn a_token_registry_sends_a_bearer_challenge() {
+        let r = Registry::start(Config {
+            users: vec![("u".into(), "p".into())],
+            token: true,
+            ..Config::default()
+        });
+        let resp = get(r.addr, "/v2/");
+        assert!(resp.starts_with("HTTP/1.0 401"), "{resp}");
+        let realm = r.token.as_ref().unwrap().realm();
+        assert!(
+            resp.contains(&format!("Bearer realm=\"{realm}\",service=\"{SERVICE}\"")),
+            "{resp}"
+        );
+    }
+
+    #[test]
     fn a_tls_registry_is_trusted_through_its_ca() {
         let r = Registry::start(Config {
             tls: true,
-            users: vec![],
+            ..Config::default()
         });
         let out = Command::new("openssl")
             .args([

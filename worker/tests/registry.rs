@@ -473,6 +473,7 @@ fn tls_and_auth(env: &Env) {
     let reg = Registry::start(Config {
         tls: true,
         users: vec![(USER.into(), PASSWORD.into())],
+        token: false,
     });
     let host = reg.host();
     let ca = env.dir.join("ca.crt");
@@ -617,6 +618,7 @@ fn credential_helpers_are_used() {
     let reg = Registry::start(Config {
         tls: false,
         users: vec![(USER.into(), PASSWORD.into())],
+        token: false,
     });
     let host = reg.host();
     let bin = env.dir.join("helper-bin");
@@ -939,4 +941,86 @@ fn a_push_skips_the_blobs_the_registry_has() {
     assert_eq!(m["kiln.push"]["existing"], 5, "{m}");
     assert_eq!(m["kiln.push"]["uploaded"], 0, "{m}");
     assert!(reg.has_tag("kiln/skip", "2"));
+}
+
+#[test]
+fn bearer_token_auth_with_a_token_server() {
+    let env = Env::new("registry-token", false);
+    let reg = Registry::start(Config {
+        tls: false,
+        users: vec![(USER.into(), PASSWORD.into())],
+        token: true,
+    });
+    let host = reg.host();
+    let good = auth_file(&env, "token-good", &host, USER, PASSWORD);
+    let auth = format!("--registry-auth-file={}", good.display());
+    seed(&env, &host, &[insecure(&host), auth.clone()]);
+    assert!(reg.has_tag(BASE_REPO, "1"));
+    let tokens = reg.token.as_ref().unwrap();
+    assert!(
+        tokens
+            .requests()
+            .iter()
+            .any(|r| r.contains("scope=repository%3Akiln%2Fbusybox%3Apull%2Cpush")),
+        "{:#?}",
+        tokens.requests()
+    );
+
+    // Pull with a pull token, push with a push token; the base layer cannot be mounted with a
+    // token scoped to the target repository only, so it is uploaded.
+    let ctx = app(&env, "token-app", &format!("{host}/{BASE_REPO}:1"));
+    let meta = env.dir.join("token-app.json");
+    let out = build(
+        &env,
+        "state-token",
+        &ctx,
+        &[
+            insecure(&host),
+            auth.clone(),
+            "-t".into(),
+            format!("{host}/kiln/token-app:1"),
+            "--push".into(),
+            format!("--metadata-file={}", meta.display()),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_no_secret(&out, PASSWORD);
+    assert!(reg.has_tag("kiln/token-app", "1"));
+    let m = metadata(&meta);
+    assert_eq!(
+        (
+            m["kiln.push"]["uploaded"].as_u64(),
+            m["kiln.push"]["mounted"].as_u64()
+        ),
+        (Some(4), Some(0)),
+        "config and 3 layers: {m}"
+    );
+
+    // The token server refuses a wrong password: a 401 that names the image, without secrets.
+    let wrong = "wrong-token-pw-3b9d";
+    let bad = auth_file(&env, "token-bad", &host, USER, wrong);
+    let out = build(
+        &env,
+        "state-token-bad",
+        &ctx,
+        &[
+            insecure(&host),
+            format!("--registry-auth-file={}", bad.display()),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains(&format!("{host}/{BASE_REPO}:1: 401 Unauthorized")),
+        "{}",
+        text(&out)
+    );
+    assert_no_secret(&out, wrong);
+    // Anonymous: the token grants nothing.
+    let out = build(&env, "state-token-anon", &ctx, &[insecure(&host)]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains(&format!("no credentials for {host} were found")),
+        "{}",
+        text(&out)
+    );
 }
