@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kiln_crds::reference::Reference;
-use oci_client::RegistryOperation;
 use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
 use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
 use oci_client::manifest::OciDescriptor;
@@ -67,24 +66,10 @@ impl Registries {
         let credential = self.auth.lookup(registry)?;
         let api = api_host(registry);
         let client = self.client(registry)?;
-        let mut auth = credential.to_registry_auth();
-        if matches!(auth, RegistryAuth::Anonymous) && registry != "docker.io" {
-            // oci-client asks `/v2/` for a challenge before every anonymous request. A registry
-            // that sets none is open: an empty bearer token stands for "no credentials" there,
-            // and saves that round trip on every request.
-            let probe = self.client(registry)?;
-            let any = oci_client::Reference::with_tag(
-                api.into(),
-                "library/probe".into(),
-                "latest".into(),
-            );
-            if let Ok(None) = probe
-                .auth(&any, &RegistryAuth::Anonymous, RegistryOperation::Pull)
-                .await
-            {
-                auth = RegistryAuth::Bearer(String::new());
-            }
-        }
+        // Anonymous access is stored too: on a registry that challenges, it gets an anonymous
+        // token. (On an open registry oci-client then checks `/v2/` before each request; one
+        // loopback-fast request, cheaper than guessing wrong about a registry's auth.)
+        let auth = credential.to_registry_auth();
         client.store_auth_if_needed(api, &auth).await;
         let host = Arc::new(Host {
             registry: registry.to_string(),
