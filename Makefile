@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 
 # Debian packages the test suites need; `make test` installs the missing ones.
-TEST_PACKAGES := busybox-static uidmap skopeo umoci podman openssh-client openssh-server
+TEST_PACKAGES := busybox-static uidmap skopeo umoci podman openssh-client openssh-server docker-registry apache2-utils openssl
 
 .PHONY: help build test lint crds demo e2e bench deps fuzz
 
@@ -15,8 +15,8 @@ help:
 	@echo "make lint    cargo fmt --check and clippy with warnings denied"
 	@echo "make crds    regenerate crds/imagebuild.yaml and the chart's copy"
 	@echo "make e2e     end-to-end suite against ../shared/k8s (starts the cluster)"
-	@echo "make demo    build an example image end to end"
-	@echo "make bench   compare Kiln with BuildKit and buildah"
+	@echo "make demo    a local registry, a base pushed to it, the example built from it and pushed"
+	@echo "make bench   compare Kiln with skopeo on registry push and pull (BENCH_SIZES=\"200 500\")"
 	@echo "make fuzz    fuzz the Dockerfile front end for FUZZ_SECONDS (default 60) with cargo-fuzz"
 
 build:
@@ -45,8 +45,7 @@ demo:
 	scripts/demo
 
 bench:
-	@echo "make bench: not implemented yet: it needs the build engine (issue #4)" >&2
-	@exit 1
+	scripts/bench
 
 # Fuzz the Dockerfile parser and planner. cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the
 # stable toolchain accept them. New inputs go to fuzz/corpus/parse_plan, seeded from the

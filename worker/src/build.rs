@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 use thiserror::Error;
@@ -21,6 +22,7 @@ use crate::mounts::ssh::SshSource;
 use crate::plan::step::{Base, LoweredStage};
 use crate::plan::{self, Plan, PlanOptions};
 use crate::progress::{Event, Sink};
+use crate::registry::{Registries, RegistryError, RegistryOptions};
 use crate::sandbox::run::Runner;
 use crate::snapshot::compress::Compression;
 use crate::solve::{
@@ -45,6 +47,10 @@ pub enum Output {
     Docker { dest: PathBuf },
     /// The final filesystem, as a directory.
     Local { dest: PathBuf },
+    /// An image in a registry: `type=image,name=REF[,push=true]` (or `type=registry`, which
+    /// implies `push=true`). With no `name`, the `-t` tags are used. Kiln has no local image
+    /// store, so an image output that does not push is refused before the build starts.
+    Image { names: Vec<String>, push: bool },
 }
 
 impl Output {
@@ -53,6 +59,8 @@ impl Output {
         let mut kind = None;
         let mut dest = None;
         let mut tar = None;
+        let mut names = vec![];
+        let mut push = None;
         for part in text.split(',') {
             let (k, v) = part
                 .split_once('=')
@@ -61,8 +69,30 @@ impl Output {
                 "type" => kind = Some(v.to_string()),
                 "dest" => dest = Some(PathBuf::from(v)),
                 "tar" => tar = Some(v == "true"),
+                "name" => names.push(v.to_string()),
+                "push" => push = Some(v == "true"),
                 other => return Err(format!("--output: unknown option {other:?}")),
             }
+        }
+        match kind.as_deref() {
+            Some("image") => {
+                return Ok(Output::Image {
+                    names,
+                    push: push.unwrap_or(false),
+                });
+            }
+            Some("registry") => {
+                return Ok(Output::Image {
+                    names,
+                    push: push.unwrap_or(true),
+                });
+            }
+            _ if !names.is_empty() || push.is_some() => {
+                return Err(format!(
+                    "--output {text:?}: name= and push= belong to type=image"
+                ));
+            }
+            _ => {}
         }
         let dest = dest.ok_or_else(|| format!("--output {text:?}: dest= is required"))?;
         match kind.as_deref() {
@@ -75,7 +105,7 @@ impl Output {
             Some("docker") => Ok(Output::Docker { dest }),
             Some("local") => Ok(Output::Local { dest }),
             Some(other) => Err(format!(
-                "--output: unknown type {other:?}; use oci, docker or local"
+                "--output: unknown type {other:?}; use oci, docker, local, image or registry"
             )),
             None => Err(format!("--output {text:?}: type= is required")),
         }
@@ -119,6 +149,8 @@ pub struct Request {
     pub snapshotter: Option<Snapshotter>,
     /// `--ssh`: ssh id → keys or an agent socket.
     pub ssh: HashMap<String, SshSource>,
+    /// Registries: credentials, TLS, insecure hosts, retries.
+    pub registry: RegistryOptions,
 }
 
 /// Why a build failed.
@@ -141,6 +173,8 @@ pub enum Error {
     /// Importing or exporting the build cache.
     #[error("{0}")]
     Cache(String),
+    #[error("pushing: {0}")]
+    Push(#[from] RegistryError),
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -163,6 +197,22 @@ pub struct Outcome {
     /// Cached steps answered from an imported cache.
     #[serde(rename = "kiln.imported")]
     pub imported: usize,
+    /// What the push did, when the build pushed.
+    #[serde(rename = "kiln.push", skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushSummary>,
+}
+
+/// The push part of the result: where the image went and what moved.
+#[derive(Debug, Clone, Serialize)]
+pub struct PushSummary {
+    /// `registry/repository:tag@sha256:…` for every name pushed.
+    pub pushed: Vec<String>,
+    pub uploaded: usize,
+    #[serde(rename = "uploadedBytes")]
+    pub uploaded_bytes: u64,
+    pub mounted: usize,
+    /// Blobs the registry already had.
+    pub existing: usize,
 }
 
 /// The Dockerfile text and the name errors show for it.
@@ -413,6 +463,7 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
         secrets: req.secrets.clone(),
         ssh: req.ssh.clone(),
         cache_from,
+        registry: Arc::new(Registries::new(req.registry.clone())),
         snapshotter: match req.snapshotter {
             Some(s) => s,
             None if overlay_usable(store.root()) => Snapshotter::Overlay,
@@ -445,15 +496,30 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
     for spec in &req.cache_to {
         export_cache(&solver, &result, store, spec, progress)?;
     }
+    let push = push_names(req)
+        .map(|names| {
+            let id = solver.next_vertex();
+            push(&opts.registry, &store, &artifact, &names, progress, id)
+        })
+        .transpose()?;
     let stats = &solver.stats;
     let outcome = Outcome {
         manifest_digest: artifact.manifest_digest.to_string(),
         config_digest: artifact.manifest.config.digest.to_string(),
-        names: req.tags.join(","),
+        names: match &push {
+            Some(p) => p
+                .pushed
+                .iter()
+                .map(|n| n.split('@').next().unwrap_or(n))
+                .collect::<Vec<_>>()
+                .join(","),
+            None => req.tags.join(","),
+        },
         steps: stats.steps.load(std::sync::atomic::Ordering::Relaxed),
         cached: stats.cached.load(std::sync::atomic::Ordering::Relaxed),
         runs: stats.runs.load(std::sync::atomic::Ordering::Relaxed),
         imported: stats.imported.load(std::sync::atomic::Ordering::Relaxed),
+        push,
     };
     if let Some(path) = &req.metadata_file {
         std::fs::write(
@@ -559,6 +625,83 @@ fn export_cache(
     Ok(())
 }
 
+/// The names to push to: those of the `type=image` outputs, or the tags for an output without
+/// names; `None` when nothing is pushed.
+fn push_names(req: &Request) -> Option<Vec<String>> {
+    let mut names: Vec<String> = vec![];
+    let mut any = false;
+    for output in &req.outputs {
+        if let Output::Image {
+            names: n,
+            push: true,
+        } = output
+        {
+            any = true;
+            let n = if n.is_empty() { &req.tags } else { n };
+            for name in n {
+                if !names.contains(name) {
+                    names.push(name.clone());
+                }
+            }
+        }
+    }
+    any.then_some(names)
+}
+
+/// Push the image, with a progress vertex per push.
+fn push(
+    registries: &Registries,
+    store: &Store,
+    artifact: &Artifact,
+    names: &[String],
+    progress: &dyn Sink,
+    id: usize,
+) -> Result<PushSummary, Error> {
+    if names.is_empty() {
+        return Err(Error::Push(RegistryError::Reference {
+            image: "(none)".into(),
+            message: "pushing needs a name: pass -t NAME or --output type=image,name=NAME".into(),
+        }));
+    }
+    progress.event(Event::Start {
+        id,
+        name: format!("pushing {}", names.join(", ")),
+    });
+    let started = std::time::Instant::now();
+    match crate::registry::push::push(registries, store, artifact, names) {
+        Ok(report) => {
+            progress.event(Event::Info {
+                message: format!(
+                    "pushed {} blobs ({} bytes), mounted {}, {} already there",
+                    report.uploaded, report.uploaded_bytes, report.mounted, report.existing
+                ),
+            });
+            progress.event(Event::Done {
+                id,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+            Ok(PushSummary {
+                pushed: report
+                    .names
+                    .iter()
+                    .map(|n| format!("{n}@{}", artifact.manifest_digest))
+                    .collect(),
+                uploaded: report.uploaded,
+                uploaded_bytes: report.uploaded_bytes,
+                mounted: report.mounted,
+                existing: report.existing,
+            })
+        }
+        Err(e) => {
+            progress.event(Event::Error {
+                id,
+                message: e.to_string(),
+            });
+            Err(Error::Push(e))
+        }
+    }
+}
+
 /// A failed step as BuildKit shows it: the Dockerfile lines around it, the error, and the last
 /// lines of its output.
 pub fn render_step_error(e: &BuildError, dockerfile: &DockerfileText) -> String {
@@ -596,6 +739,8 @@ fn describe(output: &Output) -> String {
         Output::Oci { dest, tar: false } => format!("the OCI layout {}", dest.display()),
         Output::Docker { dest } => format!("the docker-archive {}", dest.display()),
         Output::Local { dest } => format!("the directory {}", dest.display()),
+        Output::Image { names, .. } if names.is_empty() => "the registry (the -t names)".into(),
+        Output::Image { names, .. } => format!("the registry ({})", names.join(", ")),
     }
 }
 
@@ -621,6 +766,8 @@ fn write_output(
         Output::Local { dest } => {
             export::write_local(solver, result, dest).map_err(|e| err(dest, e.to_string()))
         }
+        // Pushed after every other output is written, once for all names.
+        Output::Image { .. } => Ok(()),
     }
 }
 
@@ -703,7 +850,21 @@ mod tests {
             Output::parse("type=local,dest=fs").unwrap(),
             Output::Local { dest: "fs".into() }
         );
-        assert!(Output::parse("type=registry,dest=x").is_err());
+        assert_eq!(
+            Output::parse("type=image,name=r:5000/a:1,name=r:5000/a:2,push=true").unwrap(),
+            Output::Image {
+                names: vec!["r:5000/a:1".into(), "r:5000/a:2".into()],
+                push: true
+            }
+        );
+        assert_eq!(
+            Output::parse("type=registry").unwrap(),
+            Output::Image {
+                names: vec![],
+                push: true
+            }
+        );
+        assert!(Output::parse("type=oci,dest=x,push=true").is_err());
         assert!(Output::parse("type=oci").is_err());
         assert!(Output::parse("oci").is_err());
     }

@@ -84,6 +84,11 @@ impl<W: Write> HashingWriter<W> {
         }
     }
 
+    /// Bytes written so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
     /// The digest and size of everything written, and the inner writer.
     pub fn finish(self) -> (Digest, u64, W) {
         (
@@ -112,6 +117,7 @@ pub struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
     count: u64,
+    hash: bool,
 }
 
 impl<R: io::Read> HashingReader<R> {
@@ -120,7 +126,15 @@ impl<R: io::Read> HashingReader<R> {
             inner,
             hasher: Sha256::new(),
             count: 0,
+            hash: true,
         }
+    }
+
+    /// Count without hashing, for content already verified (the digest `finish` returns is
+    /// then meaningless).
+    pub fn unhashed(mut self) -> Self {
+        self.hash = false;
+        self
     }
 
     pub fn finish(self) -> (Digest, u64) {
@@ -134,7 +148,9 @@ impl<R: io::Read> HashingReader<R> {
 impl<R: io::Read> io::Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if self.hash {
+            self.hasher.update(&buf[..n]);
+        }
         self.count += n as u64;
         Ok(n)
     }

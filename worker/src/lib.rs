@@ -11,6 +11,8 @@ pub mod image;
 #[cfg(feature = "executor")]
 pub mod mounts;
 pub mod plan;
+#[cfg(feature = "executor")]
+pub mod registry;
 
 #[cfg(feature = "executor")]
 pub mod build;

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use kiln_worker::cache::transfer::CacheSpec;
 use kiln_worker::mounts::ssh::SshSource;
 use kiln_worker::plan::{self, PlanOptions, Platform, summary};
+use kiln_worker::registry::RegistryOptions;
 use kiln_worker::snapshot::compress::Compression;
 use kiln_worker::solve::{NamedContext, SecretSource, Snapshotter};
 use kiln_worker::{build, progress, userns};
@@ -102,7 +103,9 @@ struct BuildArgs {
     #[arg(short = 't', long = "tag")]
     tags: Vec<String>,
     /// Where the image goes: `type=oci,dest=DIR|FILE.tar`, `type=docker,dest=FILE.tar` (for
-    /// docker load / podman load), `type=local,dest=DIR` (the final filesystem).
+    /// docker load / podman load), `type=local,dest=DIR` (the final filesystem),
+    /// `type=image,name=REF,push=true` or `type=registry[,name=REF]` (a registry; the names
+    /// default to the -t tags).
     #[arg(short = 'o', long = "output", value_name = "type=TYPE,dest=PATH")]
     outputs: Vec<String>,
     /// The platform to build for. Only this machine's platform is supported.
@@ -171,6 +174,31 @@ struct BuildArgs {
     /// or auto (overlay when it can be mounted).
     #[arg(long, env = "KILN_SNAPSHOTTER", default_value = "auto")]
     snapshotter: String,
+    /// Push the image to the registry of every -t name (like `--output type=registry`).
+    #[arg(long)]
+    push: bool,
+    /// A CA certificate (PEM) to trust for every registry, besides the system's.
+    #[arg(long = "registry-ca", value_name = "FILE")]
+    registry_ca: Vec<PathBuf>,
+    /// A certs.d-style directory: DIR/HOST[:PORT]/*.crt are CAs for that registry only
+    /// (default: /etc/docker/certs.d and /etc/containers/certs.d).
+    #[arg(long = "registry-certs-dir", value_name = "DIR")]
+    registry_certs_dir: Vec<PathBuf>,
+    /// A registry reached over plain HTTP, `HOST[:PORT]`.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    insecure_registry: Vec<String>,
+    /// Registry credentials: a docker config.json, or a Kubernetes dockerconfigjson Secret file
+    /// (or its mounted directory). Looked at before $DOCKER_CONFIG/config.json and
+    /// ~/.docker/config.json.
+    #[arg(
+        long = "registry-auth-file",
+        value_name = "FILE",
+        env = "KILN_REGISTRY_AUTH_FILE"
+    )]
+    registry_auth_file: Vec<PathBuf>,
+    /// Attempts per registry request when it fails with 429, 5xx or a broken connection.
+    #[arg(long = "registry-retries", value_name = "N", default_value_t = 6)]
+    registry_retries: u32,
 }
 
 /// `kiln plan`.
@@ -551,11 +579,39 @@ fn build_request(args: &BuildArgs) -> anyhow::Result<build::Request> {
             bail!("--platform {p}: only this machine's platform ({host}) can be built for now");
         }
     }
-    let outputs = args
+    let mut outputs = args
         .outputs
         .iter()
         .map(|o| build::Output::parse(o).map_err(anyhow::Error::msg))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if args.push {
+        let mut found = false;
+        for o in &mut outputs {
+            if let build::Output::Image { push, .. } = o {
+                *push = true;
+                found = true;
+            }
+        }
+        if !found {
+            outputs.push(build::Output::Image {
+                names: vec![],
+                push: true,
+            });
+        }
+    }
+    for o in &outputs {
+        match o {
+            build::Output::Image { push: false, .. } => bail!(
+                "--output type=image needs push=true (or --push): Kiln has no local image store; use type=oci or type=docker for a file"
+            ),
+            build::Output::Image { names, .. } if names.is_empty() && args.tags.is_empty() => {
+                bail!(
+                    "pushing needs a name: pass -t NAME or --output type=image,name=NAME,push=true"
+                )
+            }
+            _ => {}
+        }
+    }
     let mut named = HashMap::new();
     for c in &args.build_contexts {
         let (name, value) = c
@@ -635,6 +691,7 @@ fn build_request(args: &BuildArgs) -> anyhow::Result<build::Request> {
             "copy" | "native" => Some(Snapshotter::Copy),
             other => bail!("--snapshotter {other:?}: use auto, overlay or copy"),
         },
+        registry: registry_options(args)?,
     })
 }
 
@@ -660,6 +717,24 @@ fn gc_policy(args: &BuildArgs) -> anyhow::Result<Option<kiln_worker::cache::prun
             .map_err(|e| anyhow::anyhow!("--gc-keep-duration: {e}"))?,
         ..prune::Policy::default()
     }))
+}
+
+/// The registry flags.
+fn registry_options(args: &BuildArgs) -> anyhow::Result<RegistryOptions> {
+    if args.registry_retries == 0 {
+        bail!("--registry-retries must be at least 1");
+    }
+    let mut opts = RegistryOptions {
+        ca_files: args.registry_ca.clone(),
+        insecure: args.insecure_registry.clone(),
+        auth_files: args.registry_auth_file.clone(),
+        ..RegistryOptions::default()
+    };
+    if !args.registry_certs_dir.is_empty() {
+        opts.certs_dirs = args.registry_certs_dir.clone();
+    }
+    opts.retry.attempts = args.registry_retries;
+    Ok(opts)
 }
 
 /// `--secret id=ID,src=FILE|env=VAR[,type=file|env]` and `--secrets-dir DIR`.
@@ -787,6 +862,9 @@ fn run_build(args: &BuildArgs) -> ExitCode {
                     "image {} ({} steps, {} cached)",
                     outcome.manifest_digest, outcome.steps, outcome.cached
                 );
+                for name in outcome.push.iter().flat_map(|p| &p.pushed) {
+                    eprintln!("pushed {name}");
+                }
             }
             if !to_stdout {
                 println!("{}", outcome.manifest_digest);

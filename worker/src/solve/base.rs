@@ -5,9 +5,13 @@
 //! layout's layers are unpacked once into snapshots named by their chain id, in parallel, with
 //! every blob checked against its digest and every layer against its diff id; the compressed
 //! blob is kept so that the exported image carries the base layers unchanged.
+//!
+//! Any other reference is pulled from its registry (see `registry::pull`); the layers it
+//! downloads go through the same unpacking, and are shared with every later build through the
+//! store, since snapshots are named by chain id and blobs by digest.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,12 +20,24 @@ use kiln_crds::reference::Reference;
 use super::{BuildError, NamedContext, Solver, key};
 use crate::digest::{Digest, HashingReader};
 use crate::image::layout::Layout;
-use crate::image::oci::Image;
+use crate::image::oci::{Descriptor, Image, Manifest};
 use crate::progress::Event;
+use crate::registry::pull::Puller;
 use crate::snapshot::compress::Compression;
 use crate::snapshot::extract::{self, UnpackOptions};
 use crate::snapshot::layer::{LayerBlob, SnapshotMeta, chain_id};
 use crate::snapshot::view::View;
+
+/// Where a layer's blob is read from: its path, and whether it was already verified.
+type BlobSource<'a> = dyn Fn(&Descriptor) -> Result<(PathBuf, bool), BuildError> + Sync + 'a;
+
+/// One layer to unpack: its descriptor, diff id, snapshot id and parent snapshot.
+struct Layer<'a> {
+    desc: &'a Descriptor,
+    diff_id: &'a Digest,
+    chain: &'a Digest,
+    parent: Option<String>,
+}
 
 /// A base image, unpacked.
 #[derive(Debug, Clone)]
@@ -76,18 +92,28 @@ impl Solver<'_> {
             .clone();
         cell.get_or_init(|| {
             let vertex = self.next_vertex();
-            self.event(Event::Start { id: vertex, name: format!("[internal] load image {reference}") });
+            self.event(Event::Start {
+                id: vertex,
+                name: format!("[internal] load image {reference}"),
+            });
             let started = Instant::now();
             let result = match self.named(reference).cloned() {
-                Some(NamedContext::OciLayout { dir, reference: inner }) => self.import_layout(&dir, inner.as_deref()),
+                Some(NamedContext::OciLayout {
+                    dir,
+                    reference: inner,
+                }) => self.import_layout(&dir, inner.as_deref()),
                 Some(NamedContext::Dir(dir)) => self.import_dir(&dir),
-                None => Err(BuildError::Base(format!(
-                    "image {reference} is not available: pulling from a registry is not supported yet; pass --build-context {reference}=oci-layout://DIR to use a local OCI layout"
-                ))),
+                None => self.pull(reference),
             };
             match &result {
-                Ok(_) => self.event(Event::Done { id: vertex, seconds: started.elapsed().as_secs_f64() }),
-                Err(e) => self.event(Event::Error { id: vertex, message: e.to_string() }),
+                Ok(_) => self.event(Event::Done {
+                    id: vertex,
+                    seconds: started.elapsed().as_secs_f64(),
+                }),
+                Err(e) => self.event(Event::Error {
+                    id: vertex,
+                    message: e.to_string(),
+                }),
             }
             result.map(Arc::new).map_err(|e| e.to_string())
         })
@@ -100,13 +126,52 @@ impl Solver<'_> {
         let resolved = layout
             .resolve(wanted, &self.opts.platform)
             .map_err(|e| BuildError::Base(e.to_string()))?;
-        let diff_ids = &resolved.image.rootfs.diff_ids;
-        if diff_ids.len() != resolved.manifest.layers.len() {
+        let origin = dir.display().to_string();
+        self.unpack_image(
+            &origin,
+            &resolved.manifest,
+            resolved.image,
+            &resolved.config_digest,
+            &|desc| Ok((layout.blob_path(&desc.digest), false)),
+        )
+    }
+
+    /// Pull an image from its registry: the manifest for the build's platform, then each
+    /// missing layer, downloaded into the store (verified while it streams) and unpacked, the
+    /// layers in parallel.
+    fn pull(&self, reference: &str) -> Result<BaseImage, BuildError> {
+        let store = self.snapshots.store();
+        let registry_err = |e: crate::registry::RegistryError| BuildError::Base(e.to_string());
+        let puller = Puller::new(&self.opts.registry, reference, store).map_err(registry_err)?;
+        let resolved = puller.resolve(&self.opts.platform).map_err(registry_err)?;
+        self.unpack_image(
+            reference,
+            &resolved.manifest,
+            resolved.image,
+            &resolved.config_digest,
+            &|desc| {
+                puller.layer(desc).map_err(registry_err)?;
+                Ok((store.blob_path(&desc.digest), true))
+            },
+        )
+    }
+
+    /// Unpack the layers of an image that are not snapshots yet, in parallel, each read from
+    /// the path `blob` gives for it (which may download it first), with whether that file was
+    /// already checked against its digest (a blob in the store was).
+    fn unpack_image(
+        &self,
+        origin: &str,
+        manifest: &Manifest,
+        image: Image,
+        config_digest: &Digest,
+        blob: &BlobSource<'_>,
+    ) -> Result<BaseImage, BuildError> {
+        let diff_ids = &image.rootfs.diff_ids;
+        if diff_ids.len() != manifest.layers.len() {
             return Err(BuildError::Base(format!(
-                "image {} in {} has {} layers but {} diff ids",
-                resolved.manifest_digest,
-                dir.display(),
-                resolved.manifest.layers.len(),
+                "image {origin} has {} layers but {} diff ids",
+                manifest.layers.len(),
                 diff_ids.len()
             )));
         }
@@ -125,14 +190,18 @@ impl Solver<'_> {
             let handles: Vec<_> = missing
                 .iter()
                 .map(|&i| {
-                    let (layout, desc, diff_id, chain) = (
-                        &layout,
-                        &resolved.manifest.layers[i],
-                        &diff_ids[i],
-                        &chain_ids[i],
-                    );
+                    let (desc, diff_id, chain) = (&manifest.layers[i], &diff_ids[i], &chain_ids[i]);
                     let parent = (i > 0).then(|| chain_ids[i - 1].hex().to_string());
-                    scope.spawn(move || self.unpack_layer(layout, desc, diff_id, chain, parent))
+                    scope.spawn(move || {
+                        let (path, verified) = blob(desc)?;
+                        let layer = Layer {
+                            desc,
+                            diff_id,
+                            chain,
+                            parent,
+                        };
+                        self.unpack_layer(origin, &path, verified, &layer)
+                    })
                 })
                 .collect();
             handles
@@ -155,31 +224,36 @@ impl Solver<'_> {
             .cloned()
             .collect();
         Ok(BaseImage {
-            key: key::image(&resolved.config_digest),
+            key: key::image(config_digest),
             chain,
             layers,
-            image: resolved.image,
+            image,
         })
     }
 
+    /// Unpack one layer blob into a snapshot, checking its diff id and, unless `verified`,
+    /// its digest.
     fn unpack_layer(
         &self,
-        layout: &Layout,
-        desc: &crate::image::oci::Descriptor,
-        diff_id: &Digest,
-        chain: &Digest,
-        parent: Option<String>,
+        origin: &str,
+        path: &Path,
+        verified: bool,
+        layer: &Layer<'_>,
     ) -> Result<(), BuildError> {
-        let base_err = |m: String| {
-            BuildError::Base(format!(
-                "layer {} of {}: {m}",
-                desc.digest,
-                layout.dir().display()
-            ))
-        };
-        let path = layout.blob_path(&desc.digest);
-        let file = File::open(&path).map_err(|e| base_err(e.to_string()))?;
+        let Layer {
+            desc,
+            diff_id,
+            chain,
+            parent,
+        } = layer;
+        let base_err =
+            |m: String| BuildError::Base(format!("layer {} of {origin}: {m}", desc.digest));
+        let file = File::open(path).map_err(|e| base_err(e.to_string()))?;
+        let on_disk = file.metadata()?.len();
         let mut hashing = HashingReader::new(file);
+        if verified {
+            hashing = hashing.unhashed();
+        }
         let pending = self.snapshots.begin()?;
         let opts = UnpackOptions {
             layer: true,
@@ -193,27 +267,34 @@ impl Solver<'_> {
         let unpacked = extract::unpack(&mut hashing, &pending.fs(), &opts)
             .map_err(|e| base_err(e.to_string()))?;
         std::io::copy(&mut hashing, &mut std::io::sink())?;
-        let (digest, size) = hashing.finish();
+        let (digest, size) = if verified {
+            (desc.digest.clone(), on_disk)
+        } else {
+            hashing.finish()
+        };
         if digest != desc.digest {
             return Err(base_err(format!("the blob's content has digest {digest}")));
         }
-        if unpacked.diff_id != *diff_id {
+        if unpacked.diff_id != **diff_id {
             return Err(base_err(format!(
                 "its diff id is {}, the config says {diff_id}",
                 unpacked.diff_id
             )));
         }
         // Keep the original blob: the exported image reuses it as it is.
-        let mut writer = self.snapshots.store().blob_writer()?;
-        std::io::copy(&mut File::open(&path)?, &mut writer)?;
-        writer.commit()?;
+        let store = self.snapshots.store();
+        if !store.has_blob(&digest) {
+            let mut writer = store.blob_writer()?;
+            std::io::copy(&mut File::open(path)?, &mut writer)?;
+            writer.commit()?;
+        }
         let media_type = match desc.media_type.as_str() {
             m if m.ends_with("+zstd") => Compression::Zstd.media_type().to_string(),
             m if m.ends_with("gzip") => Compression::Gzip.media_type().to_string(),
             _ => Compression::Uncompressed.media_type().to_string(),
         };
         let blob = LayerBlob {
-            diff_id: diff_id.clone(),
+            diff_id: (*diff_id).clone(),
             digest,
             size,
             media_type,
@@ -222,8 +303,8 @@ impl Solver<'_> {
             pending,
             chain.hex(),
             SnapshotMeta {
-                parent,
-                diff_id: Some(diff_id.clone()),
+                parent: parent.clone(),
+                diff_id: Some((*diff_id).clone()),
                 empty: false,
                 blob: Some(blob),
             },

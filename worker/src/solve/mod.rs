@@ -126,6 +126,8 @@ pub struct Options {
     pub snapshotter: Snapshotter,
     /// Imported caches (`--cache-from`), searched in order on a local miss.
     pub cache_from: Vec<Arc<crate::cache::transfer::Imported>>,
+    /// How base images are pulled from registries.
+    pub registry: Arc<crate::registry::Registries>,
 }
 
 /// Why a build failed.
@@ -370,7 +372,8 @@ impl<'a> Solver<'a> {
         }
     }
 
-    fn next_vertex(&self) -> usize {
+    /// A fresh progress vertex id (also for work done after the solve, such as a push).
+    pub fn next_vertex(&self) -> usize {
         self.vertex.fetch_add(1, Ordering::SeqCst) + 1
     }
 

@@ -96,6 +96,41 @@ pub struct BlobWriter {
 }
 
 impl BlobWriter {
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.inner.as_ref().map_or(0, HashingWriter::count)
+    }
+
+    /// Commit only if the content has the `expected` digest; otherwise discard it, so a corrupt
+    /// or truncated download never enters the store.
+    pub fn commit_verified(self, expected: &Digest) -> io::Result<u64> {
+        let mut this = self;
+        let tmp = this.tmp.take().expect("commit once");
+        let (digest, size, buf) = this.inner.take().expect("commit once").finish();
+        let result = buf.into_inner().map_err(|e| e.into_error()).map(drop);
+        let checked = result.and_then(|()| {
+            if digest == *expected {
+                Ok(())
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the content has digest {digest} ({size} bytes)"),
+                ))
+            }
+        });
+        if let Err(e) = checked {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let dest = this.store.blob_path(&digest);
+        if dest.exists() {
+            fs::remove_file(&tmp)?;
+        } else {
+            fs::rename(&tmp, &dest)?;
+        }
+        Ok(size)
+    }
+
     /// Move the content into place and return its digest and size.
     pub fn commit(mut self) -> io::Result<(Digest, u64)> {
         let tmp = self.tmp.take().expect("commit once");
@@ -204,6 +239,23 @@ mod tests {
                 .count(),
             0
         );
+    }
+
+    #[test]
+    fn a_blob_with_the_wrong_digest_is_not_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut w = store.blob_writer().unwrap();
+        w.write_all(b"truncat").unwrap();
+        assert_eq!(w.written(), 7);
+        let e = w.commit_verified(&Digest::of(b"truncated")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(!store.has_blob(&Digest::of(b"truncat")));
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        let mut w = store.blob_writer().unwrap();
+        w.write_all(b"truncated").unwrap();
+        assert_eq!(w.commit_verified(&Digest::of(b"truncated")).unwrap(), 9);
+        assert!(store.has_blob(&Digest::of(b"truncated")));
     }
 
     #[test]

@@ -66,6 +66,11 @@ pub struct Env {
 
 impl Env {
     pub fn kiln(&self, args: &[String]) -> Output {
+        self.kiln_env(args, &[])
+    }
+
+    /// `kiln` with extra environment variables.
+    pub fn kiln_env(&self, args: &[String], envs: &[(&str, &str)]) -> Output {
         let mut cmd = if self.rootless {
             let mut c = Command::new("runuser");
             c.args(["-u", ROOTLESS_USER, "--"]).arg(kiln_bin());
@@ -79,7 +84,11 @@ impl Env {
             cmd.args(args);
         }
         cmd.env("HOME", self.dir.join("home"))
-            .env_remove("SOURCE_DATE_EPOCH");
+            .env_remove("SOURCE_DATE_EPOCH")
+            .env_remove("DOCKER_CONFIG");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
         cmd.output().expect("kiln runs")
     }
 
