@@ -654,6 +654,7 @@ fn cache_records(
             Some(solver.layer(&id)?)
         };
         records.push(CacheRecord {
+            aliases: solver.aliases_of(&id),
             key: id,
             empty,
             layer,

@@ -34,6 +34,11 @@ impl Digest {
     }
 
     /// The hex part.
+    /// A sha256 digest from its hex form (a cache key kept as a file name).
+    pub fn from_hex(hex: &str) -> Digest {
+        Digest(format!("sha256:{hex}"))
+    }
+
     pub fn hex(&self) -> &str {
         &self.0[7..]
     }

@@ -152,6 +152,10 @@ pub struct CacheRecord {
     pub empty: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer: Option<LayerBlob>,
+    /// Other keys that find this result: the definition keys of a COPY from a stage, which
+    /// is keyed by the content it copies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 /// The config of a cache manifest.
@@ -201,11 +205,13 @@ impl Imported {
                 config.version
             ));
         }
-        let records = config
-            .records
-            .into_iter()
-            .map(|r| (r.key.clone(), r))
-            .collect();
+        let mut records = HashMap::new();
+        for r in config.records {
+            for alias in &r.aliases {
+                records.entry(alias.clone()).or_insert_with(|| r.clone());
+            }
+            records.insert(r.key.clone(), r);
+        }
         Ok(Imported { source, records })
     }
 }
@@ -379,16 +385,19 @@ mod tests {
                 key: "aa".into(),
                 empty: false,
                 layer: Some(layer.clone()),
+                aliases: vec![],
             },
             CacheRecord {
                 key: "bb".into(),
                 empty: true,
                 layer: None,
+                aliases: vec![],
             },
             CacheRecord {
                 key: "cc".into(),
                 empty: false,
                 layer: Some(layer.clone()),
+                aliases: vec![],
             },
         ];
         let artifact = cache_artifact(&store, records.clone()).unwrap();

@@ -127,9 +127,18 @@ impl CacheMounts {
     ) -> io::Result<Lease> {
         let dir = self.root.join(key.digest().hex());
         fs::create_dir_all(&dir)?;
+        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let unique = || {
+            format!(
+                "{}-{}",
+                std::process::id(),
+                SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            )
+        };
         let meta = dir.join("meta.json");
         if !meta.exists() {
-            let tmp = dir.join(format!("meta.json.{}", std::process::id()));
+            // Unique per thread too: steps of one build may create the same cache at once.
+            let tmp = dir.join(format!("meta.json.{}", unique()));
             fs::write(&tmp, serde_json::to_vec(key).map_err(io::Error::other)?)?;
             fs::rename(tmp, meta)?;
         }
@@ -175,9 +184,7 @@ impl CacheMounts {
         if !content.exists() {
             // Made aside and renamed into place: an instance is whole or absent. Under a shared
             // lock two steps may both make it; the first rename wins and the other copy goes.
-            static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-            let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let tmp = dir.join(format!("{n}.new-{}-{seq}", std::process::id()));
+            let tmp = dir.join(format!("{n}.new-{}", unique()));
             fs::create_dir(&tmp)?;
             let made = (|| {
                 seed(&tmp)?;

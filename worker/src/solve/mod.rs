@@ -186,6 +186,9 @@ pub struct Solver<'a> {
     remote: Mutex<HashMap<String, Arc<remote::RemoteLayer>>>,
     /// The steps of this build (stage, snapshot id), in order, for `--cache-to`.
     steps_done: Mutex<Vec<(usize, String)>>,
+    /// Definition keys this build found a result under, by the result's id (COPY from a
+    /// stage, found by content): exported with the result so that an import finds it the same way.
+    aliases: Mutex<HashMap<String, Vec<String>>>,
     /// Counters for reports and tests.
     pub stats: Stats,
 }
@@ -243,6 +246,7 @@ impl<'a> Solver<'a> {
             downloads: Mutex::new(HashMap::new()),
             remote: Mutex::new(HashMap::new()),
             steps_done: Mutex::new(Vec::new()),
+            aliases: Mutex::new(HashMap::new()),
             stats: Stats::default(),
         }
     }
@@ -450,6 +454,16 @@ impl<'a> Solver<'a> {
                     .collect()
             }
         }
+    }
+
+    /// The definition keys that lead to a result, besides its own id.
+    pub fn aliases_of(&self, id: &str) -> Vec<String> {
+        self.aliases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The layer blobs of a result, in order.

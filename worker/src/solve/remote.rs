@@ -38,6 +38,12 @@ impl Solver<'_> {
         })
     }
 
+    /// The id of the result an imported record holds (its key, which differs from the key it
+    /// was found under when that is an alias).
+    pub(super) fn imported_id(remote: &RemoteLayer) -> &str {
+        &remote.record.key
+    }
+
     /// Use an imported record as the result of step `id`. Empty results are made locally at
     /// once (there is nothing to fetch); the others wait until they are needed.
     pub(super) fn use_imported(
@@ -99,6 +105,7 @@ impl Solver<'_> {
                 key: id.to_string(),
                 empty: false,
                 layer: Some(layer),
+                aliases: vec![],
             },
             source,
             local: OnceLock::new(),

@@ -217,13 +217,35 @@ impl Solver<'_> {
                 fail(e, vec![])
             }
         })?;
-        let step_key = key::step(
-            if link { None } else { Some(&state.key) },
-            kind,
-            &step.op,
-            &inputs,
-        );
+        let parent = if link { None } else { Some(&state.key) };
+        let mut step_key = key::step(parent, kind, &step.op, &inputs);
         let no_cache = self.opts.no_cache || self.opts.no_cache_stages.contains(&state.stage);
+        // A COPY from a stage is found by its definition, else by the content it copies (as
+        // BuildKit's content checksums do): a stage rebuilt into the same files keeps the hit,
+        // and so does everything after the COPY. The definition key becomes an alias of the
+        // content key.
+        let mut alias = None;
+        if let (Op::Copy(c), false) = (&step.op, no_cache)
+            && let Input::Stage(j) = c.from
+        {
+            let def = step_key.clone();
+            if let Some(found) = self.alias(def.hex()) {
+                step_key = found;
+            } else if self.snapshots.get(def.hex()).is_none() {
+                match self.imported(def.hex()) {
+                    Some(remote) => step_key = Digest::from_hex(Self::imported_id(&remote)),
+                    None => {
+                        let view = self.stage_view(j).map_err(|e| fail(e, vec![]))?;
+                        let content = crate::copy::digest_view_sources(&view, c)
+                            .map_err(|e| fail(e.to_string(), vec![]))?;
+                        step_key = key::step(parent, "copy-content", &step.op, &[content]);
+                    }
+                }
+            }
+            if step_key != def {
+                alias = Some(def);
+            }
+        }
         let local = self.snapshots.get(step_key.hex()).is_some();
         let imported = if local || no_cache {
             None
@@ -307,6 +329,9 @@ impl Solver<'_> {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push((state.stage, id.clone()));
+            if let Some(def) = &alias {
+                self.set_alias(def.hex(), &id);
+            }
         }
         let empty = self.is_empty(&id);
         if !empty {
@@ -327,6 +352,33 @@ impl Solver<'_> {
             step_key
         };
         Ok(())
+    }
+
+    /// The result a definition key is an alias of, if that result is in the store.
+    fn alias(&self, def: &str) -> Option<Digest> {
+        let path = self.snapshots.store().root().join("aliases").join(def);
+        let id = std::fs::read_link(path).ok()?;
+        let id = id.to_str()?;
+        self.snapshots.get(id).map(|_| Digest::from_hex(id))
+    }
+
+    /// Remember that `def` finds the result `id` (a symlink, replaced atomically), for later
+    /// builds and for cache exports.
+    fn set_alias(&self, def: &str, id: &str) {
+        self.aliases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id.to_string())
+            .or_default()
+            .push(def.to_string());
+        let dir = self.snapshots.store().root().join("aliases");
+        let tmp = self.snapshots.store().temp_path("alias");
+        let _ = std::fs::create_dir_all(&dir);
+        if std::os::unix::fs::symlink(id, &tmp).is_ok()
+            && std::fs::rename(&tmp, dir.join(def)).is_err()
+        {
+            let _ = std::fs::remove_file(&tmp);
+        }
     }
 
     pub(super) fn input_key(&self, input: &Input) -> Result<Digest, String> {
