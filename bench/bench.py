@@ -269,7 +269,7 @@ WORKLOADS = [
              context_id=lambda s: f"bigfiles-{s.big_count}x{s.big_mb}", generate=gen_bigfiles, physical=True,
              perf=("12.5 for 8×128 MB", "22.8 for 8×128 MB", "≤ 12 for 8×128 MB")),
     Workload("parallel", "parallel", "4 independent stages hashing {parallel_mb} MB each "
-             "(480 MB: ~2 s of CPU here), combined; empty cache", cold=True,
+             "(about 2 s of CPU at 480 MB), combined; empty cache", cold=True,
              args=lambda s: {"MB": str(s.parallel_mb)}, context_id=lambda s: "empty",
              generate=gen_empty, perf=("7.4", "9.9", "≤ 6.5")),
 ]
@@ -1042,7 +1042,8 @@ def peak_text(c: Cell | None) -> str:
 def steps_text(c: Cell | None) -> str:
     if c is None or not c.steps:
         return "—"
-    return ", ".join(f"{len(s.ran)}/{len(s.ran) + len(s.cached)}" for s in c.steps)
+    each = [f"{len(s.ran)}/{len(s.ran) + len(s.cached)}" for s in c.steps]
+    return f"{each[0]} ×{len(each)}" if len(set(each)) == 1 else ", ".join(each)
 
 
 CHECKS = {"noop": "noop: every step CACHED in the plain output",
@@ -1140,6 +1141,7 @@ def report(env: Env, peers: list[str], results: dict, machine: dict,
         "runs": env.runs,
         "peers": peers,
         "base": env.base_kind,
+        "base_note": env.base_note,
         "sizes": s.__dict__,
         "workloads": {
             name: {p: {"times_s": c.times, "median_s": c.median, "peak_kb": c.peaks_kb,
@@ -1190,12 +1192,32 @@ def run_registry_bench(env: Env) -> tuple[int, str | None]:
     p = subprocess.run([str(ROOT / "scripts/bench")], cwd=ROOT, env=renv,
                        stdout=subprocess.PIPE, text=True)
     print(p.stdout, end="", flush=True)
-    table = [ln for ln in p.stdout.splitlines() if ln.startswith("|") or "Registry" in ln]
+    table = [ln for ln in p.stdout.splitlines() if ln.startswith("|")]
+    title = [ln for ln in p.stdout.splitlines() if ln.startswith("Registry")]
+    table = title + [""] + table
     if p.returncode != 0:
         return p.returncode, f"scripts/bench failed with exit {p.returncode}"
     if not env.keep:
         shutil.rmtree(env.dir / "registry", ignore_errors=True)
     return 0, "\n".join(table)
+
+
+def render_saved() -> int:
+    """`bench.py --render`: write latest.md again from latest.json (after a change to the
+    report's format), without running anything."""
+    raw = json.loads((RESULTS / "latest.json").read_text())
+    env = Env(Path("."), raw["runs"], False, Sizes(**raw["sizes"]), raw["base"],
+              raw.get("base_note", ""))
+    results = {}
+    for name, cells in raw["workloads"].items():
+        results[name] = {p: Cell(times=c["times_s"], peaks_kb=c["peak_kb"],
+                                 steps=[Steps(**st) for st in c["steps"]],
+                                 details=c["details"], error=c["error"],
+                                 flags=c["check_failures"]) for p, c in cells.items()}
+    md, _ = report(env, raw["peers"], results, raw["machine"], raw.get("registry_table"))
+    (RESULTS / "latest.md").write_text(md)
+    print(md)
+    return 0
 
 
 def parse_list(var: str, allowed: list[str]) -> list[str] | None:
@@ -1283,6 +1305,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--render"]:
+        sys.exit(render_saved())
     try:
         sys.exit(main())
     except KeyboardInterrupt as e:
