@@ -438,7 +438,8 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
     let plan = make_plan(req, &dockerfile)?;
     check_required(req, &plan)?;
     let no_cache_stages = no_cache_stages(req, &plan)?;
-    let cache_from = import_caches(req, progress)?;
+    let registries = Arc::new(Registries::new(req.registry.clone()));
+    let cache_from = import_caches(req, &registries, store, progress)?;
     for w in &plan.warnings {
         progress.event(Event::Info {
             message: w.to_string(),
@@ -463,7 +464,7 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
         secrets: req.secrets.clone(),
         ssh: req.ssh.clone(),
         cache_from,
-        registry: Arc::new(Registries::new(req.registry.clone())),
+        registry: registries.clone(),
         snapshotter: match req.snapshotter {
             Some(s) => s,
             None if overlay_usable(store.root()) => Snapshotter::Overlay,
@@ -479,16 +480,26 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
         BuildError::Step { .. } => Error::Step(render_step_error(&e, &dockerfile)),
         e => Error::Build(e),
     })?;
+    let inline_cache = if req.cache_to.contains(&CacheSpec::Inline) {
+        Some(transfer::CacheConfig {
+            version: 1,
+            records: cache_records(&solver, &result, transfer::Mode::Min)?,
+        })
+    } else {
+        None
+    };
     let image_opts = ImageOptions {
         labels: req.labels.clone(),
         source_date_epoch: req.source_date_epoch,
+        inline_cache,
     };
     let artifact = export::assemble(&solver, &result, &image_opts)?;
     for output in &req.outputs {
         progress.event(Event::Info {
             message: format!("exporting to {}", describe(output)),
         });
-        if !matches!(output, Output::Local { .. }) {
+        // A push fetches only what the registry cannot get otherwise (see `push`).
+        if !matches!(output, Output::Local { .. } | Output::Image { .. }) {
             solver.fetch_missing_blobs(&solver.layers(&result)?)?;
         }
         write_output(&solver, &result, store, &artifact, output, &req.tags)?;
@@ -499,7 +510,8 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
     let push = push_names(req)
         .map(|names| {
             let id = solver.next_vertex();
-            push(&opts.registry, &store, &artifact, &names, progress, id)
+            let blobs = solver.layers(&result)?;
+            push(&solver, &blobs, &artifact, &names, progress, id)
         })
         .transpose()?;
     let stats = &solver.stats;
@@ -535,6 +547,8 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
 /// BuildKit does: the first build of a branch has no cache to import.
 fn import_caches(
     req: &Request,
+    registries: &Registries,
+    store: &Store,
     progress: &dyn Sink,
 ) -> Result<Vec<std::sync::Arc<Imported>>, Error> {
     let mut out = Vec::new();
@@ -543,9 +557,22 @@ fn import_caches(
             CacheSpec::Local { dir, tag, .. } => transfer::import_local(dir, tag)
                 .map_err(|e| Error::Cache(format!("--cache-from {}: {e}", dir.display())))?,
             CacheSpec::Registry { reference, .. } => {
-                return Err(Error::Cache(format!(
-                    "--cache-from {reference}: registry caches are not supported yet; use type=local,src=DIR"
-                )));
+                match crate::cache::registry::import(
+                    registries,
+                    reference,
+                    store,
+                    &Platform::host(),
+                ) {
+                    Ok(i) => i,
+                    // As in BuildKit, a cache that cannot be read costs its hits, not the
+                    // build; the reason is shown.
+                    Err(e) => {
+                        progress.event(Event::Info {
+                            message: format!("warning: --cache-from {reference}: {e}"),
+                        });
+                        continue;
+                    }
+                }
             }
             CacheSpec::Inline => None,
         };
@@ -584,7 +611,40 @@ fn export_cache(
     spec: &CacheSpec,
     progress: &dyn Sink,
 ) -> Result<(), Error> {
-    let ids = solver.cache_ids(result, spec.mode());
+    let records = cache_records(solver, result, spec.mode())?;
+    let n = records.len();
+    match spec {
+        CacheSpec::Local { dir, tag, .. } => {
+            let blobs: Vec<_> = records.iter().filter_map(|r| r.layer.clone()).collect();
+            solver.fetch_missing_blobs(&blobs)?;
+            let artifact = transfer::cache_artifact(store, records)?;
+            transfer::export_local(store, &artifact, dir, tag)
+                .map_err(|e| Error::Output(dir.clone(), e.to_string()))?;
+        }
+        CacheSpec::Registry { reference, .. } => {
+            let blobs: Vec<_> = records.iter().filter_map(|r| r.layer.clone()).collect();
+            let artifact = transfer::cache_artifact(store, records)?;
+            let names = [reference.clone()];
+            fetch_for_push(solver, &blobs, &artifact, &names).map_err(cache_error(reference))?;
+            crate::registry::push::push(&solver.opts().registry, store, &artifact, &names)
+                .map_err(|e| cache_error(reference)(Error::Push(e)))?;
+        }
+        // Already in the image config.
+        CacheSpec::Inline => {}
+    }
+    progress.event(Event::Info {
+        message: format!("exported {n} cache records to {}", describe_cache(spec)),
+    });
+    Ok(())
+}
+
+/// The records of the step results a cache export carries.
+fn cache_records(
+    solver: &Solver<'_>,
+    result: &crate::solve::StageResult,
+    mode: transfer::Mode,
+) -> Result<Vec<CacheRecord>, Error> {
+    let ids = solver.cache_ids(result, mode);
     let mut records = Vec::with_capacity(ids.len());
     for id in ids {
         let empty = solver.is_empty(&id);
@@ -599,29 +659,36 @@ fn export_cache(
             layer,
         });
     }
-    let n = records.len();
-    match spec {
-        CacheSpec::Local { dir, tag, .. } => {
-            let blobs: Vec<_> = records.iter().filter_map(|r| r.layer.clone()).collect();
-            solver.fetch_missing_blobs(&blobs)?;
-            let artifact = transfer::cache_artifact(store, records)?;
-            transfer::export_local(store, &artifact, dir, tag)
-                .map_err(|e| Error::Output(dir.clone(), e.to_string()))?;
-        }
-        CacheSpec::Registry { reference, .. } => {
-            return Err(Error::Cache(format!(
-                "--cache-to {reference}: registry caches are not supported yet; use type=local,dest=DIR"
-            )));
-        }
-        CacheSpec::Inline => {
-            return Err(Error::Cache(
-                "--cache-to type=inline is not supported yet".into(),
-            ));
-        }
-    }
-    progress.event(Event::Info {
-        message: format!("exported {n} cache records to {}", describe_cache(spec)),
-    });
+    Ok(records)
+}
+
+fn cache_error(reference: &str) -> impl Fn(Error) -> Error + '_ {
+    move |e| Error::Cache(format!("--cache-to {reference}: {e}"))
+}
+
+/// Before pushing `artifact`: download the blobs (among `blobs`, the layers of imported cache
+/// hits) that the store lacks and that the target repositories cannot get by a mount or
+/// already have.
+fn fetch_for_push(
+    solver: &Solver<'_>,
+    blobs: &[crate::snapshot::layer::LayerBlob],
+    artifact: &Artifact,
+    names: &[String],
+) -> Result<(), Error> {
+    let store = solver.snapshots().store();
+    let wanted = crate::registry::push::unavailable(
+        &solver.opts().registry,
+        store,
+        names,
+        &artifact.manifest.layers,
+    )
+    .map_err(Error::Push)?;
+    let fetch: Vec<_> = blobs
+        .iter()
+        .filter(|b| wanted.contains(&b.digest))
+        .cloned()
+        .collect();
+    solver.fetch_missing_blobs(&fetch)?;
     Ok(())
 }
 
@@ -650,13 +717,14 @@ fn push_names(req: &Request) -> Option<Vec<String>> {
 
 /// Push the image, with a progress vertex per push.
 fn push(
-    registries: &Registries,
-    store: &Store,
+    solver: &Solver<'_>,
+    blobs: &[crate::snapshot::layer::LayerBlob],
     artifact: &Artifact,
     names: &[String],
     progress: &dyn Sink,
     id: usize,
 ) -> Result<PushSummary, Error> {
+    let (registries, store) = (&solver.opts().registry, solver.snapshots().store());
     if names.is_empty() {
         return Err(Error::Push(RegistryError::Reference {
             image: "(none)".into(),
@@ -668,7 +736,10 @@ fn push(
         name: format!("pushing {}", names.join(", ")),
     });
     let started = std::time::Instant::now();
-    match crate::registry::push::push(registries, store, artifact, names) {
+    let pushed = fetch_for_push(solver, blobs, artifact, names).and_then(|()| {
+        crate::registry::push::push(registries, store, artifact, names).map_err(Error::Push)
+    });
+    match pushed {
         Ok(report) => {
             progress.event(Event::Info {
                 message: format!(
@@ -697,7 +768,7 @@ fn push(
                 id,
                 message: e.to_string(),
             });
-            Err(Error::Push(e))
+            Err(e)
         }
     }
 }

@@ -21,6 +21,8 @@ pub struct ImageOptions {
     /// `--label`: added to the config, over the Dockerfile's.
     pub labels: BTreeMap<String, String>,
     pub source_date_epoch: Option<i64>,
+    /// `--cache-to type=inline`: the cache records of the image's layers, put in its config.
+    pub inline_cache: Option<crate::cache::transfer::CacheConfig>,
 }
 
 /// Build the image documents of a result and store them.
@@ -38,7 +40,19 @@ pub fn assemble(
     for (k, v) in &opts.labels {
         image.config.labels.insert(k.clone(), v.clone());
     }
-    let config_bytes = serde_json::to_vec(&image).map_err(io::Error::other)?;
+    let config_bytes = match &opts.inline_cache {
+        None => serde_json::to_vec(&image),
+        Some(cache) => serde_json::to_value(&image).and_then(|mut v| {
+            if let Some(map) = v.as_object_mut() {
+                map.insert(
+                    crate::cache::registry::INLINE_KEY.into(),
+                    crate::cache::registry::inline_value(cache),
+                );
+            }
+            serde_json::to_vec(&v)
+        }),
+    }
+    .map_err(io::Error::other)?;
     let config_digest = store.put_blob(&config_bytes)?;
     let manifest = Manifest {
         schema_version: 2,

@@ -538,10 +538,12 @@ fn pids_of(needle: &str) -> Vec<i32> {
 
 fn killed_build_leaves_a_consistent_store(env: &Env, name: &str) {
     let state = state(env, name);
+    // Distinct for the root and the rootless runs, which run at once.
+    let wait = if env.rootless { 7374 } else { 7373 };
     let dockerfile = "FROM kiln-ref/busybox:1\n\
 RUN echo one > /one\n\
 ARG WAIT=0\n\
-RUN echo two > /two && dd if=/dev/zero of=/blob bs=1k count=512 2>/dev/null && touch /tmp/started-7373 && sleep $WAIT\n\
+RUN echo two > /two && dd if=/dev/zero of=/blob bs=1k count=512 2>/dev/null && sleep $WAIT\n\
 RUN echo three > /three\n";
     let ctx = env.context(name, &[("Dockerfile", dockerfile)]);
     let mut cmd = if env.rootless {
@@ -553,7 +555,11 @@ RUN echo three > /three\n";
         Command::new(common::kiln_bin())
     };
     let mut child = cmd
-        .args(["build", "--progress=plain", "--build-arg=WAIT=7373"])
+        .args([
+            "build",
+            "--progress=plain",
+            &format!("--build-arg=WAIT={wait}"),
+        ])
         .arg(format!("--cache-dir={}", state.display()))
         .arg(format!(
             "--build-context=kiln-ref/busybox:1=oci-layout://{}",
@@ -566,7 +572,7 @@ RUN echo three > /three\n";
         .spawn()
         .unwrap();
     let started = Instant::now();
-    while pids_of("sleep 7373").is_empty() {
+    while pids_of(&format!("sleep {wait}")).is_empty() {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "the step never started"
@@ -575,13 +581,14 @@ RUN echo three > /three\n";
         std::thread::sleep(Duration::from_millis(50));
     }
     // Kill the build: kiln itself (and runuser's child) with SIGKILL, no chance to clean up.
-    for pid in pids_of(&format!("--cache-dir={}", state.display())) {
+    let killed = pids_of(&format!("--cache-dir={}", state.display()));
+    for &pid in &killed {
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
     let _ = child.wait();
     std::thread::sleep(Duration::from_millis(500));
     assert!(
-        pids_of("sleep 7373").is_empty(),
+        pids_of(&format!("sleep {wait}")).is_empty(),
         "the killed build's step still runs"
     );
 
@@ -592,6 +599,7 @@ RUN echo three > /three\n";
         1,
         "{records:?}"
     );
+
     let log = build(env, &state, &ctx, &[]);
     let ran = rerun(&log);
     assert!(!ran.iter().any(|s| s.contains("echo one")), "{log}");
@@ -602,7 +610,10 @@ RUN echo three > /three\n";
         .flatten()
         .map(|e| e.path())
         .collect();
-    assert!(tmp.is_empty(), "left in tmp: {tmp:?}");
+    assert!(
+        tmp.is_empty(),
+        "left in tmp: {tmp:?} (the killed processes were {killed:?})"
+    );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
         !mounts.contains(state.to_str().unwrap()),

@@ -1024,3 +1024,261 @@ fn bearer_token_auth_with_a_token_server() {
         text(&out)
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The step cache in a registry
+
+/// A two-stage build whose steps each leave a marker in the image when they run.
+fn cached_app(env: &Env, name: &str, base: &str, source: &str) -> PathBuf {
+    env.context(
+        name,
+        &[
+            (
+                "Dockerfile",
+                &format!(
+                    "FROM {base} AS build\n\
+                     RUN head -c 2000000 /dev/urandom > /big && echo ran > /ran-build\n\
+                     FROM {base}\n\
+                     COPY --from=build /big /big\n\
+                     RUN head -c 1000000 /dev/urandom > /two\n\
+                     COPY src.txt /src.txt\n\
+                     RUN cat /src.txt > /derived\n"
+                ),
+            ),
+            ("src.txt", source),
+        ],
+    )
+}
+
+/// The layer digests of a manifest in the registry.
+fn pushed_layers(reg: &Registry, manifest_digest: &str) -> Vec<String> {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(registry_blob(reg, manifest_digest)).unwrap())
+            .unwrap();
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn blob_gets(reqs: &[String]) -> Vec<&String> {
+    reqs.iter()
+        .filter(|r| r.starts_with("GET ") && r.contains("/blobs/sha256:"))
+        .collect()
+}
+
+#[test]
+fn a_registry_cache_gives_a_fresh_cache_dir_its_hits_without_downloading_layers() {
+    let env = Env::new("registry-cache", false);
+    let reg = Registry::plain();
+    let host = reg.host();
+    seed(&env, &host, &[insecure(&host)]);
+    let proxy = FaultProxy::recording(reg.addr);
+    let ph = proxy.host();
+    let base = format!("{ph}/{BASE_REPO}:1");
+    let ctx = cached_app(&env, "rc", &base, "one\n");
+    let run = |state: &str, ctx: &Path, extra: &[String]| {
+        let meta = env.dir.join(format!("{state}.json"));
+        let mut args = vec![
+            insecure(&ph),
+            "--source-date-epoch=1700000000".into(),
+            format!("--metadata-file={}", meta.display()),
+        ];
+        args.extend(extra.iter().cloned());
+        let out = build(&env, state, ctx, &args);
+        assert!(out.status.success(), "{}", text(&out));
+        (metadata(&meta), text(&out))
+    };
+    let cache = format!("{ph}/kiln/cache:app");
+
+    // The first build runs every step, pushes the image and exports every step's result.
+    let (first, _) = run(
+        "rc-1",
+        &ctx,
+        &[
+            format!("--cache-to=type=registry,ref={cache},mode=max"),
+            "-t".into(),
+            format!("{ph}/kiln/app:1"),
+            "--push".into(),
+        ],
+    );
+    assert_eq!(first["kiln.runs"], 3, "{first}");
+    assert!(reg.has_tag("kiln/cache", "app"));
+    let digest = first["containerimage.digest"].as_str().unwrap().to_string();
+    let layers = pushed_layers(&reg, &digest);
+    let cache_manifest = std::fs::read_to_string(reg.dir().join(
+        "storage/docker/registry/v2/repositories/kiln/cache/_manifests/tags/app/current/link",
+    ))
+    .unwrap();
+    let cache_manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(registry_blob(&reg, cache_manifest.trim())).unwrap())
+            .unwrap();
+    assert_eq!(
+        cache_manifest["config"]["mediaType"],
+        "application/vnd.kiln.cache.config.v1+json"
+    );
+    assert_eq!(
+        cache_manifest["layers"].as_array().unwrap().len(),
+        5,
+        "mode=max: the build stage's RUN, and the four steps of the final stage: {cache_manifest}"
+    );
+
+    // A fresh cache dir, importing from the registry: every step hits, nothing runs, and the
+    // push of the same image downloads no layer.
+    proxy.clear();
+    let (second, log) = run(
+        "rc-2",
+        &ctx,
+        &[
+            format!("--cache-from=type=registry,ref={cache}"),
+            "-t".into(),
+            format!("{ph}/kiln/app:2"),
+            "--push".into(),
+        ],
+    );
+    assert_eq!(second["kiln.runs"], 0, "{second}\n{log}");
+    assert_eq!(second["kiln.cached"], second["kiln.steps"], "{second}");
+    assert_eq!(second["containerimage.digest"], digest.as_str());
+    assert!(log.contains("CACHED"), "{log}");
+    let reqs = proxy.requests();
+    for layer in &layers {
+        assert!(
+            !blob_gets(&reqs).iter().any(|r| r.contains(layer.as_str())),
+            "layer {layer} was downloaded: {reqs:#?}"
+        );
+        assert!(!store_has(&env, "rc-2", layer), "{layer} is in the store");
+    }
+    assert_eq!(
+        second["kiln.push"]["uploaded"], 0,
+        "the registry has every blob: {second}"
+    );
+    assert!(reg.has_tag("kiln/app", "2"));
+
+    // One source file changed: only the step that reads it runs, on the imported layers it
+    // needs, which are downloaded now.
+    let changed = cached_app(&env, "rc-changed", &base, "two\n");
+    let out_dir = env.dir.join("rc-changed-fs");
+    let (third, _) = run(
+        "rc-3",
+        &changed,
+        &[
+            format!("--cache-from=type=registry,ref={cache}"),
+            format!("--output=type=local,dest={}", out_dir.display()),
+        ],
+    );
+    assert_eq!(third["kiln.runs"], 1, "{third}");
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("derived")).unwrap(),
+        "two\n"
+    );
+    assert_eq!(
+        std::fs::metadata(out_dir.join("big")).unwrap().len(),
+        2_000_000
+    );
+
+    // No cache at that reference yet (a first build): a note, not a failure. An unreachable
+    // cache registry is a warning: it costs hits, not the build.
+    let (_, log) = run(
+        "rc-4",
+        &ctx,
+        &[format!(
+            "--cache-from=type=registry,ref={ph}/kiln/cache:nothing"
+        )],
+    );
+    assert!(log.contains("no cache to import"), "{log}");
+    let dead = format!("127.0.0.1:{}", kiln_tests::registry::free_port());
+    let (fourth, log) = run(
+        "rc-4",
+        &ctx,
+        &[
+            insecure(&dead),
+            format!("--cache-from=type=registry,ref={dead}/kiln/cache:app"),
+        ],
+    );
+    assert!(
+        log.contains(&format!("warning: --cache-from {dead}/kiln/cache:app")),
+        "{log}"
+    );
+    assert_eq!(
+        fourth["kiln.cached"], fourth["kiln.steps"],
+        "the local cache still serves"
+    );
+}
+
+#[test]
+fn an_inline_cache_rides_in_the_image_config() {
+    let env = Env::new("registry-inline", false);
+    let reg = Registry::plain();
+    let host = reg.host();
+    seed(&env, &host, &[insecure(&host)]);
+    let ctx = env.context(
+        "inline",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM {host}/{BASE_REPO}:1\n\
+                 RUN echo one > /one\n\
+                 RUN echo two > /two\n\
+                 ENV A=b\n"
+            ),
+        )],
+    );
+    let image = format!("{host}/kiln/inline:1");
+    let run = |state: &str, extra: &[String]| {
+        let meta = env.dir.join(format!("{state}.json"));
+        let mut args = vec![
+            insecure(&host),
+            format!("--metadata-file={}", meta.display()),
+        ];
+        args.extend(extra.iter().cloned());
+        let out = build(&env, state, &ctx, &args);
+        assert!(out.status.success(), "{}", text(&out));
+        metadata(&meta)
+    };
+    let first = run(
+        "inline-1",
+        &[
+            "--cache-to=type=inline".into(),
+            "-t".into(),
+            image.clone(),
+            "--push".into(),
+        ],
+    );
+    assert_eq!(first["kiln.runs"], 2);
+    let config = first["containerimage.config.digest"].as_str().unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(registry_blob(&reg, config)).unwrap()).unwrap();
+    let records = config["kiln.cache.v1"]["records"].as_array().unwrap();
+    assert_eq!(records.len(), 2, "{config}");
+    assert!(
+        config["config"]["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "A=b"),
+        "the config is otherwise the image's: {config}"
+    );
+
+    // Without the option the config carries no cache.
+    let plain =
+        run(
+            "inline-2",
+            &["--output=type=oci,dest=".to_string()
+                + &env.dir.join("plain-oci").display().to_string()],
+        );
+    let config = plain["containerimage.config.digest"].as_str().unwrap();
+    let config = std::fs::read_to_string(
+        env.dir
+            .join("plain-oci/blobs/sha256")
+            .join(config.trim_start_matches("sha256:")),
+    )
+    .unwrap();
+    assert!(!config.contains("kiln.cache"), "{config}");
+
+    // A fresh cache dir importing from the image itself (a bare reference) hits both RUNs.
+    let second = run("inline-3", &[format!("--cache-from={image}")]);
+    assert_eq!(second["kiln.runs"], 0, "{second}");
+    assert_eq!(second["kiln.imported"], 2, "{second}");
+}

@@ -13,6 +13,7 @@
 //! holds. Nothing a running build uses is ever removed.
 
 pub mod prune;
+pub mod registry;
 pub mod transfer;
 
 use std::collections::{HashMap, HashSet};

@@ -12,13 +12,12 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
 use crate::image::layout::{self, Artifact, Layout};
 use crate::image::oci::{
     ANNOTATION_REF_NAME, Descriptor, Index, MEDIA_TYPE_MANIFEST, Manifest, Platform,
@@ -166,8 +165,8 @@ pub struct CacheConfig {
 pub trait BlobSource: Send + Sync {
     /// For messages: the directory or reference.
     fn describe(&self) -> String;
-    /// Write a blob's content to `out`. The caller checks the digest.
-    fn fetch(&self, digest: &Digest, out: &mut dyn Write) -> io::Result<()>;
+    /// Put a blob into `store`, verified against its digest: nothing else may enter the store.
+    fn fetch(&self, blob: &LayerBlob, store: &Store) -> Result<(), String>;
 }
 
 /// An imported cache: records by key, and where to get their blobs.
@@ -259,9 +258,15 @@ impl BlobSource for LocalSource {
     fn describe(&self) -> String {
         self.layout.dir().display().to_string()
     }
-    fn fetch(&self, digest: &Digest, out: &mut dyn Write) -> io::Result<()> {
-        let mut file = fs::File::open(self.layout.blob_path(digest))?;
-        io::copy(&mut file, out).map(drop)
+    fn fetch(&self, blob: &LayerBlob, store: &Store) -> Result<(), String> {
+        let what = || format!("layer {} from the cache {}", blob.digest, self.describe());
+        let copy = || -> io::Result<()> {
+            let mut file = fs::File::open(self.layout.blob_path(&blob.digest))?;
+            let mut writer = store.blob_writer()?;
+            io::copy(&mut file, &mut writer)?;
+            writer.commit_verified(&blob.digest).map(drop)
+        };
+        copy().map_err(|e| format!("{}: {e}", what()))
     }
 }
 
@@ -302,6 +307,7 @@ pub fn import_local(dir: &Path, tag: &str) -> Result<Option<Imported>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::digest::Digest;
 
     #[test]
     fn specs_parse_like_buildx() {
@@ -399,8 +405,8 @@ mod tests {
         assert_eq!(imported.records.len(), 3);
         assert_eq!(imported.records["aa"], records[0]);
         assert!(imported.records["bb"].empty);
-        let mut fetched = Vec::new();
-        imported.source.fetch(&blob, &mut fetched).unwrap();
-        assert_eq!(fetched, b"layer bytes");
+        let other = Store::open(d.path().join("other")).unwrap();
+        imported.source.fetch(&layer, &other).unwrap();
+        assert_eq!(other.read_blob(&blob).unwrap(), b"layer bytes");
     }
 }

@@ -144,6 +144,10 @@ impl Puller {
         })
     }
 
+    pub fn reference(&self) -> &Reference {
+        &self.reference
+    }
+
     /// Download a layer blob into the store (unless it is there), verified as it streams.
     pub fn layer(&self, desc: &Descriptor) -> Result<(), RegistryError> {
         crate::fetch::runtime().block_on(self.host.blob_to_store(

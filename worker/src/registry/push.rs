@@ -58,14 +58,11 @@ pub fn push(
     crate::fetch::runtime().block_on(push_async(registries, store, artifact, names))
 }
 
-async fn push_async(
-    registries: &Registries,
-    store: &Store,
-    artifact: &Artifact,
-    names: &[String],
-) -> Result<PushReport, RegistryError> {
-    // Names that share a repository share its blobs: one blob pass per repository.
-    let mut repos: BTreeMap<(String, String), Vec<Reference>> = BTreeMap::new();
+/// The names to push to, by repository: names that share a repository share its blobs.
+type Repositories = BTreeMap<(String, String), Vec<Reference>>;
+
+fn repositories(names: &[String]) -> Result<Repositories, RegistryError> {
+    let mut repos: Repositories = BTreeMap::new();
     for name in names {
         let r = Reference::parse(name).map_err(|e| RegistryError::Reference {
             image: name.clone(),
@@ -87,6 +84,79 @@ async fn push_async(
             .or_default()
             .push(r);
     }
+    Ok(repos)
+}
+
+/// The blobs of `blobs` that the store lacks (hits on an imported cache that nothing needed to
+/// download) and that no target repository can get without an upload: each is looked for in
+/// the target repository, then mounted there from a repository of the same registry known to
+/// have it. What this returns must be downloaded before the push.
+pub fn unavailable(
+    registries: &Registries,
+    store: &Store,
+    names: &[String],
+    blobs: &[Descriptor],
+) -> Result<Vec<Digest>, RegistryError> {
+    let missing: Vec<&Descriptor> = blobs
+        .iter()
+        .filter(|b| !store.has_blob(&b.digest))
+        .collect();
+    if missing.is_empty() {
+        return Ok(vec![]);
+    }
+    crate::fetch::runtime().block_on(async {
+        let repos = repositories(names)?;
+        let sources = Sources::new(store);
+        let mut out: Vec<Digest> = vec![];
+        for ((registry, _), refs) in &repos {
+            let host = registries.host(registry).await?;
+            for desc in &missing {
+                if reach(&host, &sources, &refs[0], &desc.digest)
+                    .await?
+                    .is_none()
+                    && !out.contains(&desc.digest)
+                {
+                    out.push(desc.digest.clone());
+                }
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// Whether the repository of `target` has the blob (`Some(false)`), or now has it by a
+/// cross-repository mount (`Some(true)`); `None` when it must be uploaded.
+async fn reach(
+    host: &Host,
+    sources: &Sources,
+    target: &Reference,
+    digest: &Digest,
+) -> Result<Option<bool>, RegistryError> {
+    let here = target.name();
+    if host.blob_exists(target, digest).await? {
+        let _ = sources.add(digest, &here);
+        return Ok(Some(false));
+    }
+    let prefix = format!("{}/", target.registry);
+    for source in sources.get(digest) {
+        let Some(repo) = source.strip_prefix(&prefix) else {
+            continue;
+        };
+        if repo != target.repository && host.mount(target, repo, digest).await {
+            let _ = sources.add(digest, &here);
+            return Ok(Some(true));
+        }
+    }
+    Ok(None)
+}
+
+async fn push_async(
+    registries: &Registries,
+    store: &Store,
+    artifact: &Artifact,
+    names: &[String],
+) -> Result<PushReport, RegistryError> {
+    let repos = repositories(names)?;
     let counts = Counts::default();
     let mut report = PushReport {
         digest: Some(artifact.manifest_digest.clone()),
@@ -138,21 +208,16 @@ async fn push_blob(
 ) -> Result<(), RegistryError> {
     let digest = &desc.digest;
     let here = target.name();
-    if host.blob_exists(target, digest).await? {
-        counts.existing.fetch_add(1, Ordering::Relaxed);
-        let _ = sources.add(digest, &here);
-        return Ok(());
-    }
-    let prefix = format!("{}/", target.registry);
-    for source in sources.get(digest) {
-        let Some(repo) = source.strip_prefix(&prefix) else {
-            continue;
-        };
-        if repo != target.repository && host.mount(target, repo, digest).await {
-            counts.mounted.fetch_add(1, Ordering::Relaxed);
-            let _ = sources.add(digest, &here);
+    match reach(host, sources, target, digest).await? {
+        Some(false) => {
+            counts.existing.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
+        Some(true) => {
+            counts.mounted.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        None => {}
     }
     let path = store.blob_path(digest);
     if !path.exists() {

@@ -10,9 +10,11 @@
 //! derived again if a crash lost it. A snapshot is committed by renaming a finished temporary
 //! directory into place, so a reader never sees half a snapshot.
 
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -81,11 +83,20 @@ impl Drop for Pending {
 #[derive(Debug, Clone)]
 pub struct Snapshots {
     store: Store,
+    /// What this process has read or committed. A committed snapshot never changes, and none
+    /// is removed while a build holds the store lock, so a build reads each `meta.json` once.
+    known: Arc<Mutex<HashMap<String, SnapshotMeta>>>,
+    /// Snapshots marked as used by this process: once is enough.
+    touched: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Snapshots {
     pub fn new(store: Store) -> Snapshots {
-        Snapshots { store }
+        Snapshots {
+            store,
+            known: Arc::default(),
+            touched: Arc::default(),
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -98,7 +109,14 @@ impl Snapshots {
 
     /// Mark a snapshot as used now.
     pub fn touch(&self, id: &str) {
-        crate::cache::touch(&self.dir(id));
+        if self
+            .touched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string())
+        {
+            crate::cache::touch(&self.dir(id));
+        }
     }
 
     /// The layer directory of a snapshot.
@@ -108,8 +126,16 @@ impl Snapshots {
 
     /// The metadata of a committed snapshot, or `None` if there is none with that id.
     pub fn get(&self, id: &str) -> Option<SnapshotMeta> {
+        if let Some(meta) = self.known.lock().unwrap_or_else(|e| e.into_inner()).get(id) {
+            return Some(meta.clone());
+        }
         let bytes = fs::read(self.dir(id).join("meta.json")).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        let meta: SnapshotMeta = serde_json::from_slice(&bytes).ok()?;
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string(), meta.clone());
+        Some(meta)
     }
 
     /// The layer directories of a snapshot and its ancestors, topmost first.

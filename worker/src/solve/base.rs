@@ -9,6 +9,11 @@
 //! Any other reference is pulled from its registry (see `registry::pull`); the layers it
 //! downloads go through the same unpacking, and are shared with every later build through the
 //! store, since snapshots are named by chain id and blobs by digest.
+//!
+//! When the build imports a cache (`--cache-from`), the steps on a base often all hit, and
+//! then nothing reads its filesystem: its missing layers are then only registered, and
+//! downloaded and unpacked when something needs them (as imported cache layers are; a push to
+//! the same registry mounts them instead).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -37,6 +42,47 @@ struct Layer<'a> {
     diff_id: &'a Digest,
     chain: &'a Digest,
     parent: Option<String>,
+}
+
+/// The chain ids of an image's layers, bottom first.
+fn chain_ids(origin: &str, manifest: &Manifest, image: &Image) -> Result<Vec<Digest>, BuildError> {
+    let diff_ids = &image.rootfs.diff_ids;
+    if diff_ids.len() != manifest.layers.len() {
+        return Err(BuildError::Base(format!(
+            "image {origin} has {} layers but {} diff ids",
+            manifest.layers.len(),
+            diff_ids.len()
+        )));
+    }
+    let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        out.push(chain_id(out.last(), d));
+    }
+    Ok(out)
+}
+
+/// The OCI media type of a layer blob as Kiln's images carry it (Docker's gzip type becomes
+/// OCI's).
+fn layer_media_type(media_type: &str) -> String {
+    match media_type {
+        m if m.ends_with("+zstd") => Compression::Zstd.media_type(),
+        m if m.ends_with("gzip") => Compression::Gzip.media_type(),
+        _ => Compression::Uncompressed.media_type(),
+    }
+    .to_string()
+}
+
+/// A registry repository as the source of lazily pulled base layers.
+struct PullSource(Puller);
+
+impl crate::cache::transfer::BlobSource for PullSource {
+    fn describe(&self) -> String {
+        self.0.reference().to_string()
+    }
+    fn fetch(&self, blob: &LayerBlob, _store: &crate::store::Store) -> Result<(), String> {
+        let desc = Descriptor::new(&blob.media_type, blob.digest.clone(), blob.size);
+        self.0.layer(&desc).map_err(|e| e.to_string())
+    }
 }
 
 /// A base image, unpacked.
@@ -144,6 +190,9 @@ impl Solver<'_> {
         let registry_err = |e: crate::registry::RegistryError| BuildError::Base(e.to_string());
         let puller = Puller::new(&self.opts.registry, reference, store).map_err(registry_err)?;
         let resolved = puller.resolve(&self.opts.platform).map_err(registry_err)?;
+        if !self.opts.cache_from.is_empty() {
+            return self.lazy_image(reference, puller, resolved);
+        }
         self.unpack_image(
             reference,
             &resolved.manifest,
@@ -154,6 +203,49 @@ impl Solver<'_> {
                 Ok((store.blob_path(&desc.digest), true))
             },
         )
+    }
+
+    /// A pulled image whose missing layers are fetched when needed.
+    fn lazy_image(
+        &self,
+        origin: &str,
+        puller: Puller,
+        resolved: crate::registry::pull::Resolved,
+    ) -> Result<BaseImage, BuildError> {
+        let chain_ids = chain_ids(origin, &resolved.manifest, &resolved.image)?;
+        let diff_ids = &resolved.image.rootfs.diff_ids;
+        // A push to another repository of this registry mounts the layers from this one.
+        let sources = crate::registry::sources::Sources::new(self.snapshots.store());
+        for desc in &resolved.manifest.layers {
+            let _ = sources.add(&desc.digest, &puller.reference().name());
+        }
+        let source: Arc<dyn crate::cache::transfer::BlobSource> = Arc::new(PullSource(puller));
+        for (i, id) in chain_ids.iter().enumerate() {
+            if self.snapshots.get(id.hex()).is_some() {
+                continue;
+            }
+            let desc = &resolved.manifest.layers[i];
+            let blob = LayerBlob {
+                diff_id: diff_ids[i].clone(),
+                digest: desc.digest.clone(),
+                size: desc.size,
+                media_type: layer_media_type(&desc.media_type),
+            };
+            self.lazy_layer(id.hex(), blob, source.clone());
+        }
+        let layers: Vec<String> = chain_ids.iter().map(|c| c.hex().to_string()).collect();
+        let chain = layers
+            .iter()
+            .rev()
+            .filter(|id| !self.is_empty(id))
+            .cloned()
+            .collect();
+        Ok(BaseImage {
+            key: key::image(&resolved.config_digest),
+            chain,
+            layers,
+            image: resolved.image,
+        })
     }
 
     /// Unpack the layers of an image that are not snapshots yet, in parallel, each read from
@@ -168,20 +260,7 @@ impl Solver<'_> {
         blob: &BlobSource<'_>,
     ) -> Result<BaseImage, BuildError> {
         let diff_ids = &image.rootfs.diff_ids;
-        if diff_ids.len() != manifest.layers.len() {
-            return Err(BuildError::Base(format!(
-                "image {origin} has {} layers but {} diff ids",
-                manifest.layers.len(),
-                diff_ids.len()
-            )));
-        }
-        let mut chain_ids = Vec::new();
-        let mut prev: Option<Digest> = None;
-        for d in diff_ids {
-            let c = chain_id(prev.as_ref(), d);
-            chain_ids.push(c.clone());
-            prev = Some(c);
-        }
+        let chain_ids = chain_ids(origin, manifest, &image)?;
         // Unpack the missing layers in parallel: each goes to its own directory.
         let missing: Vec<usize> = (0..chain_ids.len())
             .filter(|&i| self.snapshots.get(chain_ids[i].hex()).is_none())
@@ -288,16 +367,11 @@ impl Solver<'_> {
             std::io::copy(&mut File::open(path)?, &mut writer)?;
             writer.commit()?;
         }
-        let media_type = match desc.media_type.as_str() {
-            m if m.ends_with("+zstd") => Compression::Zstd.media_type().to_string(),
-            m if m.ends_with("gzip") => Compression::Gzip.media_type().to_string(),
-            _ => Compression::Uncompressed.media_type().to_string(),
-        };
         let blob = LayerBlob {
             diff_id: (*diff_id).clone(),
             digest,
             size,
-            media_type,
+            media_type: layer_media_type(&desc.media_type),
         };
         self.snapshots.commit(
             pending,

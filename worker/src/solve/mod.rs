@@ -247,6 +247,10 @@ impl<'a> Solver<'a> {
         }
     }
 
+    pub fn opts(&self) -> &Options {
+        self.opts
+    }
+
     pub fn snapshots(&self) -> &Snapshots {
         &self.snapshots
     }

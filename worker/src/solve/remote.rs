@@ -92,19 +92,52 @@ impl Solver<'_> {
         self.remote(id).and_then(|r| r.record.layer.clone())
     }
 
-    /// Make every layer of a chain local: fetch and unpack what is still only imported.
+    /// A base image layer that is fetched from `source` only when something needs it.
+    pub(super) fn lazy_layer(&self, id: &str, layer: LayerBlob, source: Arc<dyn BlobSource>) {
+        let remote = RemoteLayer {
+            record: CacheRecord {
+                key: id.to_string(),
+                empty: false,
+                layer: Some(layer),
+            },
+            source,
+            local: OnceLock::new(),
+        };
+        self.remote
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id.to_string())
+            .or_insert_with(|| Arc::new(remote));
+    }
+
+    /// Make every layer of a chain local: fetch and unpack what is still only imported, the
+    /// layers in parallel.
     pub fn materialise(&self, chain: &[String]) -> Result<(), BuildError> {
-        for id in chain {
-            let Some(remote) = self.remote(id) else {
-                continue;
-            };
+        let remotes: Vec<(&String, Arc<RemoteLayer>)> = chain
+            .iter()
+            .filter_map(|id| self.remote(id).map(|r| (id, r)))
+            .filter(|(_, r)| r.local.get().is_none_or(|done| done.is_err()))
+            .collect();
+        let local = |(id, remote): &(&String, Arc<RemoteLayer>)| {
             remote
                 .local
-                .get_or_init(|| self.unpack_remote(id, &remote).map_err(|e| e.to_string()))
+                .get_or_init(|| self.unpack_remote(id, remote).map_err(|e| e.to_string()))
                 .clone()
-                .map_err(BuildError::Base)?;
+                .map_err(BuildError::Base)
+        };
+        if remotes.len() <= 1 {
+            return remotes.iter().try_for_each(local);
         }
-        Ok(())
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = remotes
+                .iter()
+                .map(|r| scope.spawn(move || local(r)))
+                .collect();
+            handles.into_iter().try_for_each(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(BuildError::Base("layer fetch panicked".into())))
+            })
+        })
     }
 
     /// The filesystem of a stage this one reads from, made local first.
@@ -120,18 +153,7 @@ impl Solver<'_> {
         if store.has_blob(&blob.digest) {
             return Ok(());
         }
-        let what = || format!("layer {} from the cache {}", blob.digest, source.describe());
-        let mut writer = store
-            .blob_writer()
-            .map_err(|e| format!("{}: {e}", what()))?;
-        source
-            .fetch(&blob.digest, &mut writer)
-            .map_err(|e| format!("{}: {e}", what()))?;
-        let (digest, _) = writer.commit().map_err(|e| format!("{}: {e}", what()))?;
-        if digest != blob.digest {
-            return Err(format!("{}: the content has digest {digest}", what()));
-        }
-        Ok(())
+        source.fetch(blob, store)
     }
 
     /// Make sure the store has these blobs, fetching imported ones. For outputs that copy

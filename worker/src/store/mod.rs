@@ -107,7 +107,11 @@ impl BlobWriter {
         let mut this = self;
         let tmp = this.tmp.take().expect("commit once");
         let (digest, size, buf) = this.inner.take().expect("commit once").finish();
-        let result = buf.into_inner().map_err(|e| e.into_error()).map(drop);
+        // Synced before it has its name, as in `commit`.
+        let result = buf
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_data());
         let checked = result.and_then(|()| {
             if digest == *expected {
                 Ok(())
