@@ -4,7 +4,9 @@
 Runs PERFORMANCE.md's workloads (Dockerfiles in bench/workloads/, contexts generated under
 BENCH_DIR) with each peer, alternating peers run by run, and reports the median wall-clock time
 and peak memory of each; then runs scripts/bench (registry push and pull against skopeo).
-Writes bench/results/latest.md and latest.json. Standard library only; run as root.
+Writes bench/results/latest.md and latest.json (a narrowed or quick run: partial.md and
+partial.json). `bench.py --render` rewrites latest.md from latest.json. Standard library only;
+run as root.
 
 Environment:
   BENCH_DIR        inputs, work directories and logs (default /var/tmp/kiln-bench)
@@ -1295,12 +1297,16 @@ def main() -> int:
         registry_status, registry_table = run_registry_bench(env)
     machine["load average at end"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     md, raw = report(env, peer_names, results, machine, registry_table)
+    # Only a full run replaces the committed latest.*; a narrowed or quick one writes partial.*.
+    full = (only is None and peer_names == ALL_PEERS and env.runs >= 3
+            and os.environ.get("BENCH_QUICK", "") in ("", "0"))
+    stem = "latest" if full else "partial"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "latest.md").write_text(md)
-    (RESULTS / "latest.json").write_text(json.dumps(raw, indent=2, ensure_ascii=False) + "\n")
+    (RESULTS / f"{stem}.md").write_text(md)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(raw, indent=2, ensure_ascii=False) + "\n")
     print()
     print(md)
-    log(f"wrote {RESULTS / 'latest.md'} and latest.json; logs in {env.logs}")
+    log(f"wrote {RESULTS / stem}.md and {stem}.json; logs in {env.logs}")
     return 1 if kiln_failed or registry_status else 0
 
 
