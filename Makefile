@@ -16,7 +16,8 @@ help:
 	@echo "make crds    regenerate crds/imagebuild.yaml and the chart's copy"
 	@echo "make e2e     end-to-end suite against ../shared/k8s (starts the cluster)"
 	@echo "make demo    a local registry, a base pushed to it, the example built from it and pushed"
-	@echo "make bench   compare Kiln with skopeo on registry push and pull (BENCH_SIZES=\"200 500\")"
+	@echo "make bench   Kiln against BuildKit and buildah (bench/bench.py), then registry push/pull against skopeo"
+	@echo "             (BENCH_ONLY=cold,noop,... BENCH_PEERS=kiln,buildkit BENCH_QUICK=1 BENCH_SIZES=\"200 500\")"
 	@echo "make fuzz    fuzz the Dockerfile front end for FUZZ_SECONDS (default 60) with cargo-fuzz"
 
 build:
@@ -44,8 +45,9 @@ e2e:
 demo:
 	scripts/demo
 
+# bench/bench.py runs scripts/bench (registry transfers) last, with BENCH_SIZES defaulting to 200.
 bench:
-	scripts/bench
+	python3 bench/bench.py
 
 # Fuzz the Dockerfile parser and planner. cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the
 # stable toolchain accept them. New inputs go to fuzz/corpus/parse_plan, seeded from the
