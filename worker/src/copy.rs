@@ -564,6 +564,36 @@ impl Writer<'_> {
         }
     }
 
+    /// Copy a regular file's content, xattrs, owner, mode and mtime into `to`, just created.
+    fn fill_file(
+        &self,
+        src: &Path,
+        meta: &fs::Metadata,
+        mut to: File,
+        owner: (u32, u32),
+    ) -> Result<(), CopyError> {
+        use std::os::fd::AsRawFd;
+        let mut from = File::open(src)?;
+        io::copy(&mut from, &mut to)?;
+        copy_xattrs(src, &to);
+        let fd = to.as_raw_fd();
+        let t = libc::timespec {
+            tv_sec: meta.mtime(),
+            tv_nsec: 0,
+        };
+        let times = [t, t];
+        // SAFETY: `fd` is an open descriptor owned by `to` for the duration of these calls.
+        unsafe {
+            if libc::fchown(fd, owner.0, owner.1) != 0
+                || libc::fchmod(fd, self.mode_of(meta)) != 0
+                || libc::futimens(fd, times.as_ptr()) != 0
+            {
+                return Err(io::Error::last_os_error().into());
+            }
+        }
+        Ok(())
+    }
+
     fn copy_from_context(
         &mut self,
         ctx: &Context,
@@ -680,6 +710,21 @@ impl Writer<'_> {
         owner: (u32, u32),
     ) -> Result<(), CopyError> {
         let ft = meta.file_type();
+        // The common case, a new regular file, costs one create and works on the descriptor;
+        // anything already at `dst` takes the general path below.
+        if ft.is_file() && meta.nlink() == 1 {
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(dst)
+            {
+                Ok(to) => return self.fill_file(src, meta, to, owner),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         if let Ok(existing) = fs::symlink_metadata(dst)
             && !(existing.is_dir() && ft.is_dir())
         {
@@ -717,8 +762,8 @@ impl Writer<'_> {
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(dst)?;
             io::copy(&mut from, &mut to)?;
+            copy_xattrs(src, &to);
             drop(to);
-            copy_xattrs(src, dst);
             return finish(
                 dst,
                 owner.0,
@@ -750,7 +795,8 @@ impl Writer<'_> {
     }
 }
 
-fn copy_xattrs(src: &Path, dst: &Path) {
+fn copy_xattrs(src: &Path, dst: &File) {
+    use xattr::FileExt;
     if let Ok(names) = xattr::list(src) {
         for name in names {
             let n = name.to_string_lossy();
@@ -758,7 +804,7 @@ fn copy_xattrs(src: &Path, dst: &Path) {
                 continue;
             }
             if let Ok(Some(v)) = xattr::get(src, &name) {
-                let _ = xattr::set(dst, &name, &v);
+                let _ = dst.set_xattr(&name, &v);
             }
         }
     }
