@@ -130,7 +130,7 @@ pub struct Request {
     /// The automatic GC run after the build, when configured.
     pub gc: Option<crate::cache::prune::Policy>,
     /// `--cache-to`: where to export the step cache.
-    pub cache_to: Vec<CacheSpec>,
+    pub cache_to: Vec<transfer::CacheExport>,
     /// `--cache-from`: caches to import, searched in order.
     pub cache_from: Vec<CacheSpec>,
     pub source_date_epoch: Option<i64>,
@@ -480,7 +480,7 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
         BuildError::Step { .. } => Error::Step(render_step_error(&e, &dockerfile)),
         e => Error::Build(e),
     })?;
-    let inline_cache = if req.cache_to.contains(&CacheSpec::Inline) {
+    let inline_cache = if req.cache_to.iter().any(|c| c.spec == CacheSpec::Inline) {
         Some(transfer::CacheConfig {
             version: 1,
             records: cache_records(&solver, &result, transfer::Mode::Min)?,
@@ -504,8 +504,13 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
         }
         write_output(&solver, &result, store, &artifact, output, &req.tags)?;
     }
-    for spec in &req.cache_to {
-        export_cache(&solver, &result, store, spec, progress)?;
+    for export in &req.cache_to {
+        match export_cache(&solver, &result, store, &export.spec, progress) {
+            Err(e) if export.ignore_error => progress.event(Event::Info {
+                message: format!("warning: cache export failed (ignore-error=true): {e}"),
+            }),
+            other => other?,
+        }
     }
     let push = push_names(req)
         .map(|names| {

@@ -665,7 +665,9 @@ fn build_request(args: &BuildArgs) -> anyhow::Result<build::Request> {
         cache_to: args
             .cache_to
             .iter()
-            .map(|c| CacheSpec::parse(c, true).map_err(anyhow::Error::msg))
+            .map(|c| {
+                kiln_worker::cache::transfer::CacheExport::parse(c).map_err(anyhow::Error::msg)
+            })
             .collect::<anyhow::Result<_>>()?,
         cache_from: args
             .cache_from

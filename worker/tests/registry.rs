@@ -1205,6 +1205,37 @@ fn a_registry_cache_gives_a_fresh_cache_dir_its_hits_without_downloading_layers(
         fourth["kiln.cached"], fourth["kiln.steps"],
         "the local cache still serves"
     );
+
+    // A cache export that fails fails the build, naming the destination, unless the user
+    // said ignore-error=true.
+    let to_dead = format!("--cache-to=type=registry,ref={dead}/kiln/cache:app");
+    let failed = build(
+        &env,
+        "rc-4",
+        &ctx,
+        &[
+            insecure(&ph),
+            insecure(&dead),
+            "--registry-retries=1".into(),
+            to_dead.clone(),
+        ],
+    );
+    assert!(!failed.status.success());
+    assert!(
+        text(&failed).contains(&format!("--cache-to {dead}/kiln/cache:app")),
+        "{}",
+        text(&failed)
+    );
+    let (_, log) = run(
+        "rc-4",
+        &ctx,
+        &[
+            insecure(&dead),
+            "--registry-retries=1".into(),
+            format!("{to_dead},ignore-error=true"),
+        ],
+    );
+    assert!(log.contains("warning: cache export failed"), "{log}");
 }
 
 #[test]

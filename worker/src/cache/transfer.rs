@@ -141,6 +141,34 @@ impl CacheSpec {
     }
 }
 
+/// A `--cache-to`: where, and whether a failure to export only warns (`ignore-error=true`, as
+/// in BuildKit) rather than failing the build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheExport {
+    pub spec: CacheSpec,
+    pub ignore_error: bool,
+}
+
+impl CacheExport {
+    pub fn parse(text: &str) -> Result<CacheExport, String> {
+        let spec = CacheSpec::parse(text, true)?;
+        let mut ignore_error = false;
+        for part in text.split(',') {
+            match part.split_once('=') {
+                Some(("ignore-error", "true")) => ignore_error = true,
+                Some(("ignore-error", "false")) => ignore_error = false,
+                Some(("ignore-error", other)) => {
+                    return Err(format!(
+                        "--cache-to {text:?}: ignore-error {other:?}: use true or false"
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(CacheExport { spec, ignore_error })
+    }
+}
+
 /// One step result in an export.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -367,6 +395,17 @@ mod tests {
             let e = CacheSpec::parse(bad, export).unwrap_err();
             assert!(e.contains(want), "{bad}: {e}");
         }
+        assert!(
+            CacheExport::parse("type=registry,ref=r/a:c,ignore-error=true")
+                .unwrap()
+                .ignore_error
+        );
+        assert!(
+            !CacheExport::parse("type=registry,ref=r/a:c")
+                .unwrap()
+                .ignore_error
+        );
+        assert!(CacheExport::parse("type=inline,ignore-error=maybe").is_err());
     }
 
     #[test]
