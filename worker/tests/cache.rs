@@ -1043,4 +1043,10 @@ COPY src.txt /final-src.txt\n";
         std::fs::read_to_string(out.join("copied")).unwrap(),
         "yes\n"
     );
+
+    // The aliases go with the results they name.
+    let aliases = || std::fs::read_dir(state.join("aliases")).unwrap().count();
+    assert!(aliases() > 0);
+    prune(env, &state, &["--all"]);
+    assert_eq!(aliases(), 0);
 }

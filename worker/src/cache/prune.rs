@@ -192,6 +192,9 @@ pub fn prune(root: &Path, policy: &Policy) -> io::Result<Report> {
             report.in_use += 1;
         }
     }
+    if !policy.dry_run {
+        clean_dangling_aliases(root);
+    }
     Ok(report)
 }
 
@@ -246,6 +249,21 @@ fn remove_path(path: &Path, trash: &Path) -> io::Result<()> {
     match fs::rename(path, trash) {
         Ok(()) => remove_tree(trash),
         Err(_) => remove_tree(path),
+    }
+}
+
+/// Aliases (definition keys of a COPY from a stage) whose step result is gone.
+fn clean_dangling_aliases(root: &Path) {
+    let Ok(entries) = fs::read_dir(root.join("aliases")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let gone = fs::read_link(entry.path())
+            .map(|id| !root.join("snapshots").join(id).join("meta.json").exists())
+            .unwrap_or(true);
+        if gone {
+            let _ = fs::remove_file(entry.path());
+        }
     }
 }
 
