@@ -180,6 +180,15 @@ struct Writer<'a> {
     dirs: Vec<(PathBuf, u32, i64)>,
     /// Hardlinked source files already copied: source (dev, inode) → path in the snapshot.
     links: HashMap<(u64, u64), PathBuf>,
+    /// Regular files of a tree walk, copied together by `flush_files`.
+    files: Vec<FileJob>,
+}
+
+struct FileJob {
+    src: PathBuf,
+    meta: fs::Metadata,
+    dst: PathBuf,
+    owner: (u32, u32),
 }
 
 /// Perform a COPY or ADD into `req.upper`.
@@ -267,6 +276,7 @@ pub fn copy(req: &Request<'_>) -> Result<(), CopyError> {
         chmod,
         dirs: Vec::new(),
         links: HashMap::new(),
+        files: Vec::new(),
     };
     let dest_is_dir = dir_syntax || w.is_dir(&dest_abs)?;
 
@@ -621,10 +631,10 @@ impl Writer<'_> {
                 if p == real_rel || excludes.excludes(&sub.to_string_lossy()) {
                     return Ok(());
                 }
-                self.place(&root.join(p), m, &dest_dir.join(sub), owner)
+                self.place_later(&root.join(p), m, &dest_dir.join(sub), owner)
                     .map_err(io::Error::other)
             })?;
-            return Ok(());
+            return self.flush_files();
         }
         let name = Path::new(rel).file_name().unwrap_or_default();
         if op.unpack && meta.is_file() && is_archive(&root.join(&real))? {
@@ -672,9 +682,10 @@ impl Writer<'_> {
                     return Ok(());
                 }
                 let owner = self.owner.unwrap_or((f.meta.uid(), f.meta.gid()));
-                self.place(&f.real, &f.meta, &dest_dir.join(sub), owner)
+                self.place_later(&f.real, &f.meta, &dest_dir.join(sub), owner)
                     .map_err(io::Error::other)
             })?;
+            self.flush_files()?;
             return Ok(());
         }
         let name = Path::new(rel).file_name().unwrap_or_default();
@@ -701,6 +712,85 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// Copy one entry of a tree walk (not descending). A regular file waits in `files` for
+    /// [`Writer::flush_files`], which copies them in parallel; its directory is made now.
+    fn place_later(
+        &mut self,
+        src: &Path,
+        meta: &fs::Metadata,
+        dst: &Path,
+        owner: (u32, u32),
+    ) -> Result<(), CopyError> {
+        if meta.file_type().is_file() && meta.nlink() == 1 {
+            self.files.push(FileJob {
+                src: src.to_path_buf(),
+                meta: meta.clone(),
+                dst: dst.to_path_buf(),
+                owner,
+            });
+            return Ok(());
+        }
+        self.place(src, meta, dst, owner)
+    }
+
+    /// Copy the regular files `place_later` kept: each is created once and finished on its
+    /// descriptor, several at a time (many small files are bound by per-file latency, not by
+    /// bandwidth). A file whose destination exists goes through [`Writer::place`] afterwards.
+    fn flush_files(&mut self) -> Result<(), CopyError> {
+        let jobs = std::mem::take(&mut self.files);
+        let create = |job: &FileJob| -> Result<bool, CopyError> {
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&job.dst)
+            {
+                Ok(to) => self
+                    .fill_file(&job.src, &job.meta, to, job.owner)
+                    .map(|()| true),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(e.into()),
+            }
+        };
+        let workers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(2, 8);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let work = || -> Result<Vec<usize>, CopyError> {
+            let mut existing = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(job) = jobs.get(i) else {
+                    return Ok(existing);
+                };
+                if !create(job)? {
+                    existing.push(i);
+                }
+            }
+        };
+        let mut existing = if jobs.len() < 64 {
+            work()?
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..workers).map(|_| scope.spawn(&work)).collect();
+                let mut all = Vec::new();
+                for h in handles {
+                    all.extend(h.join().map_err(|_| {
+                        CopyError::Io(io::Error::other("a copy thread panicked"))
+                    })??);
+                }
+                Ok::<_, CopyError>(all)
+            })?
+        };
+        existing.sort_unstable();
+        for i in existing {
+            let job = &jobs[i];
+            self.place(&job.src, &job.meta, &job.dst, job.owner)?;
+        }
+        Ok(())
+    }
+
     /// Copy one entry (not descending) from `src` to `dst` in the snapshot.
     fn place(
         &mut self,
@@ -710,8 +800,8 @@ impl Writer<'_> {
         owner: (u32, u32),
     ) -> Result<(), CopyError> {
         let ft = meta.file_type();
-        // The common case, a new regular file, costs one create and works on the descriptor;
-        // anything already at `dst` takes the general path below.
+        // A new regular file costs one create and works on the descriptor; anything already
+        // at `dst` takes the general path below.
         if ft.is_file() && meta.nlink() == 1 {
             match OpenOptions::new()
                 .write(true)

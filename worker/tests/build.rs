@@ -500,3 +500,67 @@ fn zstd_layers_on_request() {
         "base layers are kept as they came"
     );
 }
+
+#[test]
+fn a_copy_of_many_files_keeps_every_content_mode_and_owner() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let env = root_env();
+    let ctx = env.context(
+        "many-files",
+        &[(
+            "Dockerfile",
+            "FROM scratch AS files\n\
+             COPY tree/ over/ /t/\n\
+             FROM kiln-ref/busybox:1\n\
+             COPY --from=files --chown=123:456 /t/ /u/\n",
+        )],
+    );
+    // 400 files in 20 directories (enough for the parallel path), modes varied; `over/`
+    // replaces every seventh of them in the same COPY, so later sources still win.
+    let mut expected = Vec::new();
+    for d in 0..20 {
+        for f in 0..20 {
+            let rel = format!("d{d:02}/f{f:02}");
+            let mode = [0o644, 0o755, 0o600, 0o640][(d + f) % 4];
+            let path = ctx.join("tree").join(&rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, format!("tree {rel}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let mut content = format!("tree {rel}\n");
+            if (d * 20 + f) % 7 == 0 {
+                let over = ctx.join("over").join(&rel);
+                std::fs::create_dir_all(over.parent().unwrap()).unwrap();
+                std::fs::write(&over, format!("over {rel}\n")).unwrap();
+                std::fs::set_permissions(&over, std::fs::Permissions::from_mode(0o604)).unwrap();
+                content = format!("over {rel}\n");
+                expected.push((rel, content, 0o604));
+            } else {
+                expected.push((rel, content, mode));
+            }
+        }
+    }
+    let stage = env.dir.join("many-files-stage");
+    let out = env.build(
+        &ctx,
+        &[
+            "--target=files",
+            &format!("--output=type=local,dest={}", stage.display()),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let fin = env.dir.join("many-files-final");
+    let out = env.build(
+        &ctx,
+        &[&format!("--output=type=local,dest={}", fin.display())],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    for (rel, content, mode) in &expected {
+        for (root, owner) in [(stage.join("t"), (0, 0)), (fin.join("u"), (123, 456))] {
+            let path = root.join(rel);
+            assert_eq!(&std::fs::read_to_string(&path).unwrap(), content, "{rel}");
+            let meta = std::fs::metadata(&path).unwrap();
+            assert_eq!(meta.mode() & 0o7777, *mode, "{}", path.display());
+            assert_eq!((meta.uid(), meta.gid()), owner, "{}", path.display());
+        }
+    }
+}
