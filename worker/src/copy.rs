@@ -773,7 +773,7 @@ impl Writer<'_> {
             work()?
         } else {
             std::thread::scope(|scope| {
-                let handles: Vec<_> = (0..workers).map(|_| scope.spawn(&work)).collect();
+                let handles: Vec<_> = (0..workers).map(|_| scope.spawn(work)).collect();
                 let mut all = Vec::new();
                 for h in handles {
                     all.extend(h.join().map_err(|_| {
