@@ -1312,4 +1312,29 @@ fn an_inline_cache_rides_in_the_image_config() {
     let second = run("inline-3", &[format!("--cache-from={image}")]);
     assert_eq!(second["kiln.runs"], 0, "{second}");
     assert_eq!(second["kiln.imported"], 2, "{second}");
+
+    // Pushed to another registry, which has none of the blobs: the lazy base layer and the
+    // imported layers are downloaded (verified) and uploaded, and the image reads back whole.
+    let other = Registry::plain();
+    let oh = other.host();
+    let third = run(
+        "inline-4",
+        &[
+            insecure(&oh),
+            format!("--cache-from={image}"),
+            "-t".into(),
+            format!("{oh}/kiln/elsewhere:1"),
+            "--push".into(),
+        ],
+    );
+    assert_eq!(third["kiln.runs"], 0, "{third}");
+    let digest = third["containerimage.digest"].as_str().unwrap();
+    let layers = pushed_layers(&other, digest);
+    assert_eq!(layers.len(), 3, "the base layer and two RUN layers");
+    assert_eq!(third["kiln.push"]["uploaded"], 4, "{third}");
+    let copied = env.dir.join("inline-elsewhere");
+    assert_eq!(
+        skopeo_copy_digest(&other, &format!("{oh}/kiln/elsewhere:1"), &copied),
+        digest
+    );
 }
