@@ -399,38 +399,45 @@ fn expand(source: &Source<'_>, pattern: &str) -> Result<Vec<String>, CopyError> 
 /// it with its type, mode, owner, link target and content. Times are left out, as in BuildKit's
 /// content checksums: a stage that is rebuilt into the same files gives the same digest.
 pub fn digest_view_sources(view: &View, op: &Copy) -> Result<crate::digest::Digest, CopyError> {
-    let mut h = crate::digest::KeyHasher::new("view-paths/v1");
+    let mut rels = Vec::new();
     for source in &op.sources {
         let CopySource::Path(p) = source else {
             continue;
         };
-        let found = match expand(&Source::View(view), p) {
-            Ok(found) => found,
-            Err(_) if glob::has_meta(p) => Vec::new(),
+        match expand(&Source::View(view), p) {
+            Ok(found) => rels.extend(found),
+            Err(_) if glob::has_meta(p) => {}
             Err(e) => return Err(e),
-        };
-        for rel in found {
-            let root = view.resolve(Path::new(&rel), true)?;
-            h.str("root").str(&rel);
-            view.walk(&root, &mut |path, found| {
-                let meta = &found.meta;
-                let inside = path.strip_prefix(&root).unwrap_or(path);
-                h.str(&inside.to_string_lossy()).str(&format!(
-                    "{:o} {} {}",
-                    meta.mode(),
-                    meta.uid(),
-                    meta.gid()
-                ));
-                if meta.file_type().is_symlink() {
-                    h.str(&fs::read_link(&found.real)?.to_string_lossy());
-                } else if meta.is_file() {
-                    let mut hashing = crate::digest::HashingWriter::new(io::sink());
-                    io::copy(&mut File::open(&found.real)?, &mut hashing)?;
-                    h.str(hashing.finish().0.as_str());
-                }
-                Ok(())
-            })?;
         }
+    }
+    digest_view_paths(view, &rels)
+}
+
+/// The digest of paths in a view and everything below them, as [`digest_view_sources`] makes
+/// it (a bind mount's `source` in a stage, too).
+pub fn digest_view_paths(view: &View, rels: &[String]) -> Result<crate::digest::Digest, CopyError> {
+    let mut h = crate::digest::KeyHasher::new("view-paths/v1");
+    for rel in rels {
+        let root = view.resolve(Path::new(rel), true)?;
+        h.str("root").str(rel);
+        view.walk(&root, &mut |path, found| {
+            let meta = &found.meta;
+            let inside = path.strip_prefix(&root).unwrap_or(path);
+            h.str(&inside.to_string_lossy()).str(&format!(
+                "{:o} {} {}",
+                meta.mode(),
+                meta.uid(),
+                meta.gid()
+            ));
+            if meta.file_type().is_symlink() {
+                h.str(&fs::read_link(&found.real)?.to_string_lossy());
+            } else if meta.is_file() {
+                let mut hashing = crate::digest::HashingWriter::new(io::sink());
+                io::copy(&mut File::open(&found.real)?, &mut hashing)?;
+                h.str(hashing.finish().0.as_str());
+            }
+            Ok(())
+        })?;
     }
     Ok(h.finish())
 }

@@ -994,7 +994,7 @@ fn a_copy_link_layer_is_rebased_not_rebuilt_when_its_parent_changes() {
 }
 
 #[test]
-fn a_copy_from_a_rebuilt_stage_that_made_the_same_files_stays_cached() {
+fn steps_reading_a_rebuilt_stage_that_made_the_same_files_stay_cached() {
     let env = root_env();
     let state = state(env, "copy-content");
     let dockerfile = "FROM kiln-ref/busybox:1 AS build\n\
@@ -1003,22 +1003,23 @@ RUN mkdir /out && (grep -q tool /src.txt && echo yes || echo no) > /out/tool\n\
 FROM kiln-ref/busybox:1\n\
 COPY --from=build /out/ /usr/local/bin/\n\
 RUN cat /usr/local/bin/tool > /copied\n\
+RUN --mount=type=bind,from=build,source=/out,target=/o cat /o/tool > /bound\n\
 COPY src.txt /final-src.txt\n";
     let ctx = env.context(
         "copy-content",
         &[("Dockerfile", dockerfile), ("src.txt", "one\n")],
     );
     let first = build(env, &state, &ctx, &[]);
-    assert_eq!(rerun(&first).len(), 5, "{first}");
+    assert_eq!(rerun(&first).len(), 6, "{first}");
 
-    // The build stage reruns and makes the same /out: the COPY from it, and the RUN after it,
-    // stay cached; only what reads src.txt runs.
+    // The build stage reruns and makes the same /out: the COPY from it, the RUN after it and
+    // the RUN that bind-mounts it stay cached; only what reads src.txt runs.
     std::fs::write(ctx.join("src.txt"), "two\n").unwrap();
     let second = build(env, &state, &ctx, &[]);
     let want: BTreeSet<String> = [
         "[build 2/3] COPY src.txt /src.txt",
         "[build 3/3] RUN mkdir /out && (grep -q tool /src.txt && echo yes || echo no) > /out/tool",
-        "[stage-1 4/4] COPY src.txt /final-src.txt",
+        "[stage-1 5/5] COPY src.txt /final-src.txt",
     ]
     .into_iter()
     .map(String::from)
@@ -1038,11 +1039,12 @@ COPY src.txt /final-src.txt\n";
         &ctx,
         &[&format!("--output=type=local,dest={}", out.display())],
     );
-    assert_eq!(rerun(&fourth).len(), 5, "{fourth}");
+    assert_eq!(rerun(&fourth).len(), 6, "{fourth}");
     assert_eq!(
         std::fs::read_to_string(out.join("copied")).unwrap(),
         "yes\n"
     );
+    assert_eq!(std::fs::read_to_string(out.join("bound")).unwrap(), "yes\n");
 
     // The aliases go with the results they name.
     let aliases = || std::fs::read_dir(state.join("aliases")).unwrap().count();

@@ -54,10 +54,24 @@ impl Tail {
 impl Solver<'_> {
     /// What a RUN reads besides its own filesystem: bind mount sources.
     pub(super) fn run_inputs(&self, run: &Run) -> Result<Vec<Digest>, String> {
+        self.run_inputs_by(run, false)
+    }
+
+    /// The inputs of a RUN; with `content`, a bind mount from a stage counts by the digest of
+    /// what it mounts rather than by the stage's key.
+    pub(super) fn run_inputs_by(&self, run: &Run, content: bool) -> Result<Vec<Digest>, String> {
         let mut inputs = Vec::new();
         for m in &run.mounts {
             if let Mount::Bind { from, source, .. } = m {
-                inputs.push(self.input_key(from)?);
+                inputs.push(match (from, content) {
+                    (Input::Stage(j), true) => {
+                        let view = self.stage_view(*j)?;
+                        let rel = crate::context::ignore::clean(source);
+                        crate::copy::digest_view_paths(&view, &[rel])
+                            .map_err(|e| format!("bind mount source {source:?}: {e}"))?
+                    }
+                    _ => self.input_key(from)?,
+                });
                 if *from == Input::Context {
                     let rel = crate::context::ignore::clean(source);
                     let rels = if rel.is_empty() {

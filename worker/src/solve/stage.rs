@@ -9,7 +9,7 @@ use crate::copy::{self, CopyError};
 use crate::digest::Digest;
 use crate::image::config::{DEFAULT_PATH, ImageConfig};
 use crate::image::oci::{History, Image, now, rfc3339};
-use crate::plan::step::{Base, CopySource, Input, Location, Op, Step};
+use crate::plan::step::{Base, CopySource, Input, Location, Mount, Op, Step};
 use crate::progress::Event;
 use crate::snapshot::layer::{Pending, SnapshotMeta};
 use crate::snapshot::view::View;
@@ -220,14 +220,12 @@ impl Solver<'_> {
         let parent = if link { None } else { Some(&state.key) };
         let mut step_key = key::step(parent, kind, &step.op, &inputs);
         let no_cache = self.opts.no_cache || self.opts.no_cache_stages.contains(&state.stage);
-        // A COPY from a stage is found by its definition, else by the content it copies (as
-        // BuildKit's content checksums do): a stage rebuilt into the same files keeps the hit,
-        // and so does everything after the COPY. The definition key becomes an alias of the
-        // content key.
+        // A step that reads another stage (COPY --from, RUN --mount=type=bind,from=) is found
+        // by its definition, else by the content it reads (as BuildKit's content checksums
+        // do): a stage rebuilt into the same files keeps the hit, and so does everything
+        // after the step. The definition key becomes an alias of the content key.
         let mut alias = None;
-        if let (Op::Copy(c), false) = (&step.op, no_cache)
-            && let Input::Stage(j) = c.from
-        {
+        if !no_cache && reads_a_stage(&step.op) {
             let def = step_key.clone();
             if let Some(found) = self.alias(def.hex()) {
                 step_key = found;
@@ -235,10 +233,14 @@ impl Solver<'_> {
                 match self.imported(def.hex()) {
                     Some(remote) => step_key = Digest::from_hex(Self::imported_id(&remote)),
                     None => {
-                        let view = self.stage_view(j).map_err(|e| fail(e, vec![]))?;
-                        let content = crate::copy::digest_view_sources(&view, c)
-                            .map_err(|e| fail(e.to_string(), vec![]))?;
-                        step_key = key::step(parent, "copy-content", &step.op, &[content]);
+                        let content = self.content_inputs(&step.op, &inputs).map_err(|e| {
+                            if self.failed.load(std::sync::atomic::Ordering::SeqCst) {
+                                BuildError::Cancelled
+                            } else {
+                                fail(e, vec![])
+                            }
+                        })?;
+                        step_key = key::step(parent, "content", &step.op, &content);
                     }
                 }
             }
@@ -352,6 +354,26 @@ impl Solver<'_> {
             step_key
         };
         Ok(())
+    }
+
+    /// The inputs of a step that reads other stages, with each stage's key replaced by the
+    /// digest of what the step reads from it.
+    fn content_inputs(&self, op: &Op, inputs: &[Digest]) -> Result<Vec<Digest>, String> {
+        match op {
+            Op::Copy(c) => {
+                let Input::Stage(j) = c.from else {
+                    return Ok(inputs.to_vec());
+                };
+                let view = self.stage_view(j)?;
+                let content = copy::digest_view_sources(&view, c).map_err(|e| e.to_string())?;
+                // The stage's key comes first; URL digests and the rest stay.
+                let mut out = vec![content];
+                out.extend(inputs.iter().skip(1).cloned());
+                Ok(out)
+            }
+            Op::Run(run) => self.run_inputs_by(run, true),
+            _ => Ok(inputs.to_vec()),
+        }
     }
 
     /// The result a definition key is an alias of, if that result is in the store.
@@ -590,4 +612,21 @@ pub(super) fn copy_up_dirs(base: &View, upper: &Path, rel: &Path) -> std::io::Re
         }
     }
     Ok(())
+}
+
+/// Whether a step reads the filesystem of another stage.
+fn reads_a_stage(op: &Op) -> bool {
+    match op {
+        Op::Copy(c) => matches!(c.from, Input::Stage(_)),
+        Op::Run(run) => run.mounts.iter().any(|m| {
+            matches!(
+                m,
+                Mount::Bind {
+                    from: Input::Stage(_),
+                    ..
+                }
+            )
+        }),
+        _ => false,
+    }
 }
