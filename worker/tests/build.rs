@@ -254,7 +254,9 @@ fn leaves_nothing_behind(env: &Env, name: &str) {
         ));
     }
     let ctx = env.context(name, &[("Dockerfile", &dockerfile)]);
-    let run = env.build(&ctx, &["--no-cache"]);
+    // A store of its own: the other tests build in parallel in the shared one.
+    let state = env.dir.join(format!("state-{name}"));
+    let run = env.build_in(&state, &ctx, &["--no-cache"]);
     assert!(run.status.success(), "{}", text(&run));
     std::thread::sleep(std::time::Duration::from_millis(300));
     for i in 0..10 {
@@ -265,10 +267,10 @@ fn leaves_nothing_behind(env: &Env, name: &str) {
     }
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
-        !mounts.contains(env.state.to_str().unwrap()),
+        !mounts.contains(state.to_str().unwrap()),
         "a mount is left:\n{mounts}"
     );
-    let tmp: Vec<_> = std::fs::read_dir(env.state.join("tmp"))
+    let tmp: Vec<_> = std::fs::read_dir(state.join("tmp"))
         .unwrap()
         .flatten()
         .map(|e| e.path())

@@ -153,10 +153,16 @@ impl Env {
 impl Env {
     /// `kiln build` with the base image as `kiln-ref/busybox:1`, this env's state, and `args`.
     pub fn build(&self, context: &Path, args: &[&str]) -> Output {
+        self.build_in(&self.state, context, args)
+    }
+
+    /// [`Env::build`] with a state directory of its own, for a test that inspects the store
+    /// while other tests build.
+    pub fn build_in(&self, state: &Path, context: &Path, args: &[&str]) -> Output {
         let mut all = vec![
             "build".to_string(),
             "--progress=plain".into(),
-            format!("--cache-dir={}", self.state.display()),
+            format!("--cache-dir={}", state.display()),
             format!(
                 "--build-context=kiln-ref/busybox:1=oci-layout://{}",
                 self.base.display()
