@@ -191,6 +191,35 @@ struct FileJob {
     owner: (u32, u32),
 }
 
+/// Copy `path` of `source` and everything below it into `dest` as a flagless `COPY --link`
+/// would: owners, modes, times, links and xattrs kept. For local outputs, cache-mount seeding
+/// and materialised snapshots.
+pub fn copy_tree(source: Source<'_>, path: &str, dest: &Path) -> Result<(), CopyError> {
+    let op = Copy {
+        is_add: false,
+        // Unused by `copy`, which reads `source`.
+        from: crate::plan::step::Input::Context,
+        sources: vec![CopySource::Path(path.to_string())],
+        dest: "/".into(),
+        workdir: "/".into(),
+        chown: None,
+        chmod: None,
+        link: true,
+        parents: false,
+        exclude: vec![],
+        checksum: None,
+        keep_git_dir: false,
+        unpack: false,
+    };
+    copy(&Request {
+        op: &op,
+        source,
+        base: &View::new(vec![]),
+        upper: dest,
+        downloads: &HashMap::new(),
+    })
+}
+
 /// Perform a COPY or ADD into `req.upper`.
 pub fn copy(req: &Request<'_>) -> Result<(), CopyError> {
     let op = req.op;

@@ -11,8 +11,6 @@ use crate::image::layout::Artifact;
 use crate::image::oci::{
     Descriptor, MEDIA_TYPE_CONFIG, MEDIA_TYPE_MANIFEST, Manifest, now, rfc3339,
 };
-use crate::plan::step::{Copy, CopySource, Input};
-use crate::snapshot::view::View;
 use crate::solve::{Solver, StageResult};
 
 /// Options of the exported image.
@@ -86,28 +84,5 @@ pub fn write_local(
     solver
         .materialise(&result.chain)
         .map_err(|e| io::Error::other(e.to_string()))?;
-    let view = result.view(solver);
-    let op = Copy {
-        is_add: false,
-        from: Input::Stage(0),
-        sources: vec![CopySource::Path("/".into())],
-        dest: "/".into(),
-        workdir: "/".into(),
-        chown: None,
-        chmod: None,
-        link: true,
-        parents: false,
-        exclude: vec![],
-        checksum: None,
-        keep_git_dir: false,
-        unpack: false,
-    };
-    let empty = View::new(vec![]);
-    copy::copy(&copy::Request {
-        downloads: &Default::default(),
-        op: &op,
-        source: copy::Source::View(&view),
-        base: &empty,
-        upper: dest,
-    })
+    copy::copy_tree(copy::Source::View(&result.view(solver)), "/", dest)
 }

@@ -91,30 +91,7 @@ fn scan_into(
 /// Copy the merged view of `layers` into the empty directory `dest`, keeping owners, modes,
 /// times, hardlinks, symlinks and xattrs.
 pub fn materialize(layers: &View, dest: &Path) -> Result<(), crate::copy::CopyError> {
-    use crate::plan::step::{Copy, CopySource, Input};
-    let op = Copy {
-        is_add: false,
-        from: Input::Stage(0),
-        sources: vec![CopySource::Path("/".into())],
-        dest: "/".into(),
-        workdir: "/".into(),
-        chown: None,
-        chmod: None,
-        link: true,
-        parents: false,
-        exclude: vec![],
-        checksum: None,
-        keep_git_dir: false,
-        unpack: false,
-    };
-    let empty = View::new(vec![]);
-    crate::copy::copy(&crate::copy::Request {
-        op: &op,
-        source: crate::copy::Source::View(layers),
-        base: &empty,
-        upper: dest,
-        downloads: &Default::default(),
-    })?;
+    crate::copy::copy_tree(crate::copy::Source::View(layers), "/", dest)?;
     // overlayfs breaks a hardlink group of a lower layer when one name is written (the
     // written name is copied up alone); separate copies give a step the same outcome.
     break_hardlinks(dest)?;

@@ -400,30 +400,8 @@ impl Solver<'_> {
         );
         if self.snapshots.get(id.hex()).is_none() {
             let pending = self.snapshots.begin()?;
-            let op = crate::plan::step::Copy {
-                is_add: false,
-                from: crate::plan::step::Input::Context,
-                sources: vec![crate::plan::step::CopySource::Path(".".into())],
-                dest: "/".into(),
-                workdir: "/".into(),
-                chown: None,
-                chmod: None,
-                link: true,
-                parents: false,
-                exclude: vec![],
-                checksum: None,
-                keep_git_dir: false,
-                unpack: false,
-            };
-            let empty = View::new(vec![]);
-            crate::copy::copy(&crate::copy::Request {
-                downloads: &Default::default(),
-                op: &op,
-                source: crate::copy::Source::Context(&ctx),
-                base: &empty,
-                upper: &pending.fs(),
-            })
-            .map_err(|e| BuildError::Base(format!("{}: {e}", dir.display())))?;
+            crate::copy::copy_tree(crate::copy::Source::Context(&ctx), ".", &pending.fs())
+                .map_err(|e| BuildError::Base(format!("{}: {e}", dir.display())))?;
             self.snapshots.commit(
                 pending,
                 id.hex(),

@@ -358,21 +358,6 @@ impl Solver<'_> {
 
     /// Fill a new cache instance from `source` in a stage, an image or the context (`from=`).
     fn seed_cache(&self, from: &Input, source: &str, dir: &Path) -> Result<(), String> {
-        let op = crate::plan::step::Copy {
-            is_add: false,
-            from: from.clone(),
-            sources: vec![crate::plan::step::CopySource::Path(source.to_string())],
-            dest: "/".into(),
-            workdir: "/".into(),
-            chown: None,
-            chmod: None,
-            link: true,
-            parents: false,
-            exclude: vec![],
-            checksum: None,
-            keep_git_dir: false,
-            unpack: false,
-        };
         let view;
         let src = match from {
             Input::Context => crate::copy::Source::Context(self.context),
@@ -385,15 +370,8 @@ impl Solver<'_> {
                 crate::copy::Source::View(&view)
             }
         };
-        let empty = View::new(vec![]);
-        crate::copy::copy(&crate::copy::Request {
-            op: &op,
-            source: src,
-            base: &empty,
-            upper: dir,
-            downloads: &Default::default(),
-        })
-        .map_err(|e| format!("seeding the cache from {source}: {e}"))
+        crate::copy::copy_tree(src, source, dir)
+            .map_err(|e| format!("seeding the cache from {source}: {e}"))
     }
 
     /// An empty directory, the lower layer of a step on an empty filesystem.
