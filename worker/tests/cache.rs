@@ -80,18 +80,7 @@ fn state(env: &Env, name: &str) -> PathBuf {
 
 /// `kiln build` with the env's base image and `state` as the cache.
 fn try_build(env: &Env, state: &Path, ctx: &Path, args: &[&str]) -> std::process::Output {
-    let mut all = vec![
-        "build".to_string(),
-        "--progress=plain".into(),
-        format!("--cache-dir={}", state.display()),
-        format!(
-            "--build-context=kiln-ref/busybox:1=oci-layout://{}",
-            env.base.display()
-        ),
-    ];
-    all.extend(args.iter().map(|a| a.to_string()));
-    all.push(ctx.display().to_string());
-    env.kiln(&all)
+    env.build_in(state, ctx, args)
 }
 
 fn build(env: &Env, state: &Path, ctx: &Path, args: &[&str]) -> String {
