@@ -1,0 +1,264 @@
+//! The build pod's report: the JSON object `kiln build --result-file /dev/termination-log`
+//! writes (docs/worker-result.md), and what the operator makes of a pod that wrote none.
+
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use serde::Deserialize;
+
+use crate::reasons;
+
+/// The worker container's name in every pod the operator creates.
+pub const CONTAINER: &str = "worker";
+
+/// The fields of the worker's result the status uses.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WorkerResult {
+    pub ok: bool,
+    pub digest: Option<String>,
+    pub image: Option<String>,
+    pub pushed: Vec<String>,
+    pub revision: Option<String>,
+    pub steps: Option<Steps>,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub exit_code: Option<i32>,
+    pub log_tail: Option<LogTail>,
+}
+
+/// Step counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Steps {
+    pub total: i32,
+    pub cached: i32,
+}
+
+/// The last lines of a failed step's output, as one string or a list of lines.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum LogTail {
+    Text(String),
+    Lines(Vec<String>),
+}
+
+impl LogTail {
+    fn text(&self) -> String {
+        match self {
+            LogTail::Text(t) => t.clone(),
+            LogTail::Lines(l) => l.join("\n"),
+        }
+    }
+}
+
+/// How a finished build pod ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The image was pushed.
+    Pushed(WorkerResult),
+    /// The build failed; `reason` is stable, `message` for people.
+    Failed { reason: String, message: String },
+}
+
+/// The worker container's status in a pod.
+pub fn worker_status(pod: &Pod) -> Option<&ContainerStatus> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == CONTAINER)
+}
+
+/// The termination message of the worker container, if it has ended.
+pub fn termination_message(pod: &Pod) -> Option<&str> {
+    worker_status(pod)?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()?
+        .message
+        .as_deref()
+}
+
+/// Reads a terminated build pod: its result when the worker wrote one, else what Kubernetes
+/// says about the pod.
+pub fn outcome(pod: &Pod) -> Outcome {
+    let phase = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("");
+    if let Some(text) = termination_message(pod)
+        && let Ok(result) = serde_json::from_str::<WorkerResult>(text.trim())
+    {
+        if result.ok && result.digest.is_some() {
+            return Outcome::Pushed(result);
+        }
+        if !result.ok {
+            return Outcome::Failed {
+                reason: result
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| reasons::BUILD_FAILED.to_string()),
+                message: failure_message(&result),
+            };
+        }
+    }
+    let pod_reason = pod.status.as_ref().and_then(|s| s.reason.as_deref());
+    match pod_reason {
+        Some("DeadlineExceeded") => Outcome::Failed {
+            reason: reasons::DEADLINE_EXCEEDED.to_string(),
+            message: "the build ran longer than spec.timeout".to_string(),
+        },
+        Some("Evicted") | Some("Preempting") | Some("NodeLost") | Some("Shutdown") => {
+            Outcome::Failed {
+                reason: reasons::POD_LOST.to_string(),
+                message: format!(
+                    "the build pod was stopped by Kubernetes ({}): {}",
+                    pod_reason.unwrap_or_default(),
+                    pod.status
+                        .as_ref()
+                        .and_then(|s| s.message.clone())
+                        .unwrap_or_default()
+                ),
+            }
+        }
+        _ => {
+            let terminated = worker_status(pod)
+                .and_then(|c| c.state.as_ref())
+                .and_then(|s| s.terminated.as_ref());
+            let detail = match terminated {
+                Some(t) => format!(
+                    "the worker exited with code {}{}",
+                    t.exit_code,
+                    t.reason
+                        .as_deref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                ),
+                None => format!("the build pod ended in phase {phase} without a result"),
+            };
+            Outcome::Failed {
+                reason: reasons::BUILD_FAILED.to_string(),
+                message: detail,
+            }
+        }
+    }
+}
+
+/// One line for the status: the reason's message, where in the Dockerfile, and the tail of the
+/// step's output.
+fn failure_message(result: &WorkerResult) -> String {
+    let mut message = result.message.clone().unwrap_or_default();
+    if let (Some(file), Some(line)) = (&result.file, result.line)
+        && !message.contains(&format!("{file}:{line}"))
+    {
+        message = format!("{file}:{line}: {message}");
+    }
+    if let Some(code) = result.exit_code
+        && !message.contains("exit code")
+    {
+        message = format!("{message} (exit code {code})");
+    }
+    if let Some(tail) = &result.log_tail {
+        let tail = tail.text();
+        if !tail.trim().is_empty() {
+            message = format!("{message}\n{}", tail.trim_end());
+        }
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated, PodStatus};
+
+    fn pod(phase: &str, reason: Option<&str>, message: Option<&str>, exit: i32) -> Pod {
+        Pod {
+            status: Some(PodStatus {
+                phase: Some(phase.into()),
+                reason: reason.map(Into::into),
+                container_statuses: Some(vec![ContainerStatus {
+                    name: CONTAINER.into(),
+                    state: Some(ContainerState {
+                        terminated: Some(ContainerStateTerminated {
+                            exit_code: exit,
+                            message: message.map(Into::into),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_pushed_result_is_read() {
+        let p = pod(
+            "Succeeded",
+            None,
+            Some(
+                r#"{"ok":true,"digest":"sha256:ab","image":"r/a@sha256:ab","pushed":["r/a:1"],"steps":{"total":5,"cached":2}}"#,
+            ),
+            0,
+        );
+        match outcome(&p) {
+            Outcome::Pushed(r) => {
+                assert_eq!(r.digest.as_deref(), Some("sha256:ab"));
+                assert_eq!(
+                    r.steps,
+                    Some(Steps {
+                        total: 5,
+                        cached: 2
+                    })
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_failed_step_names_its_line_code_and_output() {
+        let p = pod(
+            "Failed",
+            None,
+            Some(
+                r#"{"ok":false,"reason":"StepFailed","message":"RUN make","file":"Dockerfile","line":7,"exitCode":2,"logTail":["cc: error","make: *** [all] Error 1"]}"#,
+            ),
+            1,
+        );
+        assert_eq!(
+            outcome(&p),
+            Outcome::Failed {
+                reason: "StepFailed".into(),
+                message: "Dockerfile:7: RUN make (exit code 2)\ncc: error\nmake: *** [all] Error 1"
+                    .into()
+            }
+        );
+    }
+
+    #[test]
+    fn pods_without_a_result_are_explained() {
+        let p = pod("Failed", Some("DeadlineExceeded"), None, 137);
+        assert!(
+            matches!(outcome(&p), Outcome::Failed { reason, .. } if reason == "DeadlineExceeded")
+        );
+        let p = pod("Failed", Some("Evicted"), None, 137);
+        assert!(matches!(outcome(&p), Outcome::Failed { reason, .. } if reason == "PodLost"));
+        let p = pod("Failed", None, Some("panic: oops"), 101);
+        match outcome(&p) {
+            Outcome::Failed { reason, message } => {
+                assert_eq!(reason, "BuildFailed");
+                assert!(message.contains("101"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
