@@ -30,6 +30,7 @@ test: deps
 	$(CARGO) test --workspace
 
 lint:
+	scripts/check-operator-links
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 

@@ -61,6 +61,16 @@ struct Inflight {
     started: HashMap<(String, String), Instant>,
 }
 
+/// The watch caches a reconcile reads.
+#[derive(Clone)]
+pub struct Stores {
+    pub builds: Store<ImageBuild>,
+    pub pods: Store<Pod>,
+    pub secrets: Store<PartialObjectMeta<Secret>>,
+    pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
+    pub pvcs: Store<PartialObjectMeta<PersistentVolumeClaim>>,
+}
+
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
@@ -145,23 +155,19 @@ pub async fn run(
     .touched_objects();
 
     let (wake, woken) = mpsc::unbounded_channel();
-    let reporter = Reporter {
-        controller: FIELD_MANAGER.into(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
-    let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+    let ctx = Arc::new(Context::new(
         client,
         config,
-        metrics: metrics.clone(),
-        builds: builds.clone(),
-        pods: pods.clone(),
-        secrets: secrets.clone(),
-        config_maps: config_maps.clone(),
-        pvcs: pvcs.clone(),
-        admission: Mutex::new(Inflight::default()),
+        metrics.clone(),
+        Stores {
+            builds: builds.clone(),
+            pods: pods.clone(),
+            secrets: secrets.clone(),
+            config_maps,
+            pvcs,
+        },
         wake,
-    });
+    ));
 
     tokio::spawn(gauges(builds.clone(), metrics.clone()));
     {
@@ -210,6 +216,35 @@ fn referencing<K: Resource>(
             .filter(|b| references(b, kind, &name))
             .map(|b| ObjectRef::from_obj(&*b))
             .collect()
+    }
+}
+
+impl Context {
+    /// A context over the given caches; `wake` receives builds to reconcile when a slot frees.
+    pub fn new(
+        client: Client,
+        config: Config,
+        metrics: Arc<Metrics>,
+        stores: Stores,
+        wake: mpsc::UnboundedSender<ObjectRef<ImageBuild>>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            config,
+            metrics,
+            builds: stores.builds,
+            pods: stores.pods,
+            secrets: stores.secrets,
+            config_maps: stores.config_maps,
+            pvcs: stores.pvcs,
+            admission: Mutex::new(Inflight::default()),
+            wake,
+        }
     }
 }
 
@@ -296,7 +331,8 @@ fn referenced(b: &ImageBuild, default_push: Option<&str>) -> Vec<(&'static str, 
     out
 }
 
-async fn reconcile(build: Arc<ImageBuild>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+/// One reconcile of one ImageBuild.
+pub async fn reconcile(build: Arc<ImageBuild>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let ns = build.namespace().ok_or(Error::NoNamespace)?;
     let name = build.name_any();
     let span = tracing::info_span!("reconcile", namespace = %ns, name = %name);

@@ -210,7 +210,12 @@ impl<'a> Decider<'a> {
     }
 
     fn finish(mut self) -> Decision {
-        // Events for what changed, then the status, once, and only if it changed.
+        // The status first, once, and only if it changed; then an Event for the transition, so
+        // that a failed status write (retried) does not repeat the Event.
+        if self.new != self.old {
+            self.actions
+                .push(Action::ApplyStatus(Box::new(self.new.clone())));
+        }
         let old_key = (self.old.phase, ready_reason(&self.old), self.old.attempt);
         let new_key = (self.new.phase, ready_reason(&self.new), self.new.attempt);
         let changed_run = self.old.run != self.new.run;
@@ -228,10 +233,6 @@ impl<'a> Decider<'a> {
                 reason,
                 note: first_line(&note).to_string(),
             }));
-        }
-        if self.new != self.old {
-            self.actions
-                .push(Action::ApplyStatus(Box::new(self.new.clone())));
         }
         Decision {
             actions: self.actions,

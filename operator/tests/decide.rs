@@ -16,7 +16,9 @@ use kiln_operator::{names, status};
 fn a_new_build_creates_its_context_and_first_pod() {
     let b = build();
     let d = decide(&b, &observed(), &config());
-    assert!(matches!(&d.actions[0], Action::CreateConfigMap(cm) if cm.metadata.name.as_deref() == Some("app-g1-context")));
+    assert!(
+        matches!(&d.actions[0], Action::CreateConfigMap(cm) if cm.metadata.name.as_deref() == Some("app-g1-context"))
+    );
     assert_eq!(created_pods(&d), ["app-g1-1"]);
     assert_eq!(events(&d), ["Building"]);
     let s = status_of(&d).unwrap();
@@ -27,7 +29,10 @@ fn a_new_build_creates_its_context_and_first_pod() {
     assert_eq!(s.run.as_deref(), Some("g1"));
     assert_eq!(s.start_time.as_ref().map(|t| t.0), Some(t(100)));
     let ready = status::condition(&s.conditions, "Ready").unwrap();
-    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "Building"));
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "Building")
+    );
     assert_eq!(d.requeue, None, "the pod watch wakes the build");
 }
 
@@ -62,8 +67,16 @@ fn a_pushed_image_ends_the_build_with_its_digest() {
     assert_eq!(s.steps.map(|x| (x.total, x.cached)), Some((3, 1)));
     assert_eq!(s.duration.as_deref(), Some("1m5s"));
     assert_eq!(s.completion_time.as_ref().map(|t| t.0), Some(t(165)));
-    assert_eq!(status::health(1, s.observed_generation, &s.conditions), status::Health::Healthy);
-    assert!(s.message.as_deref().unwrap().starts_with("pushed registry.example.com/team/app@sha256:"));
+    assert_eq!(
+        status::health(1, s.observed_generation, &s.conditions),
+        status::Health::Healthy
+    );
+    assert!(
+        s.message
+            .as_deref()
+            .unwrap()
+            .starts_with("pushed registry.example.com/team/app@sha256:")
+    );
 
     // Reconciled again (a re-apply of the same spec, an operator restart): nothing happens.
     let b2 = after(&b1, &d);
@@ -83,7 +96,10 @@ fn a_new_generation_builds_again_and_stops_the_old_run() {
     assert_eq!(deleted_pods(&d), ["app-g1-1"]);
     assert_eq!(created_pods(&d), ["app-g2-1"]);
     let s = status_of(&d).unwrap();
-    assert_eq!((s.observed_generation, s.run.as_deref()), (Some(2), Some("g2")));
+    assert_eq!(
+        (s.observed_generation, s.run.as_deref()),
+        (Some(2), Some("g2"))
+    );
     assert_eq!(s.attempt, Some(1));
 }
 
@@ -115,7 +131,11 @@ fn a_full_cluster_queues_the_build() {
     seen.admission = Admission::Queued("waiting for a build slot: 4 of 4".into());
     let d = decide(&build(), &seen, &config());
     assert!(created_pods(&d).is_empty());
-    assert!(!d.actions.iter().any(|a| matches!(a, Action::CreateConfigMap(_))));
+    assert!(
+        !d.actions
+            .iter()
+            .any(|a| matches!(a, Action::CreateConfigMap(_)))
+    );
     assert_eq!(events(&d), ["Queued"]);
     let s = status_of(&d).unwrap();
     assert_eq!(s.phase, Some(Phase::Pending));
@@ -149,9 +169,22 @@ fn missing_objects_keep_the_build_pending_until_they_exist() {
     assert_eq!(s.phase, Some(Phase::Pending));
     let ready = status::condition(&s.conditions, "Ready").unwrap();
     assert_eq!(ready.reason, "MissingSecret");
-    assert!(ready.message.contains("Secret \"npm-token\" (spec.secrets[0].secretRef)"), "{}", ready.message);
-    assert!(matches!(&d.actions.last(), Some(Action::ApplyStatus(_))));
-    assert!(d.actions.iter().any(|a| matches!(a, Action::Event(e) if e.warning && e.reason == "MissingSecret")));
+    assert!(
+        ready
+            .message
+            .contains("Secret \"npm-token\" (spec.secrets[0].secretRef)"),
+        "{}",
+        ready.message
+    );
+    assert!(
+        matches!(&d.actions.last(), Some(Action::Event(_))),
+        "the Event follows the status"
+    );
+    assert!(
+        d.actions
+            .iter()
+            .any(|a| matches!(a, Action::Event(e) if e.warning && e.reason == "MissingSecret"))
+    );
     // Once it exists, the build starts by itself.
     let b1 = after(&b, &d);
     let d = decide(&b1, &observed(), &config());
@@ -180,9 +213,19 @@ fn a_dockerfile_error_fails_before_any_pod() {
     assert_eq!(phase(&b1), Some(Phase::Failed));
     assert_eq!(reason(&b1), "InvalidDockerfile");
     let s = b1.status.as_ref().unwrap();
-    assert_eq!(s.message.as_deref(), Some("Dockerfile:2:1: unknown instruction: COPPY"));
-    assert_eq!(status::health(1, s.observed_generation, &s.conditions), status::Health::Degraded);
-    assert!(d.actions.iter().any(|a| matches!(a, Action::Event(e) if e.warning && e.reason == "InvalidDockerfile")));
+    assert_eq!(
+        s.message.as_deref(),
+        Some("Dockerfile:2:1: unknown instruction: COPPY")
+    );
+    assert_eq!(
+        status::health(1, s.observed_generation, &s.conditions),
+        status::Health::Degraded
+    );
+    assert!(
+        d.actions
+            .iter()
+            .any(|a| matches!(a, Action::Event(e) if e.warning && e.reason == "InvalidDockerfile"))
+    );
     // Never retried, whatever backoffLimit says.
     assert!(decide(&b1, &seen, &config()).actions.is_empty());
 }
@@ -195,7 +238,13 @@ fn an_invalid_spec_is_a_condition_not_a_pod() {
     assert!(created_pods(&d).is_empty());
     let b1 = after(&b, &d);
     assert_eq!(reason(&b1), "InvalidSpec");
-    assert!(b1.status.unwrap().message.unwrap().contains("spec.output.image"));
+    assert!(
+        b1.status
+            .unwrap()
+            .message
+            .unwrap()
+            .contains("spec.output.image")
+    );
 }
 
 #[test]
@@ -226,7 +275,13 @@ fn a_required_secret_the_spec_lacks_fails_with_its_line() {
     let b1 = after(&build(), &d);
     assert_eq!(reason(&b1), "MissingSecret");
     assert_eq!(phase(&b1), Some(Phase::Failed));
-    assert!(b1.status.unwrap().message.unwrap().starts_with("Dockerfile:4: RUN --mount=type=secret,id=npm,required"));
+    assert!(
+        b1.status
+            .unwrap()
+            .message
+            .unwrap()
+            .starts_with("Dockerfile:4: RUN --mount=type=secret,id=npm,required")
+    );
     // An optional one is fine.
     seen.local_plan = Some(Ok(PlanFacts {
         secrets: vec![IdUse {
@@ -236,7 +291,10 @@ fn a_required_secret_the_spec_lacks_fails_with_its_line() {
         }],
         ..Default::default()
     }));
-    assert_eq!(created_pods(&decide(&build(), &seen, &config())), ["app-g1-1"]);
+    assert_eq!(
+        created_pods(&decide(&build(), &seen, &config())),
+        ["app-g1-1"]
+    );
 }
 
 #[test]
@@ -250,7 +308,10 @@ fn a_failed_step_without_retries_fails_with_line_exit_code_and_output() {
     let b2 = after(&b1, &d);
     assert_eq!(reason(&b2), "StepFailed");
     let s = b2.status.unwrap();
-    assert_eq!(s.message.as_deref(), Some("Dockerfile:2: RUN make (exit code 2)\nboom"));
+    assert_eq!(
+        s.message.as_deref(),
+        Some("Dockerfile:2: RUN make (exit code 2)\nboom")
+    );
     // The condition message is the first line only.
     let ready = status::condition(&s.conditions, "Ready").unwrap();
     assert_eq!(ready.message, "Dockerfile:2: RUN make (exit code 2)");
@@ -271,33 +332,55 @@ fn failures_a_retry_can_fix_are_retried_with_backoff() {
     assert_eq!(reason(&b2), "Retrying");
     assert_eq!(phase(&b2), Some(Phase::Building));
     let wait = d.requeue.unwrap();
-    assert!(wait > Duration::from_secs(4) && wait < Duration::from_secs(6), "{wait:?}");
+    assert!(
+        wait > Duration::from_secs(4) && wait < Duration::from_secs(6),
+        "{wait:?}"
+    );
     // Due: attempt 2 starts.
     seen.now = t(161);
     let d = decide(&b2, &seen, &config());
     assert_eq!(created_pods(&d), ["app-g1-2"]);
     let b3 = after(&b2, &d);
     assert_eq!(b3.status.as_ref().unwrap().attempt, Some(2));
-    assert!(b3.status.as_ref().unwrap().message.as_deref().unwrap().contains("attempt 2"));
+    assert!(
+        b3.status
+            .as_ref()
+            .unwrap()
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("attempt 2")
+    );
     // Attempt 2 fails too: the second retry waits 20 s.
-    seen.pods.push(ended(build_pod(2), "Failed", 1, &step_failed(1), 200));
+    seen.pods
+        .push(ended(build_pod(2), "Failed", 1, &step_failed(1), 200));
     seen.now = t(201);
     let d = decide(&b3, &seen, &config());
     let wait = d.requeue.unwrap();
-    assert!(wait > Duration::from_secs(18) && wait < Duration::from_secs(20), "{wait:?}");
+    assert!(
+        wait > Duration::from_secs(18) && wait < Duration::from_secs(20),
+        "{wait:?}"
+    );
     // Attempt 3 is the last one backoffLimit 2 allows.
     seen.now = t(221);
     let b4 = after(&b3, &d);
     let d = decide(&b4, &seen, &config());
     assert_eq!(created_pods(&d), ["app-g1-3"]);
     let b5 = after(&b4, &d);
-    seen.pods.push(ended(build_pod(3), "Failed", 1, &step_failed(1), 260));
+    seen.pods
+        .push(ended(build_pod(3), "Failed", 1, &step_failed(1), 260));
     seen.now = t(300);
     let d = decide(&b5, &seen, &config());
     assert!(created_pods(&d).is_empty());
     let b6 = after(&b5, &d);
     assert_eq!(phase(&b6), Some(Phase::Failed));
-    assert!(b6.status.unwrap().message.unwrap().contains("(attempt 3 of 3)"));
+    assert!(
+        b6.status
+            .unwrap()
+            .message
+            .unwrap()
+            .contains("(attempt 3 of 3)")
+    );
 }
 
 #[test]
@@ -377,7 +460,10 @@ fn a_restarted_operator_adopts_the_running_pod() {
     assert_eq!(s.start_time.as_ref().map(|t| t.0), Some(t(10)));
     // A later attempt's pod wins over an older status.
     let b1 = after(&build(), &d);
-    seen.pods = vec![ended(build_pod(1), "Failed", 1, &step_failed(1), 20), running(build_pod(2))];
+    seen.pods = vec![
+        ended(build_pod(1), "Failed", 1, &step_failed(1), 20),
+        running(build_pod(2)),
+    ];
     let d = decide(&b1, &seen, &config());
     assert!(created_pods(&d).is_empty());
     assert_eq!(status_of(&d).unwrap().attempt, Some(2));
@@ -453,10 +539,26 @@ fn other_sources_are_planned_by_a_plan_pod() {
     )];
     let d = decide(&b1, &seen, &config());
     assert_eq!(created_pods(&d), ["app-g1-1"]);
-    let pod = d.actions.iter().find_map(|a| match a { Action::CreatePod(p) => Some(p), _ => None }).unwrap();
-    let args = pod.spec.as_ref().unwrap().containers[0].args.clone().unwrap();
-    assert_eq!(args.last().unwrap(), "https://git.example.com/team/app.git#4b825dc642cb6eb9a060e54bf8d69288fbee4904");
-    assert_eq!(status_of(&d).unwrap().revision.as_deref(), Some("4b825dc642cb6eb9a060e54bf8d69288fbee4904"));
+    let pod = d
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            Action::CreatePod(p) => Some(p),
+            _ => None,
+        })
+        .unwrap();
+    let args = pod.spec.as_ref().unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert_eq!(
+        args.last().unwrap(),
+        "https://git.example.com/team/app.git#4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+    );
+    assert_eq!(
+        status_of(&d).unwrap().revision.as_deref(),
+        Some("4b825dc642cb6eb9a060e54bf8d69288fbee4904")
+    );
 }
 
 #[test]
@@ -475,14 +577,19 @@ fn a_plan_pod_reporting_a_dockerfile_error_fails_the_build() {
     assert!(created_pods(&d).is_empty());
     let b1 = after(&b, &d);
     assert_eq!(reason(&b1), "InvalidDockerfile");
-    assert_eq!(b1.status.unwrap().message.as_deref(), Some("Dockerfile:3:1: unknown instruction: COPPY"));
+    assert_eq!(
+        b1.status.unwrap().message.as_deref(),
+        Some("Dockerfile:3:1: unknown instruction: COPPY")
+    );
 }
 
 #[test]
 fn long_messages_are_cut() {
     let b = build();
     let b1 = after(&b, &decide(&b, &observed(), &config()));
-    let tail: Vec<String> = (0..400).map(|i| format!("\"line {i} of a long and noisy build log\"")).collect();
+    let tail: Vec<String> = (0..400)
+        .map(|i| format!("\"line {i} of a long and noisy build log\""))
+        .collect();
     let msg = format!(
         r#"{{"ok":false,"reason":"StepFailed","message":"RUN x","file":"Dockerfile","line":2,"exitCode":1,"logTail":[{}]}}"#,
         tail.join(",")
@@ -490,6 +597,10 @@ fn long_messages_are_cut() {
     let mut seen = observed();
     seen.pods = vec![ended(build_pod(1), "Failed", 1, &msg, 140)];
     let s = after(&b1, &decide(&b1, &seen, &config())).status.unwrap();
-    assert!(s.message.as_ref().unwrap().len() <= 2052, "{}", s.message.unwrap().len());
+    assert!(
+        s.message.as_ref().unwrap().len() <= 2052,
+        "{}",
+        s.message.unwrap().len()
+    );
     assert!(s.message.unwrap().ends_with('…'));
 }

@@ -93,11 +93,13 @@ fn privileged_pod() {
     b.spec.security_profile = SecurityProfile::Privileged;
     let p = make(&b, &config());
     let c = &p.spec.as_ref().unwrap().containers[0];
-    assert_eq!(
-        c.security_context.as_ref().unwrap().privileged,
-        Some(true)
+    assert_eq!(c.security_context.as_ref().unwrap().privileged, Some(true));
+    assert!(
+        !c.args
+            .as_ref()
+            .unwrap()
+            .contains(&"--no-process-sandbox".to_string())
     );
-    assert!(!c.args.as_ref().unwrap().contains(&"--no-process-sandbox".to_string()));
 }
 
 #[test]
@@ -184,7 +186,12 @@ fn config_map_keys_are_placed_at_their_paths() {
         .config_map
         .clone()
         .unwrap();
-    let items: Vec<_> = cm.items.unwrap().into_iter().map(|i| (i.key, i.path)).collect();
+    let items: Vec<_> = cm
+        .items
+        .unwrap()
+        .into_iter()
+        .map(|i| (i.key, i.path))
+        .collect();
     assert_eq!(
         items,
         [
@@ -203,7 +210,10 @@ fn every_pod_is_tokenless_owned_and_never_privileged_by_default() {
         assert_eq!(spec.automount_service_account_token, Some(false));
         assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
         let owner = &p.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!((owner.kind.as_str(), owner.controller), ("ImageBuild", Some(true)));
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("ImageBuild", Some(true))
+        );
         let sc = spec.security_context.as_ref().unwrap();
         assert_eq!(sc.run_as_non_root, Some(true));
         assert_eq!(sc.run_as_user, Some(1000));
@@ -246,15 +256,25 @@ fn defaults_from_the_configuration_apply() {
     let p = make(&b, &config);
     let spec = p.spec.unwrap();
     assert_eq!(spec.node_selector.unwrap().len(), 2);
-    assert_eq!(spec.containers[0].image.as_deref(), Some("reg/kiln-worker:9"));
+    assert_eq!(
+        spec.containers[0].image.as_deref(),
+        Some("reg/kiln-worker:9")
+    );
     assert_eq!(spec.active_deadline_seconds, Some(1800));
-    let state = spec.volumes.unwrap().into_iter().find(|v| v.name == "state").unwrap();
-    assert_eq!(state.empty_dir.unwrap().size_limit.unwrap().0, "20Gi");
-    assert!(spec.containers[0]
-        .args
-        .as_ref()
+    let state = spec
+        .volumes
         .unwrap()
-        .contains(&"--insecure-registry=10.0.0.1:5000".to_string()));
+        .into_iter()
+        .find(|v| v.name == "state")
+        .unwrap();
+    assert_eq!(state.empty_dir.unwrap().size_limit.unwrap().0, "20Gi");
+    assert!(
+        spec.containers[0]
+            .args
+            .as_ref()
+            .unwrap()
+            .contains(&"--insecure-registry=10.0.0.1:5000".to_string())
+    );
 }
 
 #[test]
