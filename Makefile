@@ -7,14 +7,15 @@ SHELL := /bin/bash
 # Debian packages the test suites need; `make test` installs the missing ones.
 TEST_PACKAGES := busybox-static uidmap skopeo umoci podman openssh-client openssh-server docker-registry apache2-utils openssl
 
-.PHONY: help build test lint crds demo e2e bench deps fuzz
+.PHONY: help build test lint crds demo e2e bench deps fuzz deploy undeploy images
 
 help:
 	@echo "make build   build the kiln and kiln-operator binaries (release)"
 	@echo "make test    unit and integration tests (installs missing apt packages)"
 	@echo "make lint    cargo fmt --check and clippy with warnings denied"
 	@echo "make crds    regenerate crds/imagebuild.yaml and the chart's copy"
-	@echo "make e2e     end-to-end suite against ../shared/k8s (starts the cluster)"
+	@echo "make e2e     end-to-end suite: deploys Kiln on the cluster KUBECONFIG names (default ../shared/k8s) and runs it"
+	@echo "make deploy  build the images with Kiln, load them, install the CRD and the operator (make undeploy removes it)"
 	@echo "make demo    a local registry, a base pushed to it, the example built from it and pushed"
 	@echo "make bench   Kiln against BuildKit and buildah (bench/bench.py), then registry push/pull against skopeo"
 	@echo "             (BENCH_ONLY=cold,noop,... BENCH_PEERS=kiln,buildkit BENCH_QUICK=1 BENCH_SIZES=\"200 500\")"
@@ -38,10 +39,13 @@ crds:
 	$(CARGO) run -q -p kiln-crds --bin kiln-crdgen -- crds/imagebuild.yaml charts/kiln/crds/imagebuild.yaml
 
 e2e:
-	kit=$$(scripts/k8s-kit); \
-	"$$kit/up" --control-plane; \
-	eval "$$("$$kit/env")"; \
-	$(CARGO) test -p kiln-tests --features e2e --test e2e -- --test-threads=2
+	scripts/e2e
+
+deploy:
+	scripts/deploy
+
+undeploy:
+	scripts/undeploy
 
 demo:
 	scripts/demo

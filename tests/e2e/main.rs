@@ -1,3 +1,4 @@
 //! Kiln's end-to-end suite, against a real Kubernetes cluster (`make e2e`).
 
 mod crd;
+mod operator;
