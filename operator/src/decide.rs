@@ -225,7 +225,10 @@ impl<'a> Decider<'a> {
             let warning = matches!(phase, Phase::Failed | Phase::Cancelled)
                 || matches!(
                     reason.as_str(),
-                    reasons::MISSING_SECRET | reasons::MISSING_SOURCE | reasons::RETRYING
+                    reasons::MISSING_SECRET
+                        | reasons::MISSING_SOURCE
+                        | reasons::RETRYING
+                        | reasons::POD_CANNOT_START
                 );
             let note = self.new.message.clone().unwrap_or_default();
             self.actions.push(Action::Event(Event {
@@ -440,11 +443,20 @@ impl<'a> Decider<'a> {
                 } else {
                     String::new()
                 };
-                self.set_phase(
-                    Phase::Building,
-                    reasons::BUILDING,
-                    format!("building in pod {pod_name}{attempt_note}"),
-                );
+                match cannot_start(p) {
+                    // The build waits on something only a person can fix (an image that cannot
+                    // be pulled, a bad volume): say so, and let spec.timeout end it.
+                    Some(why) => self.set_phase(
+                        Phase::Building,
+                        reasons::POD_CANNOT_START,
+                        format!("the build pod {pod_name} cannot start: {why}"),
+                    ),
+                    None => self.set_phase(
+                        Phase::Building,
+                        reasons::BUILDING,
+                        format!("building in pod {pod_name}{attempt_note}"),
+                    ),
+                }
                 return;
             }
             Some(p) => match result::outcome(p) {
@@ -666,6 +678,30 @@ fn pod_phase(pod: &Pod) -> &str {
 /// Whether a pod has ended (it will not run again: restartPolicy is Never).
 pub fn is_finished(pod: &Pod) -> bool {
     matches!(pod_phase(pod), "Succeeded" | "Failed")
+}
+
+/// Why the worker container cannot start, when Kubernetes says it is stuck rather than slow.
+fn cannot_start(pod: &Pod) -> Option<String> {
+    let waiting = result::worker_status(pod)?
+        .state
+        .as_ref()?
+        .waiting
+        .as_ref()?;
+    let reason = waiting.reason.as_deref()?;
+    let stuck = matches!(
+        reason,
+        "ErrImagePull"
+            | "ImagePullBackOff"
+            | "InvalidImageName"
+            | "ErrImageNeverPull"
+            | "CreateContainerConfigError"
+            | "CreateContainerError"
+            | "RunContainerError"
+    );
+    stuck.then(|| match waiting.message.as_deref() {
+        Some(m) if !m.is_empty() => format!("{reason}: {m}"),
+        _ => reason.to_string(),
+    })
 }
 
 /// When the worker container ended.

@@ -16,6 +16,9 @@ pub const MISSING_SOURCE: &str = "MissingSource";
 pub const PLANNING: &str = "Planning";
 /// The build pod runs.
 pub const BUILDING: &str = "Building";
+/// The build pod exists but Kubernetes cannot start its container (the worker image cannot be
+/// pulled, a volume cannot be mounted).
+pub const POD_CANNOT_START: &str = "PodCannotStart";
 /// A failed attempt waits for its retry.
 pub const RETRYING: &str = "Retrying";
 /// The image was pushed.

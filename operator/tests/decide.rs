@@ -604,3 +604,36 @@ fn long_messages_are_cut() {
     );
     assert!(s.message.unwrap().ends_with('…'));
 }
+
+#[test]
+fn a_pod_that_cannot_start_says_why() {
+    let b = build();
+    let b1 = after(&b, &decide(&b, &observed(), &config()));
+    let mut p = build_pod(1);
+    p.status.as_mut().unwrap().container_statuses =
+        Some(vec![k8s_openapi::api::core::v1::ContainerStatus {
+            name: "worker".into(),
+            state: Some(k8s_openapi::api::core::v1::ContainerState {
+                waiting: Some(k8s_openapi::api::core::v1::ContainerStateWaiting {
+                    reason: Some("ImagePullBackOff".into()),
+                    message: Some("Back-off pulling image \"localhost/kiln-worker:dev\"".into()),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]);
+    let mut seen = observed();
+    seen.pods = vec![p];
+    let d = decide(&b1, &seen, &config());
+    let b2 = after(&b1, &d);
+    assert_eq!(reason(&b2), "PodCannotStart");
+    assert_eq!(phase(&b2), Some(Phase::Building));
+    assert!(
+        b2.status
+            .unwrap()
+            .message
+            .unwrap()
+            .contains("ImagePullBackOff: Back-off pulling image")
+    );
+    assert!(created_pods(&d).is_empty());
+}
