@@ -41,6 +41,8 @@ const SSH_DIR: &str = "/kiln/ssh";
 const REGISTRY_DIR: &str = "/kiln/registry";
 const GIT_AUTH_DIR: &str = "/kiln/git-auth";
 const STATE_DIR: &str = "/var/lib/kiln";
+/// How long after its own timeout a worker is killed by the kubelet.
+const DEADLINE_MARGIN_SECONDS: i64 = 60;
 
 /// What every pod of one run is built from.
 pub struct Inputs<'a> {
@@ -231,6 +233,7 @@ impl Inputs<'_> {
                 }),
                 Some(SecurityContext {
                     privileged: Some(false),
+                    read_only_root_filesystem: Some(true),
                     // newuidmap and newgidmap gain CAP_SETUID/CAP_SETGID from their file
                     // capabilities to write the worker's subordinate id maps; no_new_privs would
                     // forbid that, and the bounding set must keep the two.
@@ -368,7 +371,6 @@ impl Inputs<'_> {
                     name: CONTAINER.into(),
                     image: Some(config.worker_image.clone()),
                     image_pull_policy: config.worker_image_pull_policy.clone(),
-                    command: Some(vec!["kiln".into()]),
                     args: Some(args),
                     env: Some(env),
                     resources,
@@ -399,6 +401,12 @@ pub fn build_pod(inputs: &Inputs<'_>, attempt: i32) -> Pod {
         "--result-file=/dev/termination-log".into(),
         "--push".into(),
     ];
+    // The worker stops itself at spec.timeout and reports it; the kubelet's deadline is the
+    // backstop, a minute later, for a worker that cannot.
+    let timeout = kiln_crds::duration::parse(&spec.timeout).ok();
+    if let Some(t) = timeout {
+        args.push(format!("--timeout={}s", t.as_secs().max(1)));
+    }
     args.extend(inputs.engine_args());
     args.push(format!("--tag={}", spec.output.image));
     let reference = kiln_crds::reference::Reference::parse(&spec.output.image).ok();
@@ -536,9 +544,7 @@ pub fn build_pod(inputs: &Inputs<'_>, attempt: i32) -> Pod {
     args.extend(context_flags);
     args.push(context);
 
-    let deadline = kiln_crds::duration::parse(&spec.timeout)
-        .ok()
-        .map(|d| d.as_secs().max(1) as i64);
+    let deadline = timeout.map(|d| d.as_secs().max(1) as i64 + DEADLINE_MARGIN_SECONDS);
     let resources = spec
         .resources
         .clone()

@@ -98,10 +98,13 @@ pub fn outcome(pod: &Pod) -> Outcome {
         }
         if !result.ok {
             return Outcome::Failed {
-                reason: result
-                    .reason
-                    .clone()
-                    .unwrap_or_else(|| reasons::BUILD_FAILED.to_string()),
+                reason: match result.reason.as_deref() {
+                    // The worker stopped itself at spec.timeout: the CRD calls that
+                    // DeadlineExceeded, whoever noticed first.
+                    Some("Timeout") => reasons::DEADLINE_EXCEEDED.to_string(),
+                    Some(r) => r.to_string(),
+                    None => reasons::BUILD_FAILED.to_string(),
+                },
                 message: failure_message(&result),
             };
         }

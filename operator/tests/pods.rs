@@ -260,7 +260,7 @@ fn defaults_from_the_configuration_apply() {
         spec.containers[0].image.as_deref(),
         Some("reg/kiln-worker:9")
     );
-    assert_eq!(spec.active_deadline_seconds, Some(1800));
+    assert_eq!(spec.active_deadline_seconds, Some(1860));
     let state = spec
         .volumes
         .unwrap()
