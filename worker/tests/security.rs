@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-use common::{Env, ROOTLESS_USER, text};
+use common::{Env, ROOTLESS_USER, host_tools, text};
 
 fn root_env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
@@ -471,4 +471,131 @@ fn no_controlling_terminal_root() {
 #[test]
 fn no_controlling_terminal_rootless() {
     no_controlling_terminal(true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// ssh forwarding: a step may list identities and sign, nothing else
+
+struct Agent {
+    child: std::process::Child,
+    socket: PathBuf,
+    as_user: Option<&'static str>,
+}
+
+impl Agent {
+    fn start(dir: &Path, as_user: Option<&'static str>) -> Agent {
+        let socket = dir.join("agent.sock");
+        let _ = std::fs::remove_file(&socket);
+        let mut cmd = match as_user {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--", "ssh-agent"]);
+                c
+            }
+            None => Command::new("ssh-agent"),
+        };
+        let child = cmd
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if socket.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Agent {
+            child,
+            socket,
+            as_user,
+        }
+    }
+
+    fn ssh_add(&self, args: &[&str]) -> Output {
+        let mut cmd = match self.as_user {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--", "ssh-add"]);
+                c
+            }
+            None => Command::new("ssh-add"),
+        };
+        cmd.args(args)
+            .env("SSH_AUTH_SOCK", &self.socket)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ssh_agent_is_read_only(rootless: bool) {
+    let env = env(rootless);
+    let keydir = env.dir.join("agent-keys");
+    let _ = std::fs::remove_dir_all(&keydir);
+    std::fs::create_dir_all(&keydir).unwrap();
+    let key = keydir.join("id_ed25519");
+    assert!(
+        Command::new("ssh-keygen")
+            .args([
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "kiln-forwarded",
+                "-f"
+            ])
+            .arg(&key)
+            .status()
+            .unwrap()
+            .success()
+    );
+    chown_for(env, &keydir);
+    let agent = Agent::start(&keydir, rootless.then_some(ROOTLESS_USER));
+    let added = agent.ssh_add(&[key.to_str().unwrap()]);
+    assert!(added.status.success(), "ssh-add: {}", text(&added));
+
+    let dockerfile = "FROM kiln-ref/busybox:1\nCOPY tools/ /\n\
+        RUN --mount=type=ssh ssh-add -l > /before 2>&1; \
+            ssh-add -D > /remove-all 2>&1; echo $? >> /remove-all; \
+            ssh-add -l > /after 2>&1; true\n";
+    let ctx = env.context("ssh-agent", &[("Dockerfile", dockerfile)]);
+    host_tools(&ctx.join("tools"), &["/usr/bin/ssh-add"]);
+    chown_for(env, &ctx);
+    let ssh = format!("--ssh=default={}", agent.socket.display());
+    let fs = build_ctx_with(env, "ssh-agent", &ctx, &[&ssh], |mut c| c.output().unwrap());
+    assert!(read(&fs, "before").contains("kiln-forwarded"));
+    assert!(
+        read(&fs, "remove-all").ends_with('1'),
+        "ssh-add -D succeeded: {}",
+        read(&fs, "remove-all")
+    );
+    assert!(read(&fs, "after").contains("kiln-forwarded"));
+    let listed = agent.ssh_add(&["-l"]);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("kiln-forwarded"),
+        "the step removed the user's identities: {}",
+        text(&listed)
+    );
+}
+
+#[test]
+fn ssh_agent_is_read_only_root() {
+    ssh_agent_is_read_only(false);
+}
+
+#[test]
+fn ssh_agent_is_read_only_rootless() {
+    ssh_agent_is_read_only(true);
 }
