@@ -88,7 +88,7 @@ fn run(f: &Fixture) -> (Result<i32, RunError>, String) {
 }
 
 fn is_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 #[test]
