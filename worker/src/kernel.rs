@@ -144,6 +144,23 @@ pub fn cloexec_from(first: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Close every descriptor from 3 up, at the start of a process that has opened none of its
+/// own: whatever it inherited (a caller's leaked directory, a job server's pipes) is gone
+/// before anything else runs, so nothing it forks can hold it either.
+///
+/// Call it first thing in `main` of a process that re-executes itself as a helper, before
+/// anything (the standard library included) has opened a descriptor of its own.
+pub fn close_inherited_fds() -> io::Result<()> {
+    // SAFETY: the caller runs this before opening any descriptor, so every descriptor from 3
+    // up was inherited and is owned by no `OwnedFd`, `File` or library state of this process:
+    // closing them invalidates nothing that will be used.
+    let r = unsafe { libc::close_range(3, u32::MAX, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Attributes `mount_setattr(2)` sets on a mount.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MountAttrs {

@@ -378,7 +378,9 @@ fn inherited_fds_do_not_reach_the_step(rootless: bool) {
          RUN ls /proc/self/fd/{LEAKED_FD}/ > /listed 2>/dev/null; \
              touch /proc/self/fd/{LEAKED_FD}/escaped 2>/dev/null; \
              for fd in /proc/self/fd/*; do echo \"$fd $(readlink $fd)\"; done > /fds; \
-             readlink /proc/1/cwd > /init-cwd 2>&1 || true\n"
+             ls /proc/1/fd/ > /init-fd-list 2>/dev/null; \
+             for fd in /proc/1/fd/*; do readlink $fd; done > /init-fds 2>/dev/null; \
+             readlink /proc/1/cwd >> /init-fds 2>/dev/null; true\n"
     );
     let dir = std::fs::File::open(&outside).unwrap();
     let fs = build_with(env, "fds", &dockerfile, &[], |mut c| {
@@ -402,6 +404,16 @@ fn inherited_fds_do_not_reach_the_step(rootless: bool) {
         "the step wrote through an inherited descriptor"
     );
     assert_eq!(read(&fs, "listed"), "", "the step listed a host directory");
+    assert_eq!(
+        read(&fs, "init-fds"),
+        "",
+        "the step followed the descriptors of the sandbox's pid 1"
+    );
+    let init_fds = read(&fs, "init-fd-list");
+    assert!(
+        !init_fds.lines().any(|fd| fd == LEAKED_FD.to_string()),
+        "the sandbox's pid 1 holds the leaked descriptor: {init_fds}"
+    );
     let fds = read(&fs, "fds");
     assert!(
         !fds.contains(&format!("/proc/self/fd/{LEAKED_FD} ")),

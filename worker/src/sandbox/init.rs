@@ -64,8 +64,14 @@ pub fn default_caps_mask() -> u64 {
     DEFAULT_CAPS.iter().fold(0, |mask, cap| mask | (1 << cap))
 }
 
-/// The helper's `main`. Never returns.
+/// The helper's `main`. Never returns. The helper must call it before it opens anything.
 pub fn helper_main(spec_path: &Path) -> ! {
+    // What the engine inherited from its caller it passed on to us: none of it may reach the
+    // container's pid 1, let alone the step.
+    if let Err(e) = kernel::close_inherited_fds() {
+        eprintln!("kiln sandbox: closing inherited descriptors: {e}");
+        std::process::exit(SETUP_FAILED);
+    }
     let spec: Spec = match std::fs::read(spec_path)
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
@@ -191,6 +197,14 @@ fn decode(status: WaitStatus) -> i32 {
 }
 
 fn container_init(sys: &dyn Syscall, spec: &Spec, secrets: &[Vec<u8>]) -> i32 {
+    // Pid 1 holds descriptors of the host (the error file, the engine's pipes) and is visible
+    // to the step: not dumpable, its /proc/1/fd, cwd and root are closed to the step's root,
+    // which lacks CAP_SYS_PTRACE. The command's exec makes the command dumpable again.
+    if let Err(e) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        return fail(spec, SETUP_FAILED, &format!("PR_SET_DUMPABLE: {e}"));
+    }
     if spec.isolate_network
         && let Err(e) = sys.loopback_up()
     {
