@@ -16,6 +16,18 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use rustix::process::{Pid, Signal};
 
+/// `empty` with every flag whose condition holds set: a set of booleans as kernel flags.
+pub fn flags_of<T: Copy + std::ops::BitOrAssign, const N: usize>(
+    empty: T,
+    flags: [(bool, T); N],
+) -> T {
+    let mut bits = empty;
+    for (_, flag) in flags.into_iter().filter(|(on, _)| *on) {
+        bits |= flag;
+    }
+    bits
+}
+
 /// Which side of a [`fork_single_threaded`] the caller is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fork {
@@ -102,19 +114,17 @@ pub struct Namespaces {
 /// `unshare(2)` into new namespaces.
 pub fn unshare(ns: Namespaces) -> io::Result<()> {
     use rustix::thread::UnshareFlags as F;
-    let mut flags = F::empty();
-    for (on, flag) in [
-        (ns.user, F::NEWUSER),
-        (ns.mount, F::NEWNS),
-        (ns.uts, F::NEWUTS),
-        (ns.ipc, F::NEWIPC),
-        (ns.net, F::NEWNET),
-        (ns.pid, F::NEWPID),
-    ] {
-        if on {
-            flags |= flag;
-        }
-    }
+    let flags = flags_of(
+        F::empty(),
+        [
+            (ns.user, F::NEWUSER),
+            (ns.mount, F::NEWNS),
+            (ns.uts, F::NEWUTS),
+            (ns.ipc, F::NEWIPC),
+            (ns.net, F::NEWNET),
+            (ns.pid, F::NEWPID),
+        ],
+    );
     // SAFETY: `unshare_unsafe` is unsafe only for CLONE_FILES, which would let threads see
     // descriptors disappear; `Namespaces` cannot express it (nor CLONE_FS).
     unsafe { rustix::thread::unshare_unsafe(flags) }.map_err(io::Error::from)
@@ -172,18 +182,15 @@ pub struct MountAttrs {
 
 impl MountAttrs {
     fn bits(self) -> u64 {
-        let mut bits = 0;
-        for (on, bit) in [
-            (self.readonly, libc::MOUNT_ATTR_RDONLY),
-            (self.nosuid, libc::MOUNT_ATTR_NOSUID),
-            (self.nodev, libc::MOUNT_ATTR_NODEV),
-            (self.noexec, libc::MOUNT_ATTR_NOEXEC),
-        ] {
-            if on {
-                bits |= bit;
-            }
-        }
-        bits
+        flags_of(
+            0,
+            [
+                (self.readonly, libc::MOUNT_ATTR_RDONLY),
+                (self.nosuid, libc::MOUNT_ATTR_NOSUID),
+                (self.nodev, libc::MOUNT_ATTR_NODEV),
+                (self.noexec, libc::MOUNT_ATTR_NOEXEC),
+            ],
+        )
     }
 }
 

@@ -267,17 +267,7 @@ fn become_root(sys: &dyn Syscall, mapping: &Mapping) -> Result<(), UsernsError> 
         let _ = sys.set_groups(&[]);
     }
     // Mounts made from now on must not propagate anywhere.
-    sys.mount(
-        "",
-        Path::new("/"),
-        "",
-        MountFlags {
-            recursive: true,
-            private: true,
-            ..Default::default()
-        },
-        "",
-    )?;
+    sys.mount("", Path::new("/"), "", MountFlags::PRIVATE_TREE, "")?;
     Ok(())
 }
 

@@ -14,6 +14,21 @@ use std::sync::OnceLock;
 
 use common::{Env, ROOTLESS_USER, host_tools, text};
 
+/// A `#[test]` of `$f` as root, and one as an unprivileged user.
+macro_rules! root_and_rootless {
+    ($f:ident: $root:ident, $rootless:ident) => {
+        #[test]
+        fn $root() {
+            $f(false);
+        }
+
+        #[test]
+        fn $rootless() {
+            $f(true);
+        }
+    };
+}
+
 fn root_env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
     ENV.get_or_init(|| Env::new("security-root", false))
@@ -135,15 +150,10 @@ fn proc_is_read_only_and_masked(rootless: bool) {
     }
 }
 
-#[test]
-fn proc_is_read_only_and_masked_root() {
-    proc_is_read_only_and_masked(false);
-}
-
-#[test]
-fn proc_is_read_only_and_masked_rootless() {
-    proc_is_read_only_and_masked(true);
-}
+root_and_rootless!(
+    proc_is_read_only_and_masked: proc_is_read_only_and_masked_root,
+    proc_is_read_only_and_masked_rootless
+);
 
 // ---------------------------------------------------------------------------------------------
 // /sys: read-only all the way down, so the cgroup v1 trees are not writable
@@ -174,15 +184,10 @@ fn sys_is_read_only_recursively(rootless: bool) {
     }
 }
 
-#[test]
-fn sys_is_read_only_recursively_root() {
-    sys_is_read_only_recursively(false);
-}
-
-#[test]
-fn sys_is_read_only_recursively_rootless() {
-    sys_is_read_only_recursively(true);
-}
+root_and_rootless!(
+    sys_is_read_only_recursively: sys_is_read_only_recursively_root,
+    sys_is_read_only_recursively_rootless
+);
 
 // ---------------------------------------------------------------------------------------------
 // Devices: none can be made or opened but the few the sandbox provides
@@ -225,15 +230,10 @@ fn devices_cannot_be_made_or_opened(rootless: bool) {
     }
 }
 
-#[test]
-fn devices_cannot_be_made_or_opened_root() {
-    devices_cannot_be_made_or_opened(false);
-}
-
-#[test]
-fn devices_cannot_be_made_or_opened_rootless() {
-    devices_cannot_be_made_or_opened(true);
-}
+root_and_rootless!(
+    devices_cannot_be_made_or_opened: devices_cannot_be_made_or_opened_root,
+    devices_cannot_be_made_or_opened_rootless
+);
 
 // ---------------------------------------------------------------------------------------------
 // Privileges: no_new_privs, seccomp, Docker's capability set without CAP_MKNOD
@@ -283,15 +283,10 @@ fn privileges_are_dropped(rootless: bool) {
     assert_ne!(status_field(&insecure, "CapBnd"), DEFAULT_CAPS);
 }
 
-#[test]
-fn privileges_are_dropped_root() {
-    privileges_are_dropped(false);
-}
-
-#[test]
-fn privileges_are_dropped_rootless() {
-    privileges_are_dropped(true);
-}
+root_and_rootless!(
+    privileges_are_dropped: privileges_are_dropped_root,
+    privileges_are_dropped_rootless
+);
 
 /// The default seccomp profile refuses what Docker's refuses, even to the step's root: the
 /// kernel keyring (`add_key`, `keyctl`) is not namespaced.
@@ -316,15 +311,10 @@ fn seccomp_refuses_the_keyring(rootless: bool) {
     assert_ne!(read(&fs, "insecure"), "errno 1");
 }
 
-#[test]
-fn seccomp_refuses_the_keyring_root() {
-    seccomp_refuses_the_keyring(false);
-}
-
-#[test]
-fn seccomp_refuses_the_keyring_rootless() {
-    seccomp_refuses_the_keyring(true);
-}
+root_and_rootless!(
+    seccomp_refuses_the_keyring: seccomp_refuses_the_keyring_root,
+    seccomp_refuses_the_keyring_rootless
+);
 
 /// A tiny static C program, built with the host's compiler.
 fn compile_keyctl(dest: &Path) {
@@ -428,15 +418,10 @@ fn inherited_fds_do_not_reach_the_step(rootless: bool) {
     }
 }
 
-#[test]
-fn inherited_fds_do_not_reach_the_step_root() {
-    inherited_fds_do_not_reach_the_step(false);
-}
-
-#[test]
-fn inherited_fds_do_not_reach_the_step_rootless() {
-    inherited_fds_do_not_reach_the_step(true);
-}
+root_and_rootless!(
+    inherited_fds_do_not_reach_the_step: inherited_fds_do_not_reach_the_step_root,
+    inherited_fds_do_not_reach_the_step_rootless
+);
 
 // ---------------------------------------------------------------------------------------------
 // The terminal: a step run from an interactive shell cannot type into it (TIOCSTI)
@@ -475,15 +460,10 @@ fn no_controlling_terminal(rootless: bool) {
     assert_eq!(read(&fs, "terminals"), "");
 }
 
-#[test]
-fn no_controlling_terminal_root() {
-    no_controlling_terminal(false);
-}
-
-#[test]
-fn no_controlling_terminal_rootless() {
-    no_controlling_terminal(true);
-}
+root_and_rootless!(
+    no_controlling_terminal: no_controlling_terminal_root,
+    no_controlling_terminal_rootless
+);
 
 // ---------------------------------------------------------------------------------------------
 // ssh forwarding: a step may list identities and sign, nothing else
@@ -491,22 +471,26 @@ fn no_controlling_terminal_rootless() {
 struct Agent {
     child: std::process::Child,
     socket: PathBuf,
-    as_user: Option<&'static str>,
+    user: Option<&'static str>,
+}
+
+/// `program`, run as `user` when there is one.
+fn as_user(program: &str, user: Option<&str>) -> Command {
+    match user {
+        Some(user) => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", user, "--", program]);
+            c
+        }
+        None => Command::new(program),
+    }
 }
 
 impl Agent {
-    fn start(dir: &Path, as_user: Option<&'static str>) -> Agent {
+    fn start(dir: &Path, user: Option<&'static str>) -> Agent {
         let socket = dir.join("agent.sock");
         let _ = std::fs::remove_file(&socket);
-        let mut cmd = match as_user {
-            Some(user) => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", user, "--", "ssh-agent"]);
-                c
-            }
-            None => Command::new("ssh-agent"),
-        };
-        let child = cmd
+        let child = as_user("ssh-agent", user)
             .arg("-D")
             .arg("-a")
             .arg(&socket)
@@ -523,20 +507,13 @@ impl Agent {
         Agent {
             child,
             socket,
-            as_user,
+            user,
         }
     }
 
     fn ssh_add(&self, args: &[&str]) -> Output {
-        let mut cmd = match self.as_user {
-            Some(user) => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", user, "--", "ssh-add"]);
-                c
-            }
-            None => Command::new("ssh-add"),
-        };
-        cmd.args(args)
+        as_user("ssh-add", self.user)
+            .args(args)
             .env("SSH_AUTH_SOCK", &self.socket)
             .output()
             .unwrap()
@@ -602,12 +579,7 @@ fn ssh_agent_is_read_only(rootless: bool) {
     );
 }
 
-#[test]
-fn ssh_agent_is_read_only_root() {
-    ssh_agent_is_read_only(false);
-}
-
-#[test]
-fn ssh_agent_is_read_only_rootless() {
-    ssh_agent_is_read_only(true);
-}
+root_and_rootless!(
+    ssh_agent_is_read_only: ssh_agent_is_read_only_root,
+    ssh_agent_is_read_only_rootless
+);

@@ -342,33 +342,14 @@ fn find_program(program: &str, spec: &Spec) -> Result<std::path::PathBuf, (i32, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::spec::{Overlay, Rootfs};
     use crate::sandbox::syscall::Recorder;
 
     fn spec() -> Spec {
         Spec {
-            rootfs: Rootfs::Overlay(Overlay {
-                lowers: vec!["/l".into()],
-                upper: None,
-                work: None,
-                userxattr: false,
-            }),
-            mountpoint: "/m".into(),
-            mounts: vec![],
-            args: vec!["sh".into()],
-            env: vec![],
-            cwd: "/".into(),
             uid: 1000,
             gid: 50,
             additional_gids: vec![50, 100],
-            hostname: "h".into(),
-            isolate_network: true,
-            process_sandbox: true,
-            insecure: false,
-            error_file: "/e".into(),
-            secret_count: 0,
-            secret_env: vec![],
-            secret_dir: "/s".into(),
+            ..Spec::sample()
         }
     }
 

@@ -70,17 +70,7 @@ const NODEV: MountAttrs = MountAttrs {
 /// secret mounts, by index.
 pub fn setup(sys: &dyn Syscall, spec: &Spec, secrets: &[Vec<u8>]) -> io::Result<()> {
     let root = spec.mountpoint.as_path();
-    sys.mount(
-        "",
-        Path::new("/"),
-        "",
-        MountFlags {
-            recursive: true,
-            private: true,
-            ..Default::default()
-        },
-        "",
-    )?;
+    sys.mount("", Path::new("/"), "", MountFlags::PRIVATE_TREE, "")?;
     match &spec.rootfs {
         Rootfs::Overlay(o) => sys.mount_overlay(
             root,
@@ -89,46 +79,17 @@ pub fn setup(sys: &dyn Syscall, spec: &Spec, secrets: &[Vec<u8>]) -> io::Result<
             o.work.as_deref(),
             o.userxattr,
         )?,
-        Rootfs::Dir(dir) => sys.mount(
-            &dir.display().to_string(),
-            root,
-            "",
-            MountFlags {
-                bind: true,
-                recursive: true,
-                ..Default::default()
-            },
-            "",
-        )?,
+        Rootfs::Dir(dir) => {
+            sys.mount(&dir.display().to_string(), root, "", MountFlags::RBIND, "")?
+        }
     }
     sys.mount_setattr(root, NODEV, true)?;
 
     let proc_dir = dir_target(sys, root, "/proc")?;
     if spec.process_sandbox {
-        sys.mount(
-            "proc",
-            &proc_dir,
-            "proc",
-            MountFlags {
-                nosuid: true,
-                nodev: true,
-                noexec: true,
-                ..Default::default()
-            },
-            "",
-        )?;
+        sys.mount("proc", &proc_dir, "proc", MountFlags::LOCKED, "")?;
     } else {
-        sys.mount(
-            "/proc",
-            &proc_dir,
-            "",
-            MountFlags {
-                bind: true,
-                recursive: true,
-                ..Default::default()
-            },
-            "",
-        )?;
+        sys.mount("/proc", &proc_dir, "", MountFlags::RBIND, "")?;
         sys.mount_setattr(&proc_dir, locked(false), true)?;
     }
 
@@ -137,27 +98,13 @@ pub fn setup(sys: &dyn Syscall, spec: &Spec, secrets: &[Vec<u8>]) -> io::Result<
         "tmpfs",
         &dev,
         "tmpfs",
-        MountFlags {
-            nosuid: true,
-            nodev: true,
-            noexec: true,
-            ..Default::default()
-        },
+        MountFlags::LOCKED,
         "mode=755,size=65536k",
     )?;
     for name in DEVICES {
         let node = dev.join(name);
         sys.touch(&node)?;
-        sys.mount(
-            &format!("/dev/{name}"),
-            &node,
-            "",
-            MountFlags {
-                bind: true,
-                ..Default::default()
-            },
-            "",
-        )?;
+        sys.mount(&format!("/dev/{name}"), &node, "", MountFlags::BIND, "")?;
     }
     for (link, target) in [
         ("fd", "/proc/self/fd"),
@@ -185,12 +132,7 @@ pub fn setup(sys: &dyn Syscall, spec: &Spec, secrets: &[Vec<u8>]) -> io::Result<
         "shm",
         &dev.join("shm"),
         "tmpfs",
-        MountFlags {
-            nosuid: true,
-            nodev: true,
-            noexec: true,
-            ..Default::default()
-        },
+        MountFlags::LOCKED,
         "mode=1777,size=65536k",
     )?;
     sys.mkdir_all(&dev.join("mqueue"), 0o755)?;
@@ -198,45 +140,18 @@ pub fn setup(sys: &dyn Syscall, spec: &Spec, secrets: &[Vec<u8>]) -> io::Result<
         "mqueue",
         &dev.join("mqueue"),
         "mqueue",
-        MountFlags {
-            nosuid: true,
-            nodev: true,
-            noexec: true,
-            ..Default::default()
-        },
+        MountFlags::LOCKED,
         "",
     )?;
 
     let sys_dir = dir_target(sys, root, "/sys")?;
     if spec.isolate_network {
-        sys.mount(
-            "sysfs",
-            &sys_dir,
-            "sysfs",
-            MountFlags {
-                readonly: true,
-                nosuid: true,
-                nodev: true,
-                noexec: true,
-                ..Default::default()
-            },
-            "",
-        )?;
+        sys.mount("sysfs", &sys_dir, "sysfs", MountFlags::LOCKED_RO, "")?;
     } else {
         // A sysfs of the host's network namespace may not be mounted from a user namespace;
         // bind the host's. Read-only all the way down: a `MS_REMOUNT|MS_BIND` would leave the
         // cgroup trees mounted below it (`release_agent`, `devices.allow`) writable.
-        sys.mount(
-            "/sys",
-            &sys_dir,
-            "",
-            MountFlags {
-                bind: true,
-                recursive: true,
-                ..Default::default()
-            },
-            "",
-        )?;
+        sys.mount("/sys", &sys_dir, "", MountFlags::RBIND, "")?;
     }
     sys.mount_setattr(&sys_dir, locked(true), true)?;
     mask_kernel_state(sys, &proc_dir, &sys_dir)?;
@@ -253,12 +168,7 @@ pub fn setup(sys: &dyn Syscall, spec: &Spec, secrets: &[Vec<u8>]) -> io::Result<
             "tmpfs",
             &spec.secret_dir,
             "tmpfs",
-            MountFlags {
-                nosuid: true,
-                nodev: true,
-                noexec: true,
-                ..Default::default()
-            },
+            MountFlags::LOCKED,
             "mode=0755,size=16m",
         )?;
     }
@@ -280,11 +190,7 @@ pub fn setup(sys: &dyn Syscall, spec: &Spec, secrets: &[Vec<u8>]) -> io::Result<
                     &source.display().to_string(),
                     &target,
                     "",
-                    MountFlags {
-                        bind: true,
-                        recursive: true,
-                        ..Default::default()
-                    },
+                    MountFlags::RBIND,
                     "",
                 )?;
                 // Recursive: a bound directory may hold mounts of its own.
@@ -340,10 +246,7 @@ pub fn setup(sys: &dyn Syscall, spec: &Spec, secrets: &[Vec<u8>]) -> io::Result<
                     &staged.display().to_string(),
                     &target,
                     "",
-                    MountFlags {
-                        bind: true,
-                        ..Default::default()
-                    },
+                    MountFlags::BIND,
                     "",
                 )?;
                 sys.mount_setattr(&target, locked(true), false)?;
@@ -373,17 +276,7 @@ fn mask_kernel_state(sys: &dyn Syscall, proc_dir: &Path, sys_dir: &Path) -> io::
             continue;
         }
         let name = path.display().to_string();
-        sys.mount(
-            &name,
-            &path,
-            "",
-            MountFlags {
-                bind: true,
-                recursive: true,
-                ..Default::default()
-            },
-            "",
-        )?;
+        sys.mount(&name, &path, "", MountFlags::RBIND, "")?;
         sys.mount_setattr(&path, locked(true), true)?;
     }
     for path in MASKED.map(under) {
@@ -395,26 +288,11 @@ fn mask_kernel_state(sys: &dyn Syscall, proc_dir: &Path, sys_dir: &Path) -> io::
                 "tmpfs",
                 &path,
                 "tmpfs",
-                MountFlags {
-                    readonly: true,
-                    nosuid: true,
-                    nodev: true,
-                    noexec: true,
-                    ..Default::default()
-                },
+                MountFlags::LOCKED_RO,
                 "size=4k,mode=0555",
             )?;
         } else {
-            sys.mount(
-                "/dev/null",
-                &path,
-                "",
-                MountFlags {
-                    bind: true,
-                    ..Default::default()
-                },
-                "",
-            )?;
+            sys.mount("/dev/null", &path, "", MountFlags::BIND, "")?;
         }
     }
     Ok(())
@@ -505,46 +383,7 @@ mod tests {
     use crate::sandbox::syscall::Recorder;
 
     fn spec() -> Spec {
-        Spec {
-            rootfs: Rootfs::Overlay(Overlay {
-                lowers: vec!["/s/2".into(), "/s/1".into()],
-                upper: Some("/s/up".into()),
-                work: Some("/s/work".into()),
-                userxattr: true,
-            }),
-            mountpoint: "/m".into(),
-            mounts: vec![
-                Mount {
-                    target: "/etc/hosts".into(),
-                    kind: MountKind::Bind {
-                        source: "/tmp/hosts".into(),
-                    },
-                    readonly: true,
-                },
-                Mount {
-                    target: "/cache".into(),
-                    kind: MountKind::Tmpfs {
-                        size: Some(1 << 20),
-                        mode: 0o755,
-                    },
-                    readonly: false,
-                },
-            ],
-            args: vec!["sh".into()],
-            env: vec![],
-            cwd: "/src".into(),
-            uid: 0,
-            gid: 0,
-            additional_gids: vec![],
-            hostname: "buildkitsandbox".into(),
-            isolate_network: true,
-            process_sandbox: true,
-            insecure: false,
-            error_file: "/tmp/err".into(),
-            secret_count: 0,
-            secret_env: vec![],
-            secret_dir: "/tmp/secrets".into(),
-        }
+        Spec::sample()
     }
 
     /// The kernel files the masks and read-only paths find in a fresh `/proc` and `/sys`.
@@ -710,20 +549,13 @@ mod tests {
 #[cfg(test)]
 mod secret_tests {
     use super::*;
-    use crate::sandbox::spec::{Mount, Overlay};
+    use crate::sandbox::spec::Mount;
     use crate::sandbox::syscall::Recorder;
 
     #[test]
     fn secrets_go_to_a_private_tmpfs_and_are_bound_read_only() {
         let rec = Recorder::default();
         let spec = Spec {
-            rootfs: Rootfs::Overlay(Overlay {
-                lowers: vec!["/l".into()],
-                upper: None,
-                work: None,
-                userxattr: false,
-            }),
-            mountpoint: "/m".into(),
             mounts: vec![Mount {
                 target: "/run/secrets/token".into(),
                 kind: MountKind::Secret {
@@ -734,20 +566,9 @@ mod secret_tests {
                 },
                 readonly: true,
             }],
-            args: vec![],
-            env: vec![],
-            cwd: "/".into(),
-            uid: 0,
-            gid: 0,
-            additional_gids: vec![],
-            hostname: "h".into(),
-            isolate_network: false,
-            process_sandbox: true,
-            insecure: false,
-            error_file: "/e".into(),
             secret_count: 1,
-            secret_env: vec![],
             secret_dir: "/s".into(),
+            ..Spec::sample()
         };
         setup(&rec, &spec, &[b"hunter2".to_vec()]).unwrap();
         let calls = rec.calls();

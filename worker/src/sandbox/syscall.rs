@@ -24,10 +24,57 @@ pub struct MountFlags {
     pub noexec: bool,
 }
 
+/// The names whose flag is set, in order (for errors and the recorder).
+fn names_of<const N: usize>(flags: [(bool, &'static str); N]) -> Vec<&'static str> {
+    flags
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect()
+}
+
 impl MountFlags {
+    const NONE: MountFlags = MountFlags {
+        bind: false,
+        recursive: false,
+        readonly: false,
+        remount: false,
+        private: false,
+        nosuid: false,
+        nodev: false,
+        noexec: false,
+    };
+    /// A bind mount of one mount.
+    pub const BIND: MountFlags = MountFlags {
+        bind: true,
+        ..MountFlags::NONE
+    };
+    /// A bind mount of a mount and every mount below it.
+    pub const RBIND: MountFlags = MountFlags {
+        recursive: true,
+        ..MountFlags::BIND
+    };
+    /// Stop propagation to and from every mount below the target.
+    pub const PRIVATE_TREE: MountFlags = MountFlags {
+        recursive: true,
+        private: true,
+        ..MountFlags::NONE
+    };
+    /// A kernel filesystem or tmpfs with no setuid file, device or program on it.
+    pub const LOCKED: MountFlags = MountFlags {
+        nosuid: true,
+        nodev: true,
+        noexec: true,
+        ..MountFlags::NONE
+    };
+    /// [`MountFlags::LOCKED`], read-only.
+    pub const LOCKED_RO: MountFlags = MountFlags {
+        readonly: true,
+        ..MountFlags::LOCKED
+    };
+
     /// The names of the flags that are set, in a fixed order (for logs and the recorder).
     pub fn names(self) -> Vec<&'static str> {
-        [
+        names_of([
             (self.bind, "bind"),
             (self.recursive, "rec"),
             (self.readonly, "ro"),
@@ -36,25 +83,19 @@ impl MountFlags {
             (self.nosuid, "nosuid"),
             (self.nodev, "nodev"),
             (self.noexec, "noexec"),
-        ]
-        .into_iter()
-        .filter_map(|(on, name)| on.then_some(name))
-        .collect()
+        ])
     }
 }
 
 impl MountAttrs {
     /// The names of the attributes that are set, in a fixed order.
     pub fn names(self) -> Vec<&'static str> {
-        [
+        names_of([
             (self.readonly, "ro"),
             (self.nosuid, "nosuid"),
             (self.nodev, "nodev"),
             (self.noexec, "noexec"),
-        ]
-        .into_iter()
-        .filter_map(|(on, name)| on.then_some(name))
-        .collect()
+        ])
     }
 }
 
@@ -142,17 +183,15 @@ impl Syscall for Linux {
         data: &str,
     ) -> io::Result<()> {
         use rustix::mount::MountFlags as F;
-        let mut bits = F::empty();
-        for (on, flag) in [
-            (flags.readonly, F::RDONLY),
-            (flags.nosuid, F::NOSUID),
-            (flags.nodev, F::NODEV),
-            (flags.noexec, F::NOEXEC),
-        ] {
-            if on {
-                bits |= flag;
-            }
-        }
+        let bits = crate::kernel::flags_of(
+            F::empty(),
+            [
+                (flags.readonly, F::RDONLY),
+                (flags.nosuid, F::NOSUID),
+                (flags.nodev, F::NODEV),
+                (flags.noexec, F::NOEXEC),
+            ],
+        );
         let result = if flags.private {
             use rustix::mount::MountPropagationFlags as P;
             let mut p = P::PRIVATE;
@@ -567,17 +606,14 @@ impl Syscall for Recorder {
     }
 
     fn unshare(&self, ns: Namespaces) -> io::Result<()> {
-        let names: Vec<&str> = [
+        let names = names_of([
             (ns.user, "user"),
             (ns.mount, "mount"),
             (ns.uts, "uts"),
             (ns.ipc, "ipc"),
             (ns.net, "net"),
             (ns.pid, "pid"),
-        ]
-        .into_iter()
-        .filter_map(|(on, n)| on.then_some(n))
-        .collect();
+        ]);
         self.log(format!("unshare {}", names.join(",")));
         Ok(())
     }
