@@ -109,6 +109,16 @@ fn mountinfo(text: &str) -> Vec<MountLine> {
 // /proc: read-only kernel knobs, masked kernel state
 
 fn proc_is_read_only_and_masked(rootless: bool) {
+    proc_checks(rootless, &[]);
+}
+
+/// Without a pid namespace the step gets the host's (the pod's) `/proc`, bound: the same
+/// paths must be masked and read-only there.
+fn proc_is_locked_without_a_process_sandbox(rootless: bool) {
+    proc_checks(rootless, &["--no-process-sandbox"]);
+}
+
+fn proc_checks(rootless: bool, args: &[&str]) {
     let dockerfile = "FROM kiln-ref/busybox:1\n\
         RUN --network=none for f in /proc/sys/kernel/core_pattern /proc/sysrq-trigger /proc/sys/net/ipv4/ping_group_range /proc/sys/kernel/hostname; do \
               ( exec 3>>$f ) 2>/dev/null && echo \"writable $f\"; \
@@ -121,7 +131,8 @@ fn proc_is_read_only_and_masked(rootless: bool) {
             done > /masked-dirs; \
             cat /proc/self/mountinfo > /mountinfo\n";
     let env = env(rootless);
-    let fs = build(env, "proc", dockerfile);
+    let name = if args.is_empty() { "proc" } else { "proc-nops" };
+    let fs = build_with(env, name, dockerfile, args, |mut c| c.output().unwrap());
     assert_eq!(
         read(&fs, "writable"),
         "",
@@ -183,6 +194,11 @@ fn sys_is_read_only_recursively(rootless: bool) {
         );
     }
 }
+
+root_and_rootless!(
+    proc_is_locked_without_a_process_sandbox: proc_is_locked_without_a_process_sandbox_root,
+    proc_is_locked_without_a_process_sandbox_rootless
+);
 
 root_and_rootless!(
     sys_is_read_only_recursively: sys_is_read_only_recursively_root,
