@@ -291,3 +291,32 @@ pub fn user_name(uid: u32) -> Option<String> {
     let name = unsafe { CStr::from_ptr(pwd.pw_name) };
     Some(name.to_string_lossy().into_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fork_is_refused_while_another_thread_runs() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || rx.recv());
+        let e = fork_single_threaded().unwrap_err();
+        assert!(e.to_string().contains("threads"), "{e}");
+        drop(tx);
+        let _ = other.join();
+    }
+
+    #[test]
+    fn flags_are_set_only_where_their_condition_holds() {
+        assert_eq!(flags_of(0u64, [(true, 1), (false, 2), (true, 8)]), 9);
+        let attrs = MountAttrs {
+            readonly: true,
+            nodev: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            attrs.bits(),
+            libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NODEV
+        );
+    }
+}

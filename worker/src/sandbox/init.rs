@@ -255,8 +255,8 @@ pub fn confine(
     spec: &Spec,
     filters: &[seccompiler::BpfProgram],
 ) -> io::Result<()> {
-    // A session of its own: without a pid namespace, the engine kills what the step leaves
-    // behind by its session.
+    // A session of its own, with no controlling terminal, as runc gives a container's process
+    // (the helper already left kiln's session; this keeps the step apart from pid 1's).
     sys.setsid()?;
     if !spec.insecure {
         sys.limit_capabilities(default_caps_mask())?;
