@@ -6,6 +6,9 @@
 //! condition it relies on and checks it where a check is possible, so that every caller stays
 //! safe code; each `unsafe` block says why it holds.
 
+// The one module of the crate where `unsafe` is allowed (lib.rs denies it everywhere else).
+#![allow(unsafe_code)]
+
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
