@@ -224,6 +224,9 @@ fn devices_cannot_be_made_or_opened(rootless: bool) {
               ( exec 3<$d/kmem ) 2>/dev/null && echo \"opened $d/kmem\"; \
             done > /devices; \
             ( exec 3</dev/tty ) 2>/dev/null && echo 'opened /dev/tty' >> /devices; \
+            for d in /dev/kvm /dev/mem /dev/sda /dev/vda /dev/net/tun /dev/fuse /dev/console; do \
+              ( exec 3<$d ) 2>/dev/null && echo \"opened host $d\"; \
+            done >> /devices; \
             cat /proc/self/mountinfo > /mountinfo\n";
     let env = env(rootless);
     let fs = build(env, "devices", dockerfile);
