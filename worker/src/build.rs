@@ -343,16 +343,10 @@ fn check_required(req: &Request, plan: &Plan) -> Result<(), Error> {
 /// namespace setup and this filesystem.
 fn overlay_usable(root: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let kernel = {
-        let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-        if unsafe { libc::uname(&mut u) } == 0 {
-            unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) }
-                .to_string_lossy()
-                .into_owned()
-        } else {
-            String::new()
-        }
-    };
+    let kernel = rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned();
     let dev = std::fs::metadata(root.join("tmp")).map_or(0, |m| m.dev());
     let fingerprint = format!(
         "kernel={kernel} userns={:?} nested={} dev={dev}\n",
@@ -878,7 +872,7 @@ fn write_tar(
 /// The default state directory: `/var/lib/kiln` for root, `$XDG_DATA_HOME/kiln` (or
 /// `~/.local/share/kiln`) for other users.
 pub fn default_state_dir() -> PathBuf {
-    if unsafe { libc::geteuid() } == 0 && std::env::var_os("KILN_ROOTLESS_HOME").is_none() {
+    if rustix::process::geteuid().is_root() && std::env::var_os("KILN_ROOTLESS_HOME").is_none() {
         return PathBuf::from("/var/lib/kiln");
     }
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {

@@ -618,25 +618,26 @@ impl Writer<'_> {
         mut to: File,
         owner: (u32, u32),
     ) -> Result<(), CopyError> {
-        use std::os::fd::AsRawFd;
         let mut from = File::open(src)?;
         io::copy(&mut from, &mut to)?;
         copy_xattrs(src, &to);
-        let fd = to.as_raw_fd();
-        let t = libc::timespec {
+        let t = rustix::fs::Timespec {
             tv_sec: meta.mtime(),
             tv_nsec: 0,
         };
-        let times = [t, t];
-        // SAFETY: `fd` is an open descriptor owned by `to` for the duration of these calls.
-        unsafe {
-            if libc::fchown(fd, owner.0, owner.1) != 0
-                || libc::fchmod(fd, self.mode_of(meta)) != 0
-                || libc::futimens(fd, times.as_ptr()) != 0
-            {
-                return Err(io::Error::last_os_error().into());
-            }
-        }
+        let times = rustix::fs::Timestamps {
+            last_access: t,
+            last_modification: t,
+        };
+        rustix::fs::fchown(
+            &to,
+            Some(rustix::fs::Uid::from_raw(owner.0)),
+            Some(rustix::fs::Gid::from_raw(owner.1)),
+        )
+        .map_err(io::Error::from)?;
+        rustix::fs::fchmod(&to, rustix::fs::Mode::from_raw_mode(self.mode_of(meta)))
+            .map_err(io::Error::from)?;
+        rustix::fs::futimens(&to, &times).map_err(io::Error::from)?;
         Ok(())
     }
 
@@ -901,14 +902,17 @@ impl Writer<'_> {
         }
         // Devices, fifos: recreate them (a rootless build skips devices it may not create).
         let mode = meta.mode();
-        let c = std::ffi::CString::new(dst.as_os_str().as_encoded_bytes())
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        if unsafe { libc::mknod(c.as_ptr(), mode, meta.rdev()) } != 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EPERM) {
+        if let Err(e) = rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dst,
+            rustix::fs::FileType::from_raw_mode(mode),
+            rustix::fs::Mode::from_raw_mode(mode),
+            meta.rdev(),
+        ) {
+            if e == rustix::io::Errno::PERM {
                 return Ok(());
             }
-            return Err(e.into());
+            return Err(io::Error::from(e).into());
         }
         finish(
             dst,

@@ -3,6 +3,10 @@
 //! The engine is split along the seams of a build, one module per concern (see DESIGN.md). The
 //! front end (`dockerfile`, `plan`) needs nothing from the host; everything that executes a build
 //! sits behind the `executor` feature, so the operator can link the front end alone.
+//!
+//! `unsafe` code is allowed in one module, [`kernel`], and denied everywhere else.
+
+#![deny(unsafe_code)]
 
 pub mod dockerfile;
 #[cfg(feature = "executor")]
@@ -26,6 +30,8 @@ pub mod copy;
 pub mod digest;
 #[cfg(feature = "executor")]
 pub mod export;
+#[cfg(feature = "executor")]
+pub mod kernel;
 #[cfg(feature = "executor")]
 pub mod progress;
 #[cfg(feature = "executor")]

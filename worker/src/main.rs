@@ -1,5 +1,7 @@
 //! `kiln`: build container images from Dockerfiles, rootless, with BuildKit's feature set.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-use common::{Env, ROOTLESS_USER, text};
+use common::{Env, ROOTLESS_USER, host_tools, text};
 
 fn root_env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
@@ -490,28 +490,6 @@ fn a_missing_required_secret_fails_before_any_step_runs() {
 
 // ---------------------------------------------------------------------------------------------
 // type=ssh
-
-/// Copy host binaries and the shared libraries they load into a directory, for COPY into a
-/// busybox image (it has no ssh).
-fn host_tools(dest: &Path, binaries: &[&str]) {
-    for bin in binaries {
-        let target = dest.join(bin.trim_start_matches('/'));
-        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-        std::fs::copy(bin, &target).unwrap();
-        let ldd = Command::new("ldd").arg(bin).output().unwrap();
-        for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-            let lib = line
-                .split_whitespace()
-                .find(|w| w.starts_with('/'))
-                .map(str::to_string);
-            if let Some(lib) = lib {
-                let to = dest.join(lib.trim_start_matches('/'));
-                std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-                std::fs::copy(&lib, &to).unwrap();
-            }
-        }
-    }
-}
 
 struct Sshd {
     child: Child,

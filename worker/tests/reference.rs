@@ -295,7 +295,7 @@ fn run_corpus(env: &Env) {
 #[test]
 fn reference_corpus_as_root() {
     assert!(
-        unsafe { libc::geteuid() } == 0,
+        rustix::process::geteuid().is_root(),
         "run the engine tests as root (the rootless run switches user itself)"
     );
     run_corpus(&Env::new("root", false));
@@ -304,7 +304,7 @@ fn reference_corpus_as_root() {
 #[test]
 fn reference_corpus_rootless() {
     assert!(
-        unsafe { libc::geteuid() } == 0,
+        rustix::process::geteuid().is_root(),
         "the rootless run needs root to create and switch to its user"
     );
     run_corpus(&Env::new("rootless", true));
@@ -319,7 +319,7 @@ const COPY_SNAPSHOTTER_DEVIATIONS: &[&str] =
 #[test]
 fn reference_corpus_with_the_copy_snapshotter() {
     assert!(
-        unsafe { libc::geteuid() } == 0,
+        rustix::process::geteuid().is_root(),
         "run the engine tests as root"
     );
     let mut env = Env::new("copy", false);

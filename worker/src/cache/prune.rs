@@ -10,7 +10,6 @@
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -216,7 +215,9 @@ fn remove_record(root: &Path, r: &Record, kept_blobs: &HashSet<&Path>) -> io::Re
             let Ok(file) = File::open(lock) else {
                 return Ok(false);
             };
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+                .is_err()
+            {
                 return Ok(false);
             }
             for p in &r.paths {
@@ -284,8 +285,8 @@ fn clean_cache_mount_leftovers(root: &Path) {
             let pid = rest.split('-').next().unwrap_or_default();
             if let Ok(pid) = pid.parse::<i32>()
                 && pid > 0
-                && unsafe { libc::kill(pid, 0) } != 0
-                && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+                && let Some(pid) = rustix::process::Pid::from_raw(pid)
+                && rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH)
             {
                 let _ = remove_tree(&entry.path());
             }

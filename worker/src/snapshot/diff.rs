@@ -335,10 +335,9 @@ mod tests {
         fs::create_dir(root.join("etc")).unwrap();
         // mknod of a 0:0 character device is allowed without privilege (Linux 5.8+).
         let wh = root.join("etc/gone");
-        let c = std::ffi::CString::new(wh.as_os_str().as_bytes()).unwrap();
-        assert_eq!(unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, 0) }, 0);
+        crate::snapshot::extract::mknod_whiteout(&wh).unwrap();
         fs::create_dir(root.join("opaque")).unwrap();
-        let prefix = if unsafe { libc::geteuid() } == 0 {
+        let prefix = if rustix::process::geteuid().is_root() {
             "trusted"
         } else {
             "user"

@@ -11,7 +11,7 @@
 //! directory can serve directly as an overlayfs lower layer.
 
 use std::collections::HashMap;
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
@@ -322,16 +322,15 @@ fn remove_any(path: &Path) -> io::Result<()> {
     }
 }
 
-fn cstr(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
-}
-
 fn mknod(path: &Path, mode: u32, dev: u64) -> io::Result<()> {
-    let c = cstr(path)?;
-    if unsafe { libc::mknod(c.as_ptr(), mode, dev) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    use rustix::fs::{FileType, Mode};
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        FileType::from_raw_mode(mode),
+        Mode::from_raw_mode(mode),
+        dev,
+    )?;
     Ok(())
 }
 
@@ -355,23 +354,20 @@ fn chown(path: &Path, uid: u32, gid: u32, ignore_errors: bool) -> io::Result<()>
 
 /// Set a path's modification time (and access time to the same), without following symlinks.
 pub fn set_mtime(path: &Path, secs: i64) -> io::Result<()> {
-    let c = cstr(path)?;
-    let t = libc::timespec {
+    let t = rustix::fs::Timespec {
         tv_sec: secs,
         tv_nsec: 0,
     };
-    let times = [t, t];
-    if unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    } != 0
-    {
-        return Err(io::Error::last_os_error());
-    }
+    let times = rustix::fs::Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &times,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )?;
     Ok(())
 }
 
@@ -442,7 +438,7 @@ mod tests {
     }
 
     fn layer_opts() -> UnpackOptions {
-        let root = unsafe { libc::geteuid() } == 0;
+        let root = rustix::process::geteuid().is_root();
         UnpackOptions {
             layer: true,
             overlay_xattr_prefix: if root { "trusted" } else { "user" },

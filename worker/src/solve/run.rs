@@ -561,9 +561,15 @@ impl Solver<'_> {
                     }
                     return Ok(None);
                 };
-                let socket = scratch.join(format!("ssh-{n}.sock"));
-                let agent = crate::mounts::ssh::serve(source, &socket, *mode, *uid, *gid)
-                    .map_err(|e| e.to_string())?;
+                let agent = crate::mounts::ssh::serve(
+                    source,
+                    &scratch.join(format!("ssh-{n}")),
+                    *mode,
+                    *uid,
+                    *gid,
+                )
+                .map_err(|e| e.to_string())?;
+                let socket = agent.path().to_path_buf();
                 guards.push(Box::new(agent));
                 spec::Mount {
                     target: target.clone(),
