@@ -9,6 +9,7 @@
 //! - [`config`], [`metrics`], [`server`], [`leader`]: running it.
 
 pub mod admission;
+pub mod cache;
 pub mod config;
 pub mod controller;
 pub mod decide;
