@@ -635,6 +635,9 @@ pub struct CacheStatus {
     pub claim_name: String,
     /// The sharing mode the Dockerfile asks for: shared, private or locked.
     pub sharing: String,
+    /// Whether the claim existed before this build (the cache was warm) or was created for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm: Option<bool>,
 }
 
 /// How many steps a build had and how many came from the cache.

@@ -40,6 +40,68 @@ pub struct Config {
     pub worker_env: BTreeMap<String, String>,
     /// Retry delays: the first retry waits `base`, each next one twice as long, at most `max`.
     pub backoff: Backoff,
+    /// Cache mounts on PersistentVolumeClaims.
+    pub cache_volumes: CacheVolumes,
+    /// Garbage collection of cache claims, like `docker builder prune`.
+    pub gc: Gc,
+}
+
+/// Cache mounts on PersistentVolumeClaims.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct CacheVolumes {
+    /// Keep `RUN --mount=type=cache` on claims that outlive the build pod. Off: caches live in
+    /// the pod's emptyDir and die with it.
+    pub enabled: bool,
+    /// How a rootless worker (uid 1000) gets to write a new claim's root directory:
+    /// `initContainer` (an init container with only CAP_CHOWN gives it to uid 1000: works with
+    /// any storage, including hostPath, but runs as root) or `fsGroup` (the pod's fsGroup: for
+    /// CSI drivers that honour it; nothing runs as root).
+    pub ownership: Ownership,
+}
+
+impl Default for CacheVolumes {
+    fn default() -> Self {
+        CacheVolumes {
+            enabled: true,
+            ownership: Ownership::InitContainer,
+        }
+    }
+}
+
+/// How a claim's root directory is made writable by the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum Ownership {
+    #[default]
+    InitContainer,
+    FsGroup,
+}
+
+/// The garbage collection policy of cache claims.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct Gc {
+    /// Delete claims unused for this long (`7d` is written `168h`). Empty: never by age.
+    #[serde(with = "opt_go_duration", skip_serializing_if = "Option::is_none")]
+    pub keep_duration: Option<Duration>,
+    /// Per namespace, delete the least recently used claims beyond this total (a quantity such
+    /// as `50Gi`). Empty: no cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_storage: Option<String>,
+    /// How often the collector runs.
+    #[serde(with = "go_duration")]
+    pub interval: Duration,
+}
+
+impl Default for Gc {
+    fn default() -> Self {
+        Gc {
+            keep_duration: Some(Duration::from_secs(7 * 24 * 3600)),
+            keep_storage: None,
+            interval: Duration::from_secs(600),
+        }
+    }
 }
 
 impl Default for Config {
@@ -55,6 +117,8 @@ impl Default for Config {
             plan_timeout: Duration::from_secs(300),
             worker_env: BTreeMap::new(),
             backoff: Backoff::default(),
+            cache_volumes: CacheVolumes::default(),
+            gc: Gc::default(),
         }
     }
 }
@@ -174,6 +238,7 @@ impl Config {
         for (name, value) in [
             ("defaults.stateSizeLimit", &self.defaults.state_size_limit),
             ("defaults.cacheSize", &self.defaults.cache_size),
+            ("gc.keepStorage", &self.gc.keep_storage),
         ] {
             if let Some(v) = value {
                 kiln_crds::quantity::parse_bytes(v)
@@ -200,6 +265,30 @@ mod go_duration {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
         kiln_crds::duration::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An optional Go duration.
+mod opt_go_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&kiln_crds::duration::human(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = Option::<String>::deserialize(d)?;
+        match text.as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(t) => kiln_crds::duration::parse(t)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+        }
     }
 }
 
@@ -230,6 +319,8 @@ defaults:
 insecureRegistries: ["10.0.0.1:5000"]
 planTimeout: 2m
 backoff: {base: 5s, max: 1m}
+cacheVolumes: {ownership: fsGroup}
+gc: {keepDuration: 48h, keepStorage: 20Gi, interval: 1m}
 "#,
         )
         .unwrap();
@@ -240,6 +331,13 @@ backoff: {base: 5s, max: 1m}
         assert_eq!(config.concurrency.per_namespace, 2);
         assert_eq!(config.plan_timeout, Duration::from_secs(120));
         assert_eq!(config.backoff.max, Duration::from_secs(60));
+        assert_eq!(config.cache_volumes.ownership, Ownership::FsGroup);
+        assert!(config.cache_volumes.enabled);
+        assert_eq!(
+            config.gc.keep_duration,
+            Some(Duration::from_secs(48 * 3600))
+        );
+        assert_eq!(config.gc.keep_storage.as_deref(), Some("20Gi"));
         assert_eq!(
             config
                 .defaults

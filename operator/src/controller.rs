@@ -54,11 +54,11 @@ impl Error {
     }
 }
 
-/// Builds whose pods were created but that the pod cache may not show yet, so that two
-/// reconciles in quick succession do not both take the last slot.
+/// Build pods just created that the pod cache may not show yet, so that two reconciles in quick
+/// succession do not both take the last slot or the same locked cache.
 #[derive(Default)]
 struct Inflight {
-    started: HashMap<(String, String), Instant>,
+    started: HashMap<(String, String), (Instant, Pod)>,
 }
 
 /// The watch caches a reconcile reads.
@@ -68,7 +68,7 @@ pub struct Stores {
     pub pods: Store<Pod>,
     pub secrets: Store<PartialObjectMeta<Secret>>,
     pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
-    pub pvcs: Store<PartialObjectMeta<PersistentVolumeClaim>>,
+    pub pvcs: Store<PersistentVolumeClaim>,
 }
 
 /// What every reconcile shares.
@@ -80,7 +80,7 @@ pub struct Context {
     pods: Store<Pod>,
     secrets: Store<PartialObjectMeta<Secret>>,
     config_maps: Store<PartialObjectMeta<ConfigMap>>,
-    pvcs: Store<PartialObjectMeta<PersistentVolumeClaim>>,
+    pvcs: Store<PersistentVolumeClaim>,
     recorder: Recorder,
     admission: Mutex<Inflight>,
     wake: mpsc::UnboundedSender<ObjectRef<ImageBuild>>,
@@ -146,8 +146,9 @@ pub async fn run(
     .reflect(cm_writer)
     .touched_objects();
     let (pvcs, pvc_writer) = reflector::store();
+    // Whole claims: cache claims' sizes and access modes matter, and claims are small.
     let pvc_stream = watcher(
-        api::<PartialObjectMeta<PersistentVolumeClaim>>(&client, &namespace),
+        api::<PersistentVolumeClaim>(&client, &namespace),
         Default::default(),
     )
     .default_backoff()
@@ -437,6 +438,24 @@ async fn observe(build: &ImageBuild, ctx: &Context) -> Result<Observed, Error> {
         None
     };
 
+    let cache_claims = ctx
+        .pvcs
+        .state()
+        .into_iter()
+        .filter(|c| c.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|c| c.labels().contains_key(crate::cache::LABEL_KEY))
+        .map(|c| (*c).clone())
+        .collect();
+    let cache_pods = ctx
+        .pods
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|p| p.labels().get(names::LABEL_BUILD_UID) != Some(&uid))
+        .filter(|p| crate::cache::is_live(p))
+        .map(|p| (*p).clone())
+        .collect();
+
     Ok(Observed {
         now: Timestamp::now(),
         pods,
@@ -444,6 +463,8 @@ async fn observe(build: &ImageBuild, ctx: &Context) -> Result<Observed, Error> {
         local_plan,
         config_map_keys,
         admission: Admission::Admitted,
+        cache_claims,
+        cache_pods,
     })
 }
 
@@ -491,7 +512,7 @@ fn admission_for(ctx: &Context, me: &ImageBuild, inflight: &mut Inflight) -> Adm
     }
     inflight
         .started
-        .retain(|_, at| at.elapsed() < Duration::from_secs(120));
+        .retain(|_, (at, _)| at.elapsed() < Duration::from_secs(120));
     let entries: Vec<Entry> = ctx
         .builds
         .state()
@@ -568,13 +589,19 @@ async fn apply(build: Arc<ImageBuild>, ctx: &Context) -> Result<Requeue, Error> 
         // take the last slot before the cache shows either pod.
         let mut inflight = ctx.admission.lock().await;
         seen.admission = admission_for(ctx, &build, &mut inflight);
+        let ns = build.namespace().unwrap_or_default();
+        seen.cache_pods.extend(
+            inflight
+                .started
+                .iter()
+                .filter(|((n, name), _)| *n == ns && *name != build.name_any())
+                .map(|(_, (_, pod))| pod.clone()),
+        );
         let decision = decide::decide(&build, &seen, &ctx.config);
-        let started = carry_out(&build, ctx, &decision.actions).await?;
-        if started {
-            inflight.started.insert(
-                (build.namespace().unwrap_or_default(), build.name_any()),
-                Instant::now(),
-            );
+        if let Some(pod) = carry_out(&build, ctx, &decision.actions).await? {
+            inflight
+                .started
+                .insert((ns, build.name_any()), (Instant::now(), pod));
         }
         decision
     } else {
@@ -622,26 +649,31 @@ async fn cleanup(build: Arc<ImageBuild>, ctx: &Context) -> Result<Requeue, Error
     Ok(Requeue::await_change())
 }
 
-/// Reconciles every queued build, so the oldest ones take freed slots.
+/// Reconciles every build that waits for a slot or a cache, so the oldest ones take what was
+/// freed.
 fn wake_queued(ctx: &Context) {
     for b in ctx.builds.state() {
         let queued = b
             .status
             .as_ref()
             .and_then(|s| status::condition(&s.conditions, status::READY))
-            .is_some_and(|c| c.reason == reasons::QUEUED);
+            .is_some_and(|c| c.reason == reasons::QUEUED || c.reason == reasons::WAITING_FOR_CACHE);
         if queued {
             let _ = ctx.wake.send(ObjectRef::from_obj(&*b));
         }
     }
 }
 
-/// Carries out the actions in order; returns whether a build pod was created.
-async fn carry_out(build: &ImageBuild, ctx: &Context, actions: &[Action]) -> Result<bool, Error> {
+/// Carries out the actions in order; returns the build pod it created, if any.
+async fn carry_out(
+    build: &ImageBuild,
+    ctx: &Context,
+    actions: &[Action],
+) -> Result<Option<Pod>, Error> {
     let ns = build.namespace().ok_or(Error::NoNamespace)?;
     let name = build.name_any();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut started = false;
+    let mut started = None;
     for action in actions {
         match action {
             Action::CreateConfigMap(cm) => {
@@ -661,7 +693,7 @@ async fn carry_out(build: &ImageBuild, ctx: &Context, actions: &[Action]) -> Res
                         if p.labels().get(names::LABEL_ROLE).map(String::as_str)
                             == Some(names::ROLE_BUILD)
                         {
-                            started = true;
+                            started = Some(p);
                         }
                     }
                     // Created by an earlier reconcile (or a previous operator): adopt it.
@@ -684,6 +716,33 @@ async fn carry_out(build: &ImageBuild, ctx: &Context, actions: &[Action]) -> Res
                         return Err(kube::Error::Api(e).into());
                     }
                     Err(e) => return Err(e.into()),
+                }
+            }
+            Action::CreateClaim(claim) => {
+                let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+                ctx.metrics.write("create_claim");
+                match api.create(&PostParams::default(), claim).await {
+                    Ok(c) => info!(claim = c.name_any(), "created cache claim"),
+                    Err(kube::Error::Api(e)) if e.code == 409 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Action::TouchClaims(claims) => {
+                let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+                let patch = serde_json::json!({"metadata": {"annotations": {
+                    crate::cache::ANNOTATION_LAST_USED: Timestamp::now().to_string(),
+                }}});
+                for claim in claims {
+                    ctx.metrics.write("touch_claim");
+                    match api
+                        .patch(claim, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                    {
+                        Ok(_) => {}
+                        // Deleted by hand or by GC since: nothing to record.
+                        Err(kube::Error::Api(e)) if e.code == 404 => {}
+                        Err(e) => return Err(e.into()),
+                    }
                 }
             }
             Action::DeletePod(pod) => {

@@ -26,17 +26,17 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kiln_crds::{ImageBuild, ImageBuildStatus, Phase, SecurityProfile, StepStats};
+use kiln_crds::{CacheStatus, ImageBuild, ImageBuildStatus, Phase, SecurityProfile, StepStats};
 use kube::ResourceExt;
 
 use crate::admission::Admission;
 use crate::config::Config;
 use crate::plan::{PlanError, PlanFacts};
 use crate::result::{self, Outcome};
-use crate::{names, pod, reasons, status};
+use crate::{cache, names, pod, reasons, status};
 
 /// What the shell observed about one ImageBuild.
 #[derive(Debug, Clone)]
@@ -53,6 +53,10 @@ pub struct Observed {
     pub config_map_keys: Vec<String>,
     /// Whether a concurrency slot is free for this build.
     pub admission: Admission,
+    /// The cache claims of the build's namespace.
+    pub cache_claims: Vec<PersistentVolumeClaim>,
+    /// The live pods of other builds in the namespace, which may hold cache claims.
+    pub cache_pods: Vec<Pod>,
 }
 
 /// A referenced object that does not exist.
@@ -72,6 +76,10 @@ pub enum Action {
     CreateConfigMap(Box<ConfigMap>),
     /// Create, or adopt if it exists (same name).
     CreatePod(Box<Pod>),
+    /// Create a cache claim, or use it if it exists (same name).
+    CreateClaim(Box<PersistentVolumeClaim>),
+    /// Record that these cache claims are in use now (their last-used annotation).
+    TouchClaims(Vec<String>),
     DeletePod(String),
     /// Write the whole status (server-side apply).
     ApplyStatus(Box<ImageBuildStatus>),
@@ -210,6 +218,17 @@ impl<'a> Decider<'a> {
     }
 
     fn finish(mut self) -> Decision {
+        let ended = self.new.phase.is_some_and(Phase::is_terminal)
+            && (self.old.phase != self.new.phase || self.old.run != self.new.run);
+        if ended && !self.new.caches.is_empty() {
+            let claims = self
+                .new
+                .caches
+                .iter()
+                .map(|c| c.claim_name.clone())
+                .collect();
+            self.actions.push(Action::TouchClaims(claims));
+        }
         // The status first, once, and only if it changed; then an Event for the transition, so
         // that a failed status write (retried) does not repeat the Event.
         if self.new != self.old {
@@ -227,6 +246,7 @@ impl<'a> Decider<'a> {
                     reason.as_str(),
                     reasons::MISSING_SECRET
                         | reasons::MISSING_SOURCE
+                        | reasons::WAITING_FOR_CACHE
                         | reasons::RETRYING
                         | reasons::POD_CANNOT_START
                 );
@@ -480,6 +500,26 @@ impl<'a> Decider<'a> {
             self.requeue = Some(QUEUE_RECHECK);
             return;
         }
+        let caches = match self.choose_caches(plan) {
+            Ok(c) => c,
+            Err(wait) => {
+                self.new.attempt = (attempt > 1).then_some(attempt - 1);
+                let by = match &wait.holder_build {
+                    Some(b) => format!("build {b} (pod {})", wait.holder_pod),
+                    None => format!("pod {}", wait.holder_pod),
+                };
+                self.set_phase(
+                    Phase::Pending,
+                    reasons::WAITING_FOR_CACHE,
+                    format!(
+                        "waiting for cache {:?} (claim {}): {by} holds it locked",
+                        wait.id, wait.claim
+                    ),
+                );
+                self.requeue = Some(QUEUE_RECHECK);
+                return;
+            }
+        };
         let revision = plan.revision.clone();
         let inputs = self.inputs(revision.as_deref());
         let config_map = pod::context_config_map(&inputs);
@@ -489,6 +529,30 @@ impl<'a> Decider<'a> {
         }
         if self.build.spec.source.config_map.is_some() {
             pod = pod::with_config_map_items(pod, &self.seen.config_map_keys);
+        }
+        if !caches.is_empty() {
+            let mut touched = Vec::new();
+            for (choice, _) in &caches {
+                match &choice.create {
+                    Some(claim) => self
+                        .actions
+                        .push(Action::CreateClaim(Box::new(claim.clone()))),
+                    None => touched.push(choice.claim.clone()),
+                }
+            }
+            if !touched.is_empty() {
+                self.actions.push(Action::TouchClaims(touched));
+            }
+            pod = pod::with_caches(pod, &caches, self.config);
+            self.new.caches = caches
+                .iter()
+                .map(|(c, _)| CacheStatus {
+                    id: c.need.id.clone(),
+                    claim_name: c.claim.clone(),
+                    sharing: sharing_name(c.need.sharing).to_string(),
+                    warm: Some(c.create.is_none()),
+                })
+                .collect();
         }
         let pod_name = pod.metadata.name.clone().unwrap_or_default();
         self.actions.push(Action::CreatePod(Box::new(pod)));
@@ -507,6 +571,42 @@ impl<'a> Decider<'a> {
             reasons::BUILDING,
             format!("building in pod {pod_name}{attempt_note}"),
         );
+    }
+
+    /// The claims of the plan's caches, each with the mount it serves; or what the build waits
+    /// for.
+    fn choose_caches(
+        &self,
+        plan: &PlanFacts,
+    ) -> Result<Vec<(cache::Choice, crate::plan::CacheUse)>, cache::Wait> {
+        if !self.config.cache_volumes.enabled || plan.caches.is_empty() {
+            return Ok(Vec::new());
+        }
+        let needs = cache::needs(plan.caches.iter().map(|c| cache::Need {
+            key: c.key(),
+            id: c.id.clone(),
+            sharing: c.sharing,
+        }));
+        let namespace = self.build.namespace().unwrap_or_default();
+        let choices = cache::choose(
+            &needs,
+            &cache::Inputs {
+                namespace: &namespace,
+                spec: &self.build.spec,
+                claims: &self.seen.cache_claims,
+                pods: &self.seen.cache_pods,
+                default_size: self.config.defaults.cache_size.as_deref(),
+                default_class: self.config.defaults.cache_storage_class_name.as_deref(),
+                now: self.seen.now,
+            },
+        )?;
+        Ok(choices
+            .into_iter()
+            .filter_map(|c| {
+                let mount = plan.caches.iter().find(|m| m.key() == c.need.key)?.clone();
+                Some((c, mount))
+            })
+            .collect())
     }
 
     fn after_failure(
@@ -658,6 +758,14 @@ fn check_plan_against_spec(
         }
     }
     Ok(())
+}
+
+fn sharing_name(s: kiln_worker::plan::step::Sharing) -> &'static str {
+    match s {
+        kiln_worker::plan::step::Sharing::Shared => "shared",
+        kiln_worker::plan::step::Sharing::Private => "private",
+        kiln_worker::plan::step::Sharing::Locked => "locked",
+    }
 }
 
 fn ready_reason(s: &ImageBuildStatus) -> Option<String> {

@@ -48,7 +48,38 @@ pub struct CacheUse {
     pub uid: u32,
     pub gid: u32,
     pub mode: u32,
+    /// What seeds a new cache (`from=`), as the plan writes it.
+    pub from: Option<serde_json::Value>,
+    /// The path in `from` that seeds it; absent for `/`.
+    pub source: Option<String>,
     pub line: u32,
+}
+
+impl CacheUse {
+    /// What identifies the cache, as BuildKit keys a cache mount (the namespace aside): the id,
+    /// owner, mode and seed. The worker matches its mounts against exactly these fields.
+    pub fn identity(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "uid": self.uid,
+            "gid": self.gid,
+            "mode": self.mode,
+            "from": self.from,
+            "source": self.source,
+        })
+    }
+
+    /// A short, stable hash of [`CacheUse::identity`]: the claims' `kiln.dev/cache-key` label.
+    pub fn key(&self) -> String {
+        crate::names::short_hash(&format!("cache-volume/v1 {}", self.identity()), 16)
+    }
+
+    /// `kiln build --cache-volume`: the identity and the directory that holds the cache.
+    pub fn volume_arg(&self, dir: &str) -> String {
+        let mut v = self.identity();
+        v["dir"] = serde_json::Value::String(dir.to_string());
+        v.to_string()
+    }
 }
 
 /// Why a build cannot be planned.
@@ -138,6 +169,12 @@ pub fn plan_files(
                 uid: m.uid,
                 gid: m.gid,
                 mode: m.mode,
+                from: m.from.as_ref().and_then(|f| serde_json::to_value(f).ok()),
+                source: m
+                    .from
+                    .as_ref()
+                    .filter(|_| m.source != "/")
+                    .map(|_| m.source.clone()),
                 line: m.usage.line,
             })
             .collect(),

@@ -12,6 +12,8 @@ pub const QUEUED: &str = "Queued";
 pub const MISSING_SECRET: &str = "MissingSecret";
 /// The ConfigMap or PersistentVolumeClaim of the source does not exist yet.
 pub const MISSING_SOURCE: &str = "MissingSource";
+/// A `sharing=locked` cache the build needs is held by another build's pod.
+pub const WAITING_FOR_CACHE: &str = "WaitingForCache";
 /// The Dockerfile is being resolved into a plan.
 pub const PLANNING: &str = "Planning";
 /// The build pod runs.

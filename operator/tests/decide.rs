@@ -637,3 +637,190 @@ fn a_pod_that_cannot_start_says_why() {
     );
     assert!(created_pods(&d).is_empty());
 }
+
+fn with_caches(sharing: kiln_worker::plan::step::Sharing) -> kiln_operator::decide::Observed {
+    let mut seen = observed();
+    seen.local_plan = Some(Ok(PlanFacts {
+        caches: vec![kiln_operator::plan::CacheUse {
+            id: "/root/.cache/go-build".into(),
+            target: "/root/.cache/go-build".into(),
+            sharing,
+            mode: 0o755,
+            line: 3,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }));
+    seen
+}
+
+#[test]
+fn cache_mounts_get_claims_that_outlive_the_build() {
+    use kiln_worker::plan::step::Sharing;
+    let seen = with_caches(Sharing::Shared);
+    let d = decide(&build(), &seen, &config());
+    let claim = d
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            Action::CreateClaim(c) => Some(c.clone()),
+            _ => None,
+        })
+        .expect("a claim is created");
+    let claim_name = claim.metadata.name.clone().unwrap();
+    assert!(
+        claim_name.starts_with("kiln-cache-root-cache-go-build-"),
+        "{claim_name}"
+    );
+    // The claim comes before the pod that mounts it.
+    let pos = |f: &dyn Fn(&Action) -> bool| d.actions.iter().position(f).unwrap();
+    assert!(
+        pos(&|a| matches!(a, Action::CreateClaim(_))) < pos(&|a| matches!(a, Action::CreatePod(_)))
+    );
+    let pod = d
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            Action::CreatePod(p) => Some(p),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        pod.metadata.labels.as_ref().unwrap()[&format!("cache.kiln.dev/{claim_name}")],
+        "shared"
+    );
+    let spec = pod.spec.as_ref().unwrap();
+    assert!(spec.volumes.as_ref().unwrap().iter().any(|v| {
+        v.persistent_volume_claim
+            .as_ref()
+            .is_some_and(|p| p.claim_name == claim_name)
+    }));
+    let args = spec.containers[0].args.as_ref().unwrap();
+    let arg = args
+        .iter()
+        .find(|a| a.starts_with("--cache-volume="))
+        .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(arg.trim_start_matches("--cache-volume=")).unwrap();
+    assert_eq!(v["id"], "/root/.cache/go-build");
+    assert_eq!(v["dir"], format!("/kiln/caches/{claim_name}"));
+    assert!(
+        args.last().unwrap().starts_with("/kiln/context"),
+        "the context stays last"
+    );
+    // Rootless: an init container that may only chown gives the claim to the worker.
+    let init = &spec.init_containers.as_ref().unwrap()[0];
+    assert_eq!(
+        init.security_context
+            .as_ref()
+            .unwrap()
+            .capabilities
+            .as_ref()
+            .unwrap()
+            .add
+            .as_ref()
+            .unwrap(),
+        &["CHOWN"]
+    );
+    let s = status_of(&d).unwrap();
+    assert_eq!(s.caches.len(), 1);
+    assert_eq!(s.caches[0].claim_name, claim_name);
+    assert_eq!(s.caches[0].warm, Some(false));
+    // With fsGroup ownership, nothing runs as root.
+    let mut cfg = config();
+    cfg.cache_volumes.ownership = kiln_operator::config::Ownership::FsGroup;
+    let d = decide(&build(), &seen, &cfg);
+    let pod = d
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            Action::CreatePod(p) => Some(p),
+            _ => None,
+        })
+        .unwrap();
+    assert!(pod.spec.as_ref().unwrap().init_containers.is_none());
+    // Disabled: no claims at all.
+    cfg.cache_volumes.enabled = false;
+    let d = decide(&build(), &seen, &cfg);
+    assert!(
+        !d.actions
+            .iter()
+            .any(|a| matches!(a, Action::CreateClaim(_)))
+    );
+}
+
+#[test]
+fn a_locked_cache_held_elsewhere_makes_the_build_wait() {
+    use kiln_worker::plan::step::Sharing;
+    let mut seen = with_caches(Sharing::Locked);
+    // The first build takes the claim.
+    let d = decide(&build(), &seen, &config());
+    let claim = d
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            Action::CreateClaim(c) => Some((**c).clone()),
+            _ => None,
+        })
+        .unwrap();
+    let holder = d
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            Action::CreatePod(p) => Some((**p).clone()),
+            _ => None,
+        })
+        .unwrap();
+    // A second build of another ImageBuild sees the claim and the first one's live pod.
+    seen.cache_claims = vec![claim.clone()];
+    let mut running_holder = running(holder);
+    running_holder
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("kiln.dev/build".into(), "first".into());
+    seen.cache_pods = vec![running_holder.clone()];
+    let mut other = build();
+    other.metadata.name = Some("second".into());
+    other.metadata.uid = Some("uid-2".into());
+    let d = decide(&other, &seen, &config());
+    assert!(created_pods(&d).is_empty());
+    let b = after(&other, &d);
+    assert_eq!(reason(&b), "WaitingForCache");
+    assert_eq!(phase(&b), Some(Phase::Pending));
+    let message = b.status.unwrap().message.unwrap();
+    assert!(
+        message.contains("build first") && message.contains(&claim.metadata.name.clone().unwrap()),
+        "{message}"
+    );
+    // The holder ends: the second build starts, on the same claim, now warm.
+    seen.cache_pods = vec![ended(running_holder, "Succeeded", 0, PUSHED, 200)];
+    let d = decide(&other, &seen, &config());
+    assert_eq!(created_pods(&d).len(), 1);
+    let s = status_of(&d).unwrap();
+    assert_eq!(s.caches[0].claim_name, claim.metadata.name.unwrap());
+    assert_eq!(s.caches[0].warm, Some(true));
+    assert!(
+        d.actions
+            .iter()
+            .any(|a| matches!(a, Action::TouchClaims(c) if c.len() == 1))
+    );
+}
+
+#[test]
+fn the_end_of_a_build_records_when_its_caches_were_used() {
+    use kiln_worker::plan::step::Sharing;
+    let mut seen = with_caches(Sharing::Shared);
+    let b1 = after(&build(), &decide(&build(), &seen, &config()));
+    seen.pods = vec![ended(build_pod(1), "Succeeded", 0, PUSHED, 150)];
+    let d = decide(&b1, &seen, &config());
+    assert!(
+        d.actions
+            .iter()
+            .any(|a| matches!(a, Action::TouchClaims(_)))
+    );
+    // And only once.
+    let b2 = after(&b1, &d);
+    assert!(decide(&b2, &seen, &config()).actions.is_empty());
+}

@@ -44,7 +44,7 @@ fn context(client: Client, builds: Vec<ImageBuild>, pods: Vec<Pod>) -> Arc<Conte
         pods: ready_store(pods),
         secrets: ready_store::<PartialObjectMeta<Secret>>(vec![]),
         config_maps: ready_store::<PartialObjectMeta<ConfigMap>>(vec![]),
-        pvcs: ready_store::<PartialObjectMeta<PersistentVolumeClaim>>(vec![]),
+        pvcs: ready_store::<PersistentVolumeClaim>(vec![]),
     };
     let (wake, _) = mpsc::unbounded_channel();
     Arc::new(Context::new(

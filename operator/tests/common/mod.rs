@@ -58,6 +58,8 @@ pub fn observed() -> Observed {
         local_plan: Some(Ok(PlanFacts::default())),
         config_map_keys: vec![],
         admission: Admission::Admitted,
+        cache_claims: vec![],
+        cache_pods: vec![],
     }
 }
 
