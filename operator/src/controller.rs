@@ -84,6 +84,8 @@ pub struct Context {
     recorder: Recorder,
     admission: Mutex<Inflight>,
     wake: mpsc::UnboundedSender<ObjectRef<ImageBuild>>,
+    /// When each build began to wait for a locked cache, for the wait metric.
+    cache_waits: std::sync::Mutex<HashMap<String, Instant>>,
 }
 
 const FIELD_MANAGER: &str = "kiln-operator";
@@ -165,12 +167,12 @@ pub async fn run(
             pods: pods.clone(),
             secrets: secrets.clone(),
             config_maps,
-            pvcs,
+            pvcs: pvcs.clone(),
         },
         wake,
     ));
 
-    tokio::spawn(gauges(builds.clone(), metrics.clone()));
+    tokio::spawn(gauges(builds.clone(), pvcs.clone(), metrics.clone()));
     {
         let stores = (builds.clone(), pods.clone(), secrets.clone());
         tokio::spawn(async move {
@@ -245,6 +247,7 @@ impl Context {
             pvcs: stores.pvcs,
             admission: Mutex::new(Inflight::default()),
             wake,
+            cache_waits: std::sync::Mutex::new(HashMap::new()),
         }
     }
 }
@@ -609,6 +612,7 @@ async fn apply(build: Arc<ImageBuild>, ctx: &Context) -> Result<Requeue, Error> 
         carry_out(&build, ctx, &decision.actions).await?;
         decision
     };
+    record_cache_wait(ctx, &build, &decision);
     let old_phase = build.status.as_ref().and_then(|s| s.phase);
     let new_status = decision.actions.iter().find_map(|a| match a {
         Action::ApplyStatus(s) => Some(s.as_ref()),
@@ -635,6 +639,33 @@ async fn apply(build: Arc<ImageBuild>, ctx: &Context) -> Result<Requeue, Error> 
         Some(d) => Requeue::requeue(d),
         None => Requeue::await_change(),
     })
+}
+
+/// Counts builds that wait for a locked cache, and how long they wait.
+fn record_cache_wait(ctx: &Context, build: &ImageBuild, decision: &decide::Decision) {
+    let Some(s) = decision.actions.iter().find_map(|a| match a {
+        Action::ApplyStatus(s) => Some(s),
+        _ => None,
+    }) else {
+        return;
+    };
+    let waiting = status::condition(&s.conditions, status::READY)
+        .is_some_and(|c| c.reason == reasons::WAITING_FOR_CACHE);
+    let uid = build.uid().unwrap_or_default();
+    let mut waits = ctx.cache_waits.lock().unwrap_or_else(|e| e.into_inner());
+    match (waiting, waits.get(&uid).copied()) {
+        (true, None) => {
+            ctx.metrics.cache_waits.inc();
+            waits.insert(uid, Instant::now());
+        }
+        (false, Some(since)) => {
+            ctx.metrics
+                .cache_wait_seconds
+                .observe(since.elapsed().as_secs_f64());
+            waits.remove(&uid);
+        }
+        _ => {}
+    }
 }
 
 async fn cleanup(build: Arc<ImageBuild>, ctx: &Context) -> Result<Requeue, Error> {
@@ -816,9 +847,22 @@ fn truncate(s: &str, max: usize) -> String {
     format!("{}…", &s[..cut])
 }
 
-/// Keeps the by-phase gauges and the queue depth current.
-async fn gauges(builds: Store<ImageBuild>, metrics: Arc<Metrics>) {
+/// Keeps the by-phase gauges, the queue depth and the cache gauges current.
+async fn gauges(
+    builds: Store<ImageBuild>,
+    pvcs: Store<PersistentVolumeClaim>,
+    metrics: Arc<Metrics>,
+) {
     loop {
+        let claims: Vec<_> = pvcs
+            .state()
+            .into_iter()
+            .filter(|c| c.labels().contains_key(crate::cache::LABEL_KEY))
+            .collect();
+        metrics.cache_claims.set(claims.len() as i64);
+        metrics
+            .cache_bytes
+            .set(claims.iter().map(|c| crate::cache::size_of(c)).sum::<u64>() as i64);
         let mut by_phase: BTreeMap<String, i64> = [
             "Pending",
             "Planning",

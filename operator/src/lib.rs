@@ -13,6 +13,7 @@ pub mod cache;
 pub mod config;
 pub mod controller;
 pub mod decide;
+pub mod gc;
 pub mod leader;
 pub mod metrics;
 pub mod names;

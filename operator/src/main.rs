@@ -8,9 +8,10 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use kiln_operator::cache::GcPolicy;
 use kiln_operator::config::Config;
 use kiln_operator::metrics::Metrics;
-use kiln_operator::{controller, leader, server};
+use kiln_operator::{controller, gc, leader, server};
 
 /// The Kiln controller: watches ImageBuild resources and runs each as a rootless build pod.
 #[derive(Parser)]
@@ -28,6 +29,40 @@ enum Command {
     Run(RunArgs),
     /// Print the effective configuration (the file, with flags and environment applied) as YAML.
     Config(RunArgs),
+    /// Delete cache claims, like `docker builder prune`: by age, by total size, by id, or all.
+    /// A claim a running build holds is never deleted.
+    Prune(PruneArgs),
+    /// List the cache claims with their size, last use and holders.
+    Du(DuArgs),
+}
+
+#[derive(clap::Args)]
+struct PruneArgs {
+    /// The namespace (default: every namespace).
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
+    /// Only claims of this cache id. Repeatable.
+    #[arg(long = "id")]
+    ids: Vec<String>,
+    /// Every claim nobody holds.
+    #[arg(long)]
+    all: bool,
+    /// Per namespace, delete the least recently used claims beyond this total (`20Gi`).
+    #[arg(long)]
+    keep_storage: Option<String>,
+    /// Delete claims unused for longer than this (`24h`).
+    #[arg(long)]
+    keep_duration: Option<String>,
+    /// Say what would be deleted, delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(clap::Args)]
+struct DuArgs {
+    /// The namespace (default: every namespace).
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -161,6 +196,24 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             metrics.leader.set(1);
             Box::pin(shutdown_signal())
         };
+    let policy = GcPolicy {
+        keep_duration: config.gc.keep_duration,
+        keep_storage: config
+            .gc
+            .keep_storage
+            .as_deref()
+            .map(kiln_crds::quantity::parse_bytes)
+            .transpose()?,
+        ..Default::default()
+    };
+    if config.cache_volumes.enabled {
+        tokio::spawn(gc::run(
+            client.clone(),
+            args.namespace.clone(),
+            policy,
+            config.gc.interval,
+        ));
+    }
     controller::run(
         client,
         config,
@@ -185,11 +238,108 @@ async fn shutdown_signal() {
     }
 }
 
+async fn prune_command(args: PruneArgs) -> anyhow::Result<()> {
+    let explicit = args.all
+        || !args.ids.is_empty()
+        || args.keep_storage.is_some()
+        || args.keep_duration.is_some();
+    anyhow::ensure!(
+        explicit,
+        "say what to prune: --all, --id ID, --keep-storage SIZE or --keep-duration DURATION"
+    );
+    let policy = GcPolicy {
+        keep_duration: args
+            .keep_duration
+            .as_deref()
+            .map(kiln_crds::duration::parse)
+            .transpose()
+            .context("--keep-duration")?,
+        keep_storage: args
+            .keep_storage
+            .as_deref()
+            .map(kiln_crds::quantity::parse_bytes)
+            .transpose()
+            .context("--keep-storage")?,
+        ids: args.ids,
+        all: args.all,
+    };
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let doomed = gc::prune(&client, args.namespace.as_deref(), &policy, args.dry_run).await?;
+    let verb = if args.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
+    let mut total = 0;
+    for d in &doomed {
+        println!(
+            "{verb} {}/{}\tid={}\t{}\t{}",
+            d.namespace,
+            d.claim,
+            d.id,
+            gc::human_bytes(d.bytes),
+            d.why
+        );
+        total += d.bytes;
+    }
+    println!("Total: {}", gc::human_bytes(total));
+    Ok(())
+}
+
+async fn du_command(args: DuArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let (claims, pods) = gc::observe(&client, args.namespace.as_deref()).await?;
+    println!("NAMESPACE\tCLAIM\tID\tSHARING\tSIZE\tLAST USED\tHELD BY");
+    let mut total = 0;
+    for u in gc::usage(&claims, &pods) {
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            u.namespace,
+            u.claim,
+            u.id,
+            u.sharing,
+            gc::human_bytes(u.bytes),
+            u.last_used.map(|t| t.to_string()).unwrap_or_default(),
+            if u.holders.is_empty() {
+                "-".to_string()
+            } else {
+                u.holders.join(",")
+            }
+        );
+        total += u.bytes;
+    }
+    println!("Total: {}", gc::human_bytes(total));
+    Ok(())
+}
+
+fn block_on(f: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kiln-operator: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(f) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kiln-operator: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (args, print_config) = match cli.command {
         Some(Command::Run(a)) => (a, false),
         Some(Command::Config(a)) => (a, true),
+        Some(Command::Prune(a)) => return block_on(prune_command(a)),
+        Some(Command::Du(a)) => return block_on(du_command(a)),
         None => (cli.run, false),
     };
     if print_config {
@@ -204,18 +354,5 @@ fn main() -> ExitCode {
             }
         };
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("kiln-operator: starting the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("kiln-operator: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    block_on(run(args))
 }

@@ -48,8 +48,14 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     /// 1 while this replica holds the leader lease.
     pub leader: Gauge,
-    /// Requests this operator sent to the API server, by verb... counted by the shell.
+    /// Writes this operator sent to the API server, by kind.
     pub api_requests: Family<ErrorLabel, Counter>,
+    /// Cache claims, and the storage they request.
+    pub cache_claims: Gauge,
+    pub cache_bytes: Gauge,
+    /// Builds that had to wait for a locked cache, and how long they waited.
+    pub cache_waits: Counter,
+    pub cache_wait_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -113,7 +119,35 @@ impl Metrics {
             "Writes this operator sent to the API server, by kind",
             api_requests.clone(),
         );
+        let cache_claims = Gauge::default();
+        registry.register(
+            "cache_claims",
+            "PersistentVolumeClaims holding cache mounts",
+            cache_claims.clone(),
+        );
+        let cache_bytes = Gauge::default();
+        registry.register(
+            "cache_claim_bytes",
+            "Storage the cache claims request",
+            cache_bytes.clone(),
+        );
+        let cache_waits = Counter::default();
+        registry.register(
+            "cache_lock_waits",
+            "Builds that waited for a locked cache",
+            cache_waits.clone(),
+        );
+        let cache_wait_seconds = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        registry.register(
+            "cache_lock_wait_seconds",
+            "How long builds waited for a locked cache",
+            cache_wait_seconds.clone(),
+        );
         Metrics {
+            cache_claims,
+            cache_bytes,
+            cache_waits,
+            cache_wait_seconds,
             registry,
             transitions,
             builds,
@@ -179,6 +213,8 @@ mod tests {
             "kiln_build_queue_depth",
             "kiln_leader",
             "kiln_reconcile_duration_seconds",
+            "kiln_cache_claims",
+            "kiln_cache_lock_waits_total",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
