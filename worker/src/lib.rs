@@ -13,6 +13,7 @@ pub mod mounts;
 pub mod plan;
 #[cfg(feature = "executor")]
 pub mod registry;
+pub mod result;
 
 #[cfg(feature = "executor")]
 pub mod build;
