@@ -36,6 +36,8 @@ pub mod snapshot;
 #[cfg(feature = "executor")]
 pub mod solve;
 #[cfg(feature = "executor")]
+pub mod stop;
+#[cfg(feature = "executor")]
 pub mod store;
 #[cfg(feature = "executor")]
 pub mod userdb;

@@ -491,9 +491,10 @@ impl CompactPlan {
 
 /// Removes secret values from text.
 ///
-/// Each value is replaced as a whole, trimmed of surrounding whitespace (a file with a final
-/// newline is usually echoed without it), and line by line when it spans lines, so that a
-/// multi-line value (a key) cut by the log tail's window is still hidden.
+/// Each value is replaced trimmed of surrounding whitespace (a file with a final newline is
+/// usually echoed without it, and the text around it keeps its line breaks), and line by line
+/// when it spans lines, so that a multi-line value (a key) cut by the log tail's window is
+/// still hidden.
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
     /// Longest first, so that a value that contains another is replaced whole.
@@ -513,7 +514,6 @@ impl Redactor {
                     needles.push(s.to_string());
                 }
             };
-            add(&text);
             add(text.trim());
             if text.trim().contains('\n') {
                 for line in text.lines().map(str::trim) {

@@ -9,7 +9,7 @@
 use std::fs::File;
 use std::sync::{Arc, OnceLock};
 
-use super::{BuildError, Solver};
+use super::{BaseError, BuildError, Solver, StepFailure};
 use crate::cache::transfer::{BlobSource, CacheRecord};
 use crate::digest::HashingReader;
 use crate::snapshot::extract::{self, UnpackOptions};
@@ -128,9 +128,9 @@ impl Solver<'_> {
         let local = |(id, remote): &(&String, Arc<RemoteLayer>)| {
             remote
                 .local
-                .get_or_init(|| self.unpack_remote(id, remote).map_err(|e| e.to_string()))
+                .get_or_init(|| self.unpack_remote(id, remote))
                 .clone()
-                .map_err(BuildError::Base)
+                .map_err(|m| BaseError::Remote(m).into())
         };
         if remotes.len() <= 1 {
             return remotes.iter().try_for_each(local);
@@ -141,16 +141,17 @@ impl Solver<'_> {
                 .map(|r| scope.spawn(move || local(r)))
                 .collect();
             handles.into_iter().try_for_each(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(BuildError::Base("layer fetch panicked".into())))
+                h.join().unwrap_or_else(|_| {
+                    Err(BaseError::Remote("layer fetch panicked".into()).into())
+                })
             })
         })
     }
 
     /// The filesystem of a stage this one reads from, made local first.
-    pub(super) fn stage_view(&self, stage: usize) -> Result<View, String> {
-        let result = self.wait_stage(stage).map_err(|e| e.to_string())?;
-        self.materialise(&result.chain).map_err(|e| e.to_string())?;
+    pub(super) fn stage_view(&self, stage: usize) -> Result<View, StepFailure> {
+        let result = self.wait_stage(stage)?;
+        self.materialise(&result.chain)?;
         Ok(result.view(self))
     }
 
@@ -186,7 +187,7 @@ impl Solver<'_> {
                 continue;
             };
             self.fetch_blob(r.source.as_ref(), blob)
-                .map_err(BuildError::Base)?;
+                .map_err(BaseError::Remote)?;
         }
         Ok(())
     }

@@ -1,0 +1,570 @@
+//! The worker's result (`--result-file`, docs/worker-result.md) from real builds: what the
+//! operator reads from a pod's termination message. Each failure reason is produced the way it
+//! happens in a cluster (a failing step, a bad Dockerfile, a missing secret, a registry that
+//! refuses the credentials or is not there, SIGTERM, a timeout), and every result must parse
+//! as the contract's types and fit in 4 KiB.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{Env, ROOTLESS_USER, kiln_bin, text};
+use kiln_tests::registry::{Config, Registry, free_port};
+use kiln_worker::result::{BuildResult, Failure, MAX_BYTES, PlanResult, Reason, Success};
+
+fn root_env() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| Env::new("result-root", false))
+}
+
+fn rootless_env() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| Env::new("result-rootless", true))
+}
+
+/// A path for a test's result file, in a directory the building user may write.
+fn result_path(env: &Env, name: &str) -> PathBuf {
+    let dir = env.dir.join("results");
+    std::fs::create_dir_all(&dir).unwrap();
+    if env.rootless {
+        Command::new("chown")
+            .arg(format!("{ROOTLESS_USER}:{ROOTLESS_USER}"))
+            .arg(&dir)
+            .status()
+            .unwrap();
+    }
+    let path = dir.join(format!("{name}.json"));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// The result file, checked against the size limit and parsed as the contract's type.
+fn read_result(path: &Path) -> BuildResult {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("no result at {}: {e}", path.display()));
+    assert!(text.len() <= MAX_BYTES, "{} bytes", text.len());
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+fn failure(path: &Path, out: &Output) -> Failure {
+    match read_result(path) {
+        BuildResult::Failure(f) => f,
+        BuildResult::Success(s) => panic!("a success: {s:?}\n{}", text(out)),
+    }
+}
+
+fn success(path: &Path, out: &Output) -> Success {
+    match read_result(path) {
+        BuildResult::Success(s) => s,
+        BuildResult::Failure(f) => panic!("a failure: {f:?}\n{}", text(out)),
+    }
+}
+
+fn build_with_result(
+    env: &Env,
+    name: &str,
+    files: &[(&str, &str)],
+    args: &[&str],
+) -> (Output, PathBuf) {
+    let ctx = env.context(name, files);
+    let path = result_path(env, name);
+    let flag = format!("--result-file={}", path.display());
+    let mut all = vec![flag.as_str()];
+    all.extend_from_slice(args);
+    (env.build(&ctx, &all), path)
+}
+
+#[test]
+fn a_success_has_the_digest_the_names_and_the_step_counts() {
+    let env = root_env();
+    let dockerfile = "FROM kiln-ref/busybox:1\nRUN echo one > /one\nCOPY hello.txt /\n";
+    let files = [("Dockerfile", dockerfile), ("hello.txt", "hello\n")];
+    let (out, path) = build_with_result(env, "success", &files, &["-t", "kiln-test/result:1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let s = success(&path, &out);
+    let printed = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(s.digest, printed);
+    assert!(s.digest.starts_with("sha256:") && s.digest.len() == 71);
+    assert_eq!(
+        s.image.as_deref(),
+        Some(format!("kiln-test/result:1@{}", s.digest).as_str())
+    );
+    assert!(s.pushed.is_empty() && s.push.is_none());
+    assert_eq!(s.revision, None);
+    assert_eq!((s.steps.total, s.steps.cached), (2, 0));
+    assert_eq!((s.cache.hits, s.cache.misses), (0, 2));
+    assert!(s.duration_seconds > 0.0);
+
+    // Again: everything from the cache.
+    let (again, path) = build_with_result(env, "success", &files, &["-t", "kiln-test/result:1"]);
+    assert!(again.status.success(), "{}", text(&again));
+    let s2 = success(&path, &again);
+    assert_eq!((s2.steps.cached, s2.cache.hits, s2.cache.misses), (2, 2, 0));
+}
+
+#[test]
+fn a_failed_step_has_its_line_exit_code_and_redacted_output() {
+    let env = root_env();
+    let secret = env.dir.join("result-secret");
+    std::fs::write(&secret, "s3cr3t-7d1e0f-value\n").unwrap();
+    let dockerfile = "FROM kiln-ref/busybox:1\n\
+        RUN echo fine\n\
+        RUN --mount=type=secret,id=tok \\\n  \
+        for i in $(seq 1 60); do echo \"noise $i\"; done; \
+        echo \"token=$(cat /run/secrets/tok)\"; echo to stderr >&2; exit 42\n\
+        RUN echo never\n";
+    let src = format!("id=tok,src={}", secret.display());
+    let (out, path) = build_with_result(
+        env,
+        "step-failed",
+        &[("Dockerfile", dockerfile)],
+        &["--secret", &src],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let f = failure(&path, &out);
+    assert_eq!(f.reason, Reason::StepFailed);
+    assert_eq!(f.file.as_deref(), Some("Dockerfile"));
+    assert_eq!(f.line, Some(3));
+    assert_eq!(f.exit_code, Some(42));
+    assert!(
+        f.step
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("RUN --mount=type=secret"),
+        "{f:?}"
+    );
+    assert!(f.message.contains("exit code: 42"), "{f:?}");
+    let tail = f.log_tail.clone().unwrap_or_default();
+    assert!(tail.contains("token=****"), "{tail}");
+    // stdout and stderr are read apart: their order in the tail may vary.
+    assert!(
+        tail.contains("to stderr") && tail.contains("noise 60"),
+        "{tail}"
+    );
+    assert!(tail.lines().count() >= 20, "about 20 lines: {tail}");
+    assert!(!tail.contains("noise 1\n"), "only the last lines: {tail}");
+    // The value is in neither the result nor the log.
+    let raw = std::fs::read_to_string(&path).unwrap();
+    assert!(!raw.contains("s3cr3t-7d1e0f-value"), "{raw}");
+    assert!(
+        !text(&out).contains("s3cr3t-7d1e0f-value"),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("token=****"), "{}", text(&out));
+}
+
+#[test]
+fn a_dockerfile_error_names_the_file_line_and_column() {
+    let env = root_env();
+    let (out, path) = build_with_result(
+        env,
+        "invalid",
+        &[(
+            "Dockerfile",
+            "FROM kiln-ref/busybox:1\nRUN true\n  FORM x\n",
+        )],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let f = failure(&path, &out);
+    assert_eq!(f.reason, Reason::InvalidDockerfile);
+    assert_eq!(
+        (f.file.as_deref(), f.line, f.column),
+        (Some("Dockerfile"), Some(3), Some(3))
+    );
+    assert!(f.message.contains("FORM"), "{f:?}");
+
+    // A Dockerfile the context does not have.
+    let ctx = env.context("no-dockerfile", &[("other", "x")]);
+    let path = result_path(env, "no-dockerfile");
+    let out = env.build(&ctx, &[&format!("--result-file={}", path.display())]);
+    assert!(!out.status.success());
+    assert_eq!(failure(&path, &out).reason, Reason::InvalidDockerfile);
+}
+
+#[test]
+fn a_missing_required_secret_is_missing_secret_with_its_line() {
+    let env = root_env();
+    let dockerfile = "FROM kiln-ref/busybox:1\nRUN true\nRUN --mount=type=secret,id=npmrc,required=true cat /run/secrets/npmrc\n";
+    let (out, path) = build_with_result(env, "missing-secret", &[("Dockerfile", dockerfile)], &[]);
+    assert!(!out.status.success());
+    let f = failure(&path, &out);
+    assert_eq!(f.reason, Reason::MissingSecret);
+    assert_eq!(f.line, Some(3));
+    assert!(f.message.contains("\"npmrc\""), "{f:?}");
+
+    // A secret whose file is gone by the time the step runs.
+    let (out, path) = build_with_result(
+        env,
+        "secret-gone",
+        &[("Dockerfile", dockerfile)],
+        &["--secret", "id=npmrc,src=/nonexistent/kiln-secret"],
+    );
+    assert!(!out.status.success());
+    let f = failure(&path, &out);
+    assert_eq!(
+        (f.reason, f.line),
+        (Reason::MissingSecret, Some(3)),
+        "{f:?}"
+    );
+}
+
+#[test]
+fn bad_options_are_invalid_argument() {
+    let env = root_env();
+    let (out, path) = build_with_result(
+        env,
+        "bad-filter",
+        &[("Dockerfile", "FROM kiln-ref/busybox:1\nRUN true\n")],
+        &["--no-cache-filter", "nosuchstage"],
+    );
+    assert!(!out.status.success());
+    assert_eq!(failure(&path, &out).reason, Reason::InvalidArgument);
+    let ctx = env.context("bad-progress", &[("Dockerfile", "FROM scratch\n")]);
+    let path = result_path(env, "bad-progress");
+    let out = env.kiln(&[
+        "build".into(),
+        "--progress=fancy".into(),
+        format!("--result-file={}", path.display()),
+        ctx.display().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(failure(&path, &out).reason, Reason::InvalidArgument);
+    // A flag the command line parser refuses, with the result file from the environment.
+    std::fs::remove_file(&path).unwrap();
+    let out = env.kiln_env(
+        &[
+            "build".into(),
+            "--no-such-flag".into(),
+            ctx.display().to_string(),
+        ],
+        &[("KILN_RESULT_FILE", path.to_str().unwrap())],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let f = failure(&path, &out);
+    assert_eq!(f.reason, Reason::InvalidArgument);
+    assert!(f.message.contains("--no-such-flag"), "{f:?}");
+    // A context that does not exist.
+    let path = result_path(env, "no-context");
+    let out = env.kiln(&[
+        "build".into(),
+        format!("--result-file={}", path.display()),
+        env.dir.join("no/such/dir").display().to_string(),
+    ]);
+    assert!(!out.status.success());
+    assert_eq!(failure(&path, &out).reason, Reason::MissingContext);
+}
+
+#[test]
+fn a_timeout_stops_the_step_and_says_timeout() {
+    let env = root_env();
+    let started = Instant::now();
+    let (out, path) = build_with_result(
+        env,
+        "timeout",
+        &[("Dockerfile", "FROM kiln-ref/busybox:1\nRUN sleep 6161\n")],
+        &["--timeout", "3s"],
+    );
+    assert_eq!(out.status.code(), Some(124), "{}", text(&out));
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let f = failure(&path, &out);
+    assert_eq!(f.reason, Reason::Timeout, "{f:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(processes_matching("sleep 6161").is_empty());
+}
+
+#[test]
+fn sigterm_cancels_the_build_and_still_writes_the_result() {
+    for env in [root_env(), rootless_env()] {
+        let who = if env.rootless { "rootless" } else { "root" };
+        let marker = if env.rootless {
+            "sleep 7272"
+        } else {
+            "sleep 7171"
+        };
+        let ctx = env.context(
+            &format!("sigterm-{who}"),
+            &[(
+                "Dockerfile",
+                &format!("FROM kiln-ref/busybox:1\nRUN {marker}\n"),
+            )],
+        );
+        let path = result_path(env, &format!("sigterm-{who}"));
+        let mut cmd = if env.rootless {
+            let mut c = Command::new("setpriv");
+            c.args([
+                "--reuid",
+                ROOTLESS_USER,
+                "--regid",
+                ROOTLESS_USER,
+                "--init-groups",
+            ])
+            .arg(kiln_bin());
+            c
+        } else {
+            Command::new(kiln_bin())
+        };
+        cmd.args(["build", "--progress=plain"])
+            .arg(format!("--cache-dir={}", env.state.display()))
+            .arg(format!(
+                "--build-context=kiln-ref/busybox:1=oci-layout://{}",
+                env.base.display()
+            ))
+            .arg(format!("--result-file={}", path.display()))
+            .arg(&ctx)
+            .env("HOME", env.dir.join("home"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = cmd.spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while processes_matching(marker).is_empty() {
+            assert!(Instant::now() < deadline, "{who}: the step never started");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let started = Instant::now();
+        // SAFETY: kill(2) on the child's pid; it cannot have been reaped, we have not waited.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{who}: slow to stop"
+        );
+        assert_eq!(out.status.code(), Some(143), "{who}: {}", text(&out));
+        let f = failure(&path, &out);
+        assert_eq!(f.reason, Reason::Cancelled, "{who}: {f:?}");
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            processes_matching(marker).is_empty(),
+            "{who}: the step survived"
+        );
+    }
+}
+
+#[test]
+fn a_rootless_failure_writes_the_same_result() {
+    let env = rootless_env();
+    let (out, path) = build_with_result(
+        env,
+        "rootless-step",
+        &[(
+            "Dockerfile",
+            "FROM kiln-ref/busybox:1\nRUN echo rootless; exit 5\n",
+        )],
+        &[],
+    );
+    assert!(!out.status.success());
+    let f = failure(&path, &out);
+    assert_eq!(
+        (f.reason, f.line, f.exit_code),
+        (Reason::StepFailed, Some(2), Some(5))
+    );
+    assert_eq!(f.log_tail.as_deref(), Some("rootless"));
+}
+
+#[test]
+fn plan_writes_a_compact_plan_or_the_dockerfile_error() {
+    let env = root_env();
+    let ctx = env.context(
+        "plan",
+        &[(
+            "Dockerfile",
+            "FROM golang:1.22 AS build\n\
+             RUN --mount=type=cache,target=/go/pkg/mod,sharing=locked,uid=1000 \\\n\
+                 --mount=type=secret,id=netrc,required=true --mount=type=ssh true\n\
+             FROM alpine:3.19\nCOPY --from=build /x /x\n",
+        )],
+    );
+    let path = result_path(env, "plan");
+    let out = env.kiln(&[
+        "plan".into(),
+        "--json".into(),
+        format!("--result-file={}", path.display()),
+        ctx.display().to_string(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let raw = std::fs::read_to_string(&path).unwrap();
+    assert!(raw.len() <= MAX_BYTES);
+    let PlanResult::Plan(p) = serde_json::from_str(&raw).unwrap() else {
+        panic!("{raw}")
+    };
+    assert_eq!(p.base_images, ["golang:1.22", "alpine:3.19"]);
+    assert_eq!(p.stages.len(), 2);
+    assert_eq!(p.target.index, 1);
+    assert_eq!(p.caches.len(), 1);
+    assert_eq!(
+        (p.caches[0].id.as_str(), p.caches[0].uid),
+        ("/go/pkg/mod", 1000)
+    );
+    assert_eq!(p.secrets.len(), 1);
+    assert!(p.secrets[0].required);
+    assert_eq!(p.ssh[0].id, "default");
+    // The full plan still goes to standard output.
+    let full: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(full["apiVersion"], "kiln.dev/plan/v1");
+
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM alpine\nRUN --mount=type=bogus true\n",
+    )
+    .unwrap();
+    let out = env.kiln(&[
+        "plan".into(),
+        format!("--result-file={}", path.display()),
+        ctx.display().to_string(),
+    ]);
+    assert!(!out.status.success());
+    let raw = std::fs::read_to_string(&path).unwrap();
+    let PlanResult::Failure(f) = serde_json::from_str(&raw).unwrap() else {
+        panic!("{raw}")
+    };
+    assert_eq!(f.reason, Reason::InvalidDockerfile);
+    assert_eq!(f.line, Some(2));
+    assert!(f.column.is_some_and(|c| c > 1), "{f:?}");
+}
+
+const USER: &str = "kiln-result";
+const PASSWORD: &str = "pw-result-2b7c9d";
+
+fn docker_config(env: &Env, name: &str, host: &str, password: &str) -> PathBuf {
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{password}"));
+    let path = env.dir.join(format!("{name}.json"));
+    std::fs::write(
+        &path,
+        format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn registries_give_pushed_names_or_auth_push_and_pull_reasons() {
+    let env = root_env();
+    let reg = Registry::start(Config {
+        users: vec![(USER.into(), PASSWORD.into())],
+        ..Config::default()
+    });
+    let host = reg.host();
+    let good = docker_config(env, "result-good", &host, PASSWORD);
+    let bad = docker_config(env, "result-bad", &host, "not-the-password");
+    let files = [(
+        "Dockerfile",
+        "FROM kiln-ref/busybox:1\nRUN echo pushed > /p\n",
+    )];
+    let insecure = format!("--insecure-registry={host}");
+    let name = format!("{host}/kiln/result:1");
+
+    // Success: the pushed name and the digest the registry serves.
+    let (out, path) = build_with_result(
+        env,
+        "push-ok",
+        &files,
+        &[
+            &insecure,
+            &format!("--registry-auth-file={}", good.display()),
+            "-t",
+            &name,
+            "--push",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let s = success(&path, &out);
+    assert_eq!(s.pushed, std::slice::from_ref(&name));
+    assert_eq!(s.image, Some(format!("{name}@{}", s.digest)));
+    assert!(s.push.is_some_and(|p| p.uploaded > 0));
+    let inspect = Command::new("skopeo")
+        .arg("inspect")
+        .args(reg.skopeo_flags("", Some((USER, PASSWORD))))
+        .arg(format!("docker://{name}"))
+        .output()
+        .unwrap();
+    assert!(inspect.status.success(), "{}", text(&inspect));
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(v["Digest"], s.digest.as_str());
+
+    // Wrong password on push: RegistryAuth, and the password in neither output.
+    let (out, path) = build_with_result(
+        env,
+        "push-auth",
+        &files,
+        &[
+            &insecure,
+            &format!("--registry-auth-file={}", bad.display()),
+            "-t",
+            &format!("{host}/kiln/denied:1"),
+            "--push",
+        ],
+    );
+    assert!(!out.status.success());
+    let f = failure(&path, &out);
+    assert_eq!(f.reason, Reason::RegistryAuth, "{f:?}");
+    assert!(
+        !std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("not-the-password")
+    );
+
+    // Wrong password on pull: RegistryAuth too.
+    let pull_files = [("Dockerfile", format!("FROM {name}\nRUN true\n"))];
+    let pull_files: Vec<(&str, &str)> = pull_files.iter().map(|(a, b)| (*a, b.as_str())).collect();
+    let (out, path) = build_with_result(
+        env,
+        "pull-auth",
+        &pull_files,
+        &[
+            &insecure,
+            &format!("--registry-auth-file={}", bad.display()),
+        ],
+    );
+    assert!(!out.status.success());
+    assert_eq!(failure(&path, &out).reason, Reason::RegistryAuth);
+
+    // An image the registry does not have: PullFailed, at the FROM line.
+    let missing = [(
+        "Dockerfile",
+        format!("FROM {host}/kiln/nothing:1\nRUN true\n"),
+    )];
+    let missing: Vec<(&str, &str)> = missing.iter().map(|(a, b)| (*a, b.as_str())).collect();
+    let (out, path) = build_with_result(
+        env,
+        "pull-missing",
+        &missing,
+        &[
+            &insecure,
+            &format!("--registry-auth-file={}", good.display()),
+        ],
+    );
+    assert!(!out.status.success());
+    assert_eq!(failure(&path, &out).reason, Reason::PullFailed);
+
+    // A registry that is not there: PushFailed.
+    let gone = format!("127.0.0.1:{}", free_port());
+    let (out, path) = build_with_result(
+        env,
+        "push-gone",
+        &files,
+        &[
+            &format!("--insecure-registry={gone}"),
+            "--registry-retries=1",
+            "-t",
+            &format!("{gone}/kiln/nowhere:1"),
+            "--push",
+        ],
+    );
+    assert!(!out.status.success());
+    assert_eq!(failure(&path, &out).reason, Reason::PushFailed);
+}
+
+fn processes_matching(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(needle) && !c.contains("kiln"))
+        .collect()
+}
