@@ -568,3 +568,37 @@ fn processes_matching(needle: &str) -> Vec<String> {
         .filter(|c| c.contains(needle) && !c.contains("kiln"))
         .collect()
 }
+
+#[test]
+fn a_full_disk_is_disk_full() {
+    let env = root_env();
+    let ctx = env.context(
+        "disk-full",
+        &[("Dockerfile", "FROM kiln-ref/busybox:1\nCOPY big /big\n")],
+    );
+    std::fs::write(ctx.join("big"), vec![7u8; 24 << 20]).unwrap();
+    let path = result_path(env, "disk-full");
+    let state = env.dir.join("state-tiny");
+    std::fs::create_dir_all(&state).unwrap();
+    // The store on a 16 MiB tmpfs, in a mount namespace of the build's own.
+    let script = format!(
+        "mount -t tmpfs -o size=16m tmpfs {state} && exec {kiln} build --progress=plain --cache-dir={state} \
+         --build-context=kiln-ref/busybox:1=oci-layout://{base} --result-file={result} {ctx}",
+        state = state.display(),
+        kiln = kiln_bin().display(),
+        base = env.base.display(),
+        result = path.display(),
+        ctx = ctx.display(),
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    let f = failure(&path, &out);
+    assert_eq!(f.reason, Reason::DiskFull, "{f:?}\n{}", text(&out));
+    assert_eq!(
+        (f.line, f.step.as_deref()),
+        (Some(2), Some("COPY big /big"))
+    );
+}
