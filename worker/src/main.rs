@@ -174,7 +174,8 @@ struct BuildArgs {
     /// Its value is never stored in the image, the cache or the logs.
     #[arg(long = "secret", value_name = "id=ID,src=FILE|env=VAR")]
     secrets: Vec<String>,
-    /// A directory of secrets, one file per id (a mounted Kubernetes Secret).
+    /// A directory of secrets, one file per id, the file name being the id (a mounted
+    /// Kubernetes Secret: its `..data` entries are skipped). Repeatable.
     #[arg(long = "secrets-dir", value_name = "DIR")]
     secrets_dir: Vec<PathBuf>,
     /// An ssh key source for `RUN --mount=type=ssh`: `default` (the agent of $SSH_AUTH_SOCK),
@@ -199,8 +200,9 @@ struct BuildArgs {
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure_registry: Vec<String>,
     /// Registry credentials: a docker config.json, or a Kubernetes dockerconfigjson Secret file
-    /// (or its mounted directory). Looked at before $DOCKER_CONFIG/config.json and
-    /// ~/.docker/config.json.
+    /// (or its mounted directory). Repeatable (a push Secret and pull Secrets): for each
+    /// registry, the first file with an entry for it wins. Looked at before
+    /// $DOCKER_CONFIG/config.json and ~/.docker/config.json.
     #[arg(
         long = "registry-auth-file",
         value_name = "FILE",
@@ -728,8 +730,8 @@ fn build_request(args: &BuildArgs) -> anyhow::Result<build::Request> {
         cache_mount_ns: args.cache_mount_ns.clone(),
         metadata_file: args.metadata_file.clone(),
         helper: None,
-        secrets: parse_secrets(&args.secrets, &args.secrets_dir)?,
-        ssh: parse_ssh(&args.ssh)?,
+        secrets: parse_secrets(&args.secrets, &args.secrets_dir).map_err(SecretInput)?,
+        ssh: parse_ssh(&args.ssh).map_err(SecretInput)?,
         snapshotter: match args.snapshotter.as_str() {
             "auto" => None,
             "overlay" => Some(Snapshotter::Overlay),
@@ -783,7 +785,15 @@ fn registry_options(args: &BuildArgs) -> anyhow::Result<RegistryOptions> {
     Ok(opts)
 }
 
-/// `--secret id=ID,src=FILE|env=VAR[,type=file|env]` and `--secrets-dir DIR`.
+/// A `--secret`, `--secrets-dir` or `--ssh` that cannot be read (a Secret volume the pod may
+/// not read, say): the result's reason is then `MissingSecret`, not `InvalidArgument`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+struct SecretInput(anyhow::Error);
+
+/// `--secret id=ID,src=FILE|env=VAR[,type=file|env]` and `--secrets-dir DIR`: in a directory
+/// (a mounted Kubernetes Secret), each file is a secret whose id is its name; the kubelet's
+/// `..data` bookkeeping entries are skipped.
 fn parse_secrets(
     specs: &[String],
     dirs: &[PathBuf],
@@ -880,14 +890,16 @@ fn split_layout_ref(rest: &str) -> (&str, Option<String>) {
 fn run_build(args: &BuildArgs) -> ExitCode {
     let started = Instant::now();
     let result_file = Arc::new(ResultFile::new(args.result_file.clone()));
-    let usage_error = |e: String| {
+    let refuse = |reason: Reason, e: String| {
         eprintln!("error: {e}");
-        let f = result::Failure::new(Reason::InvalidArgument, e);
+        let f = result::Failure::new(reason, e);
         result_file.write(&result::BuildResult::Failure(f).to_json(result::MAX_BYTES));
         ExitCode::from(2)
     };
+    let usage_error = |e: String| refuse(Reason::InvalidArgument, e);
     let request = match build_request(args) {
         Ok(r) => r,
+        Err(e) if e.is::<SecretInput>() => return refuse(Reason::MissingSecret, format!("{e:#}")),
         Err(e) => return usage_error(format!("{e:#}")),
     };
     let Some(mode) = progress::Mode::parse(&args.progress) else {

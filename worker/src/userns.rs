@@ -299,9 +299,11 @@ fn become_root(mapping: &Mapping) -> Result<(), UsernsError> {
                 io::Error::last_os_error()
             )));
         }
-        if matches!(mapping, Mapping::Full { .. }) {
-            libc::setgroups(0, std::ptr::null());
-        }
+        // The supplementary groups are kept: a pod's `fsGroup` is what lets this user read
+        // its Secret volumes (build secrets, ssh keys, registry credentials), which Kiln reads
+        // from inside the namespace. Each RUN step still gets exactly its own groups (the
+        // sandbox's setgroups).
+        let _ = mapping;
     }
     // Mounts made from now on must not propagate anywhere.
     let root = c"/";
