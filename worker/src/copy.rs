@@ -621,7 +621,6 @@ impl Writer<'_> {
         use std::os::fd::AsRawFd;
         let mut from = File::open(src)?;
         io::copy(&mut from, &mut to)?;
-        copy_xattrs(src, &to);
         let fd = to.as_raw_fd();
         let t = libc::timespec {
             tv_sec: meta.mtime(),
@@ -637,6 +636,8 @@ impl Writer<'_> {
                 return Err(io::Error::last_os_error().into());
             }
         }
+        // Last: a chown clears `security.capability` (and a write would too).
+        copy_xattrs(src, &to);
         Ok(())
     }
 
@@ -888,16 +889,16 @@ impl Writer<'_> {
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(dst)?;
             io::copy(&mut from, &mut to)?;
-            copy_xattrs(src, &to);
-            drop(to);
-            return finish(
+            finish(
                 dst,
                 owner.0,
                 owner.1,
                 self.mode_of(meta),
                 Some(meta.mtime()),
-            )
-            .map_err(Into::into);
+            )?;
+            // After the chown, which clears `security.capability`.
+            copy_xattrs(src, &to);
+            return Ok(());
         }
         // Devices, fifos: recreate them (a rootless build skips devices it may not create).
         let mode = meta.mode();
