@@ -186,8 +186,21 @@ pub fn enter() -> Result<(), UsernsError> {
         let mut answer = [0u8; 1];
         let n = unsafe { libc::read(to_child[0], answer.as_mut_ptr().cast(), 1) };
         if n != 1 || answer[0] != 1 {
-            // The parent reports the failure.
-            unsafe { libc::_exit(1) };
+            // The parent sends why after the status byte; the caller reports it (and writes the
+            // build's result, which only this process knows where to put).
+            let mut reason = Vec::new();
+            let mut buf = [0u8; 512];
+            loop {
+                // SAFETY: `buf` is a live buffer of `buf.len()` bytes; the fd is our pipe end.
+                let k = unsafe { libc::read(to_child[0], buf.as_mut_ptr().cast(), buf.len()) };
+                if k <= 0 {
+                    break;
+                }
+                reason.extend_from_slice(&buf[..k as usize]);
+            }
+            return Err(UsernsError::Map(
+                String::from_utf8_lossy(&reason).into_owned(),
+            ));
         }
         unsafe {
             libc::close(to_parent[1]);
@@ -217,12 +230,15 @@ pub fn enter() -> Result<(), UsernsError> {
     };
     let ok = [u8::from(result.is_ok())];
     unsafe { libc::write(to_child[1], ok.as_ptr().cast(), 1) };
-    if let Err(e) = &result
-        && n == 1
-        && byte[0] == 1
-    {
-        eprintln!("kiln: {}", UsernsError::Map(e.clone()));
+    if let Err(e) = &result {
+        // SAFETY: `e` outlives the call, which reads `e.len()` bytes of it; the fd is our pipe
+        // end, closed right after and never used again.
+        unsafe {
+            libc::write(to_child[1], e.as_ptr().cast(), e.len());
+        }
     }
+    // SAFETY: as above; closing it ends the child's read of the reason.
+    unsafe { libc::close(to_child[1]) };
     CHILD.store(pid, Ordering::SeqCst);
     for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT] {
         unsafe { libc::signal(sig, forward as *const () as libc::sighandler_t) };

@@ -602,3 +602,42 @@ fn a_full_disk_is_disk_full() {
         (Some(2), Some("COPY big /big"))
     );
 }
+
+#[test]
+fn a_failed_id_mapping_is_in_the_result() {
+    // As in a pod whose security context keeps newuidmap from its capabilities
+    // (allowPrivilegeEscalation: false, or no SETUID/SETGID): the tool runs and fails.
+    let env = rootless_env();
+    let fake = env.dir.join("fake-bin");
+    std::fs::create_dir_all(&fake).unwrap();
+    for tool in ["newuidmap", "newgidmap"] {
+        let path = fake.join(tool);
+        std::fs::write(
+            &path,
+            format!("#!/bin/sh\necho \"{tool}: write to uid_map failed: Operation not permitted\" >&2\nexit 1\n"),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let ctx = env.context(
+        "idmap",
+        &[("Dockerfile", "FROM kiln-ref/busybox:1\nRUN true\n")],
+    );
+    let path = result_path(env, "idmap");
+    let out = env.kiln_env(
+        &[
+            "build".into(),
+            format!("--result-file={}", path.display()),
+            ctx.display().to_string(),
+        ],
+        &[("PATH", &format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", fake.display()))],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let f = failure(&path, &out);
+    assert_eq!(f.reason, Reason::Internal);
+    assert!(
+        f.message.contains("newuidmap: write to uid_map failed"),
+        "{f:?}"
+    );
+}
