@@ -279,13 +279,22 @@ fn a_timeout_stops_the_step_and_says_timeout() {
 
 #[test]
 fn sigterm_cancels_the_build_and_still_writes_the_result() {
-    for env in [root_env(), rootless_env()] {
-        let who = if env.rootless { "rootless" } else { "root" };
-        let marker = if env.rootless {
-            "sleep 7272"
-        } else {
-            "sleep 7171"
+    // Root and rootless, and as in a pod: without a pid namespace per step.
+    for (env, sandbox) in [
+        (root_env(), true),
+        (rootless_env(), true),
+        (root_env(), false),
+    ] {
+        // Unique to this run, so that nothing an earlier run left behind is taken for the step.
+        let (who, marker) = match (env.rootless, sandbox) {
+            (true, _) => ("rootless", format!("sleep 72{}", std::process::id())),
+            (false, true) => ("root", format!("sleep 71{}", std::process::id())),
+            (false, false) => (
+                "root-no-process-sandbox",
+                format!("sleep 73{}", std::process::id()),
+            ),
         };
+        let marker = marker.as_str();
         let ctx = env.context(
             &format!("sigterm-{who}"),
             &[(
@@ -315,6 +324,7 @@ fn sigterm_cancels_the_build_and_still_writes_the_result() {
                 env.base.display()
             ))
             .arg(format!("--result-file={}", path.display()))
+            .args((!sandbox).then_some("--no-process-sandbox"))
             .arg(&ctx)
             .env("HOME", env.dir.join("home"))
             .stdout(Stdio::piped())
@@ -329,18 +339,28 @@ fn sigterm_cancels_the_build_and_still_writes_the_result() {
         // SAFETY: kill(2) on the child's pid; it cannot have been reaped, we have not waited.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let out = child.wait_with_output().unwrap();
+        // Well within the 10 s after which Kiln stops waiting for the build to end.
         assert!(
-            started.elapsed() < Duration::from_secs(15),
+            started.elapsed() < Duration::from_secs(5),
             "{who}: slow to stop"
         );
         assert_eq!(out.status.code(), Some(143), "{who}: {}", text(&out));
         let f = failure(&path, &out);
         assert_eq!(f.reason, Reason::Cancelled, "{who}: {f:?}");
         std::thread::sleep(Duration::from_millis(300));
-        assert!(
-            processes_matching(marker).is_empty(),
-            "{who}: the step survived"
-        );
+        if sandbox {
+            assert!(
+                processes_matching(marker).is_empty(),
+                "{who}: the step survived"
+            );
+        } else {
+            // Without a pid namespace the step's process is orphaned; in a pod it ends with the
+            // container. Here it is ended by hand.
+            for pid in pids_matching(marker) {
+                // SAFETY: kill(2) on the pid of the orphaned step this test started.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
     }
 }
 
@@ -559,6 +579,20 @@ fn registries_give_pushed_names_or_auth_push_and_pull_reasons() {
     assert_eq!(failure(&path, &out).reason, Reason::PushFailed);
 }
 
+/// The pids of processes whose command line contains `needle` (and not `kiln`).
+fn pids_matching(needle: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<i32>().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (cmdline.contains(needle) && !cmdline.contains("kiln")).then_some(pid)
+        })
+        .collect()
+}
+
 fn processes_matching(needle: &str) -> Vec<String> {
     std::fs::read_dir("/proc")
         .unwrap()
@@ -631,7 +665,10 @@ fn a_failed_id_mapping_is_in_the_result() {
             format!("--result-file={}", path.display()),
             ctx.display().to_string(),
         ],
-        &[("PATH", &format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", fake.display()))],
+        &[(
+            "PATH",
+            &format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", fake.display()),
+        )],
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let f = failure(&path, &out);
