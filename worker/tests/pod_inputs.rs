@@ -27,9 +27,7 @@ fn env() -> &'static Env {
 }
 
 fn dockerconfigjson(host: &str, password: &str) -> String {
-    use base64::Engine as _;
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{password}"));
-    format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#)
+    common::docker_config_json(host, USER, password)
 }
 
 /// Files for one Secret volume: key → content.

@@ -450,15 +450,17 @@ const USER: &str = "kiln-result";
 const PASSWORD: &str = "pw-result-2b7c9d";
 
 fn docker_config(env: &Env, name: &str, host: &str, password: &str) -> PathBuf {
-    use base64::Engine as _;
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{password}"));
     let path = env.dir.join(format!("{name}.json"));
-    std::fs::write(
-        &path,
-        format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#),
-    )
-    .unwrap();
+    std::fs::write(&path, common::docker_config_json(host, USER, password)).unwrap();
     path
+}
+
+/// The reason of a build that must fail, and the raw result (to look for secrets in).
+fn failure_reason(env: &Env, name: &str, dockerfile: &str, args: &[&str]) -> (Reason, String) {
+    let (out, path) = build_with_result(env, name, &[("Dockerfile", dockerfile)], args);
+    assert!(!out.status.success(), "{name}: {}", text(&out));
+    let raw = std::fs::read_to_string(&path).unwrap();
+    (failure(&path, &out).reason, raw)
 }
 
 #[test]
@@ -469,12 +471,15 @@ fn registries_give_pushed_names_or_auth_push_and_pull_reasons() {
         ..Config::default()
     });
     let host = reg.host();
-    let good = docker_config(env, "result-good", &host, PASSWORD);
-    let bad = docker_config(env, "result-bad", &host, "not-the-password");
-    let files = [(
-        "Dockerfile",
-        "FROM kiln-ref/busybox:1\nRUN echo pushed > /p\n",
-    )];
+    let good = format!(
+        "--registry-auth-file={}",
+        docker_config(env, "result-good", &host, PASSWORD).display()
+    );
+    let bad = format!(
+        "--registry-auth-file={}",
+        docker_config(env, "result-bad", &host, "not-the-password").display()
+    );
+    let dockerfile = "FROM kiln-ref/busybox:1\nRUN echo pushed > /p\n";
     let insecure = format!("--insecure-registry={host}");
     let name = format!("{host}/kiln/result:1");
 
@@ -482,14 +487,8 @@ fn registries_give_pushed_names_or_auth_push_and_pull_reasons() {
     let (out, path) = build_with_result(
         env,
         "push-ok",
-        &files,
-        &[
-            &insecure,
-            &format!("--registry-auth-file={}", good.display()),
-            "-t",
-            &name,
-            "--push",
-        ],
+        &[("Dockerfile", dockerfile)],
+        &[&insecure, &good, "-t", &name, "--push"],
     );
     assert!(out.status.success(), "{}", text(&out));
     let s = success(&path, &out);
@@ -506,67 +505,33 @@ fn registries_give_pushed_names_or_auth_push_and_pull_reasons() {
     let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
     assert_eq!(v["Digest"], s.digest.as_str());
 
-    // Wrong password on push: RegistryAuth, and the password in neither output.
-    let (out, path) = build_with_result(
+    // Wrong password on push: RegistryAuth, and the password not in the result.
+    let denied = format!("{host}/kiln/denied:1");
+    let (reason, raw) = failure_reason(
         env,
         "push-auth",
-        &files,
-        &[
-            &insecure,
-            &format!("--registry-auth-file={}", bad.display()),
-            "-t",
-            &format!("{host}/kiln/denied:1"),
-            "--push",
-        ],
+        dockerfile,
+        &[&insecure, &bad, "-t", &denied, "--push"],
     );
-    assert!(!out.status.success());
-    let f = failure(&path, &out);
-    assert_eq!(f.reason, Reason::RegistryAuth, "{f:?}");
-    assert!(
-        !std::fs::read_to_string(&path)
-            .unwrap()
-            .contains("not-the-password")
-    );
+    assert_eq!(reason, Reason::RegistryAuth, "{raw}");
+    assert!(!raw.contains("not-the-password"), "{raw}");
 
     // Wrong password on pull: RegistryAuth too.
-    let pull_files = [("Dockerfile", format!("FROM {name}\nRUN true\n"))];
-    let pull_files: Vec<(&str, &str)> = pull_files.iter().map(|(a, b)| (*a, b.as_str())).collect();
-    let (out, path) = build_with_result(
-        env,
-        "pull-auth",
-        &pull_files,
-        &[
-            &insecure,
-            &format!("--registry-auth-file={}", bad.display()),
-        ],
-    );
-    assert!(!out.status.success());
-    assert_eq!(failure(&path, &out).reason, Reason::RegistryAuth);
+    let from_pushed = format!("FROM {name}\nRUN true\n");
+    let (reason, raw) = failure_reason(env, "pull-auth", &from_pushed, &[&insecure, &bad]);
+    assert_eq!(reason, Reason::RegistryAuth, "{raw}");
 
-    // An image the registry does not have: PullFailed, at the FROM line.
-    let missing = [(
-        "Dockerfile",
-        format!("FROM {host}/kiln/nothing:1\nRUN true\n"),
-    )];
-    let missing: Vec<(&str, &str)> = missing.iter().map(|(a, b)| (*a, b.as_str())).collect();
-    let (out, path) = build_with_result(
-        env,
-        "pull-missing",
-        &missing,
-        &[
-            &insecure,
-            &format!("--registry-auth-file={}", good.display()),
-        ],
-    );
-    assert!(!out.status.success());
-    assert_eq!(failure(&path, &out).reason, Reason::PullFailed);
+    // An image the registry does not have: PullFailed.
+    let from_missing = format!("FROM {host}/kiln/nothing:1\nRUN true\n");
+    let (reason, raw) = failure_reason(env, "pull-missing", &from_missing, &[&insecure, &good]);
+    assert_eq!(reason, Reason::PullFailed, "{raw}");
 
     // A registry that is not there: PushFailed.
     let gone = format!("127.0.0.1:{}", free_port());
-    let (out, path) = build_with_result(
+    let (reason, raw) = failure_reason(
         env,
         "push-gone",
-        &files,
+        dockerfile,
         &[
             &format!("--insecure-registry={gone}"),
             "--registry-retries=1",
@@ -575,8 +540,7 @@ fn registries_give_pushed_names_or_auth_push_and_pull_reasons() {
             "--push",
         ],
     );
-    assert!(!out.status.success());
-    assert_eq!(failure(&path, &out).reason, Reason::PushFailed);
+    assert_eq!(reason, Reason::PushFailed, "{raw}");
 }
 
 /// The pids of processes whose command line contains `needle` (and not `kiln`).
