@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 
 # Debian packages the test suites need; `make test` installs the missing ones.
-TEST_PACKAGES := busybox-static uidmap skopeo umoci podman openssh-client openssh-server docker-registry apache2-utils openssl
+TEST_PACKAGES := busybox-static uidmap skopeo umoci podman openssh-client openssh-server docker-registry apache2-utils openssl libcap2-bin
 
 .PHONY: help build test lint crds demo e2e bench deps fuzz deploy undeploy images
 
@@ -20,9 +20,24 @@ help:
 	@echo "make bench   Kiln against BuildKit and buildah (bench/bench.py), then registry push/pull against skopeo"
 	@echo "             (BENCH_ONLY=cold,noop,... BENCH_PEERS=kiln,buildkit BENCH_QUICK=1 BENCH_SIZES=\"200 500\")"
 	@echo "make fuzz    fuzz the Dockerfile front end for FUZZ_SECONDS (default 60) with cargo-fuzz"
+	@echo "make images  the worker and operator images, built by Kiln: target/images/kiln-{worker,operator}.tar"
+	@echo "             (IMAGE_TAG=dev, IMAGE_REGISTRY=host:port to name and push them, IMAGE_FLAGS=more kiln build flags)"
 
+# The operator is built on its own, so that cargo's feature unification does not link the
+# worker's executor into it (scripts/check-operator-links).
 build:
-	$(CARGO) build --release --workspace --bins
+	$(CARGO) build --release -p kiln-worker --bin kiln
+	$(CARGO) build --release -p kiln-operator
+
+# Debian packages the image contexts come from (images/mkcontext): newuidmap/newgidmap, setcap,
+# CA certificates, strip.
+IMAGE_PACKAGES := uidmap libcap2-bin ca-certificates binutils
+
+# The images, built by Kiln itself from the release binaries (images/build).
+export IMAGE_TAG IMAGE_REGISTRY IMAGE_FLAGS
+images: build
+	scripts/ensure-packages $(IMAGE_PACKAGES)
+	images/build
 
 deps:
 	@if [ -n "$(strip $(TEST_PACKAGES))" ]; then scripts/ensure-packages $(TEST_PACKAGES); fi

@@ -620,7 +620,6 @@ impl Writer<'_> {
     ) -> Result<(), CopyError> {
         let mut from = File::open(src)?;
         io::copy(&mut from, &mut to)?;
-        copy_xattrs(src, &to);
         let t = rustix::fs::Timespec {
             tv_sec: meta.mtime(),
             tv_nsec: 0,
@@ -638,6 +637,8 @@ impl Writer<'_> {
         rustix::fs::fchmod(&to, rustix::fs::Mode::from_raw_mode(self.mode_of(meta)))
             .map_err(io::Error::from)?;
         rustix::fs::futimens(&to, &times).map_err(io::Error::from)?;
+        // Last: a chown clears `security.capability` (and a write would too).
+        copy_xattrs(src, &to);
         Ok(())
     }
 
@@ -889,16 +890,16 @@ impl Writer<'_> {
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(dst)?;
             io::copy(&mut from, &mut to)?;
-            copy_xattrs(src, &to);
-            drop(to);
-            return finish(
+            finish(
                 dst,
                 owner.0,
                 owner.1,
                 self.mode_of(meta),
                 Some(meta.mtime()),
-            )
-            .map_err(Into::into);
+            )?;
+            // After the chown, which clears `security.capability`.
+            copy_xattrs(src, &to);
+            return Ok(());
         }
         // Devices, fifos: recreate them (a rootless build skips devices it may not create).
         let mode = meta.mode();

@@ -17,6 +17,7 @@ pub mod mounts;
 pub mod plan;
 #[cfg(feature = "executor")]
 pub mod registry;
+pub mod result;
 
 #[cfg(feature = "executor")]
 pub mod build;
@@ -40,6 +41,8 @@ pub mod sandbox;
 pub mod snapshot;
 #[cfg(feature = "executor")]
 pub mod solve;
+#[cfg(feature = "executor")]
+pub mod stop;
 #[cfg(feature = "executor")]
 pub mod store;
 #[cfg(feature = "executor")]

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
@@ -15,9 +17,10 @@ use kiln_worker::cache::transfer::CacheSpec;
 use kiln_worker::mounts::ssh::SshSource;
 use kiln_worker::plan::{self, PlanOptions, Platform, summary};
 use kiln_worker::registry::RegistryOptions;
+use kiln_worker::result::{self, Reason};
 use kiln_worker::snapshot::compress::Compression;
-use kiln_worker::solve::{NamedContext, SecretSource, Snapshotter};
-use kiln_worker::{build, progress, userns};
+use kiln_worker::solve::{BuildError, Interrupt, NamedContext, SecretSource, Snapshotter, Stop};
+use kiln_worker::{build, cache, progress, userns};
 
 /// Build container images from Dockerfiles, rootless, with BuildKit's Dockerfile feature set.
 #[derive(Parser)]
@@ -161,11 +164,20 @@ struct BuildArgs {
     /// Write the result (digests) as JSON to this file.
     #[arg(long)]
     metadata_file: Option<PathBuf>,
+    /// Write the worker's result to this file: one JSON object under 4 KiB, the digest and
+    /// pushed names, or a stable failure reason (docs/worker-result.md). In a pod:
+    /// /dev/termination-log.
+    #[arg(long, env = "KILN_RESULT_FILE", value_name = "FILE")]
+    result_file: Option<PathBuf>,
+    /// Stop the build after this long (`30m`, `1h30m`); the result's reason is then Timeout.
+    #[arg(long, env = "KILN_TIMEOUT", value_name = "DURATION")]
+    timeout: Option<String>,
     /// A build secret for `RUN --mount=type=secret`: `id=ID,src=FILE` or `id=ID,env=VAR`.
     /// Its value is never stored in the image, the cache or the logs.
     #[arg(long = "secret", value_name = "id=ID,src=FILE|env=VAR")]
     secrets: Vec<String>,
-    /// A directory of secrets, one file per id (a mounted Kubernetes Secret).
+    /// A directory of secrets, one file per id, the file name being the id (a mounted
+    /// Kubernetes Secret: its `..data` entries are skipped). Repeatable.
     #[arg(long = "secrets-dir", value_name = "DIR")]
     secrets_dir: Vec<PathBuf>,
     /// An ssh key source for `RUN --mount=type=ssh`: `default` (the agent of $SSH_AUTH_SOCK),
@@ -190,8 +202,9 @@ struct BuildArgs {
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure_registry: Vec<String>,
     /// Registry credentials: a docker config.json, or a Kubernetes dockerconfigjson Secret file
-    /// (or its mounted directory). Looked at before $DOCKER_CONFIG/config.json and
-    /// ~/.docker/config.json.
+    /// (or its mounted directory). Repeatable (a push Secret and pull Secrets): for each
+    /// registry, the first file with an entry for it wins. Looked at before
+    /// $DOCKER_CONFIG/config.json and ~/.docker/config.json.
     #[arg(
         long = "registry-auth-file",
         value_name = "FILE",
@@ -224,6 +237,10 @@ struct PlanArgs {
     /// Print the plan as JSON (the shape is documented in docs/plan-json.md).
     #[arg(long)]
     json: bool,
+    /// Write a compact plan (or the Dockerfile error) to this file, in under 4 KiB
+    /// (docs/worker-result.md). In a plan pod: /dev/termination-log.
+    #[arg(long, env = "KILN_RESULT_FILE", value_name = "FILE")]
+    result_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -233,7 +250,23 @@ fn main() -> ExitCode {
         let spec = args.next().unwrap_or_default();
         kiln_worker::sandbox::init::helper_main(std::path::Path::new(&spec));
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // A refused command line is still a result: the operator reads it, not the log.
+            if e.use_stderr() {
+                let message = e.render().to_string();
+                let first = message.lines().next().unwrap_or_default();
+                let f = result::Failure::new(
+                    Reason::InvalidArgument,
+                    first.trim_start_matches("error: "),
+                );
+                ResultFile::new(result_file_from_args())
+                    .write(&result::BuildResult::Failure(f).to_json(result::MAX_BYTES));
+            }
+            e.exit()
+        }
+    };
     match cli.command {
         Command::Plan(args) => run_plan(&args),
         Command::Build(args) => run_build(&args),
@@ -499,18 +532,28 @@ fn plan_options(args: &PlanArgs) -> anyhow::Result<PlanOptions> {
 
 fn run_plan(args: &PlanArgs) -> ExitCode {
     let (path, name) = locate(args);
-    let prepared =
-        read_dockerfile(path.as_deref()).and_then(|text| Ok((text, plan_options(args)?)));
+    let result_file = ResultFile::new(args.result_file.clone());
+    let prepared = read_dockerfile(path.as_deref())
+        .map_err(|e| (Reason::InvalidDockerfile, e))
+        .and_then(|text| {
+            let opts = plan_options(args).map_err(|e| (Reason::InvalidArgument, e))?;
+            Ok((text, opts))
+        });
     let (text, opts) = match prepared {
         Ok(x) => x,
-        Err(e) => {
+        Err((reason, e)) => {
             eprintln!("error: {e:#}");
+            let mut f = result::Failure::new(reason, format!("{e:#}"));
+            f.file = (reason == Reason::InvalidDockerfile).then(|| name.clone());
+            result_file.write(&result::PlanResult::Failure(f).to_json(result::MAX_BYTES));
             return ExitCode::from(2);
         }
     };
     let result = plan::from_text(&name, &text, &opts);
     match result {
         Ok(plan) => {
+            let compact = result::CompactPlan::from_summary(&summary::summarize(&plan));
+            result_file.write(&result::PlanResult::Plan(compact).to_json(result::MAX_BYTES));
             if args.json {
                 match serde_json::to_string_pretty(&summary::summarize(&plan)) {
                     Ok(json) => println!("{json}"),
@@ -529,6 +572,8 @@ fn run_plan(args: &PlanArgs) -> ExitCode {
         }
         Err(diags) => {
             eprintln!("{diags}");
+            let failure = build::Error::Plan(diags.clone()).to_result();
+            result_file.write(&result::PlanResult::Failure(failure).to_json(result::MAX_BYTES));
             if args.json {
                 let out = serde_json::json!({
                     "apiVersion": summary::API_VERSION,
@@ -687,8 +732,8 @@ fn build_request(args: &BuildArgs) -> anyhow::Result<build::Request> {
         cache_mount_ns: args.cache_mount_ns.clone(),
         metadata_file: args.metadata_file.clone(),
         helper: None,
-        secrets: parse_secrets(&args.secrets, &args.secrets_dir)?,
-        ssh: parse_ssh(&args.ssh)?,
+        secrets: parse_secrets(&args.secrets, &args.secrets_dir).map_err(SecretInput)?,
+        ssh: parse_ssh(&args.ssh).map_err(SecretInput)?,
         snapshotter: match args.snapshotter.as_str() {
             "auto" => None,
             "overlay" => Some(Snapshotter::Overlay),
@@ -696,6 +741,7 @@ fn build_request(args: &BuildArgs) -> anyhow::Result<build::Request> {
             other => bail!("--snapshotter {other:?}: use auto, overlay or copy"),
         },
         registry: registry_options(args)?,
+        interrupt: Interrupt::default(),
     })
 }
 
@@ -741,7 +787,15 @@ fn registry_options(args: &BuildArgs) -> anyhow::Result<RegistryOptions> {
     Ok(opts)
 }
 
-/// `--secret id=ID,src=FILE|env=VAR[,type=file|env]` and `--secrets-dir DIR`.
+/// A `--secret`, `--secrets-dir` or `--ssh` that cannot be read (a Secret volume the pod may
+/// not read, say): the result's reason is then `MissingSecret`, not `InvalidArgument`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+struct SecretInput(anyhow::Error);
+
+/// `--secret id=ID,src=FILE|env=VAR[,type=file|env]` and `--secrets-dir DIR`: in a directory
+/// (a mounted Kubernetes Secret), each file is a secret whose id is its name; the kubelet's
+/// `..data` bookkeeping entries are skipped.
 fn parse_secrets(
     specs: &[String],
     dirs: &[PathBuf],
@@ -836,24 +890,51 @@ fn split_layout_ref(rest: &str) -> (&str, Option<String>) {
 }
 
 fn run_build(args: &BuildArgs) -> ExitCode {
+    let started = Instant::now();
+    let result_file = Arc::new(ResultFile::new(args.result_file.clone()));
+    let refuse = |reason: Reason, e: String| {
+        eprintln!("error: {e}");
+        let f = result::Failure::new(reason, e);
+        result_file.write(&result::BuildResult::Failure(f).to_json(result::MAX_BYTES));
+        ExitCode::from(2)
+    };
+    let usage_error = |e: String| refuse(Reason::InvalidArgument, e);
     let request = match build_request(args) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::from(2);
-        }
+        Err(e) if e.is::<SecretInput>() => return refuse(Reason::MissingSecret, format!("{e:#}")),
+        Err(e) => return usage_error(format!("{e:#}")),
     };
     let Some(mode) = progress::Mode::parse(&args.progress) else {
-        eprintln!(
-            "error: --progress {:?}: use auto, tty, plain, json or quiet",
+        return usage_error(format!(
+            "--progress {:?}: use auto, tty, plain, json or quiet",
             args.progress
-        );
-        return ExitCode::from(2);
+        ));
+    };
+    let timeout = match args.timeout.as_deref().map(cache::prune::parse_duration) {
+        Some(Err(e)) => return usage_error(format!("--timeout: {e}")),
+        Some(Ok(t)) => Some(t),
+        None => None,
     };
     // Rootless: enter a user namespace now, while this process has a single thread.
     if let Err(e) = userns::enter() {
         eprintln!("error: {e}");
+        let f = result::Failure::new(Reason::Internal, e.to_string());
+        result_file.write(&result::BuildResult::Failure(f).to_json(result::MAX_BYTES));
         return ExitCode::FAILURE;
+    }
+    let give_up = {
+        let result_file = result_file.clone();
+        move |stop: Stop| {
+            let f = result::Failure::new(stop.reason(), stop.to_string());
+            result_file.write(&result::BuildResult::Failure(f).to_json(result::MAX_BYTES));
+            eprintln!("error: {stop}");
+            std::process::exit(i32::from(kiln_worker::stop::exit_status(stop)));
+        }
+    };
+    if let Err(e) =
+        kiln_worker::stop::watch(request.interrupt.clone(), timeout, STOP_GRACE, give_up)
+    {
+        eprintln!("warning: cannot watch for signals: {e}");
     }
     let printer = progress::Printer::stderr(mode);
     match build::run(&request, &printer) {
@@ -861,6 +942,10 @@ fn run_build(args: &BuildArgs) -> ExitCode {
             let to_stdout = request.outputs.iter().any(|o| {
                 matches!(o, build::Output::Oci { dest, .. } | build::Output::Docker { dest } if dest.as_os_str() == "-")
             });
+            result_file.write(
+                &result::BuildResult::Success(outcome.to_result(started.elapsed()))
+                    .to_json(result::MAX_BYTES),
+            );
             if mode != progress::Mode::Quiet {
                 eprintln!(
                     "image {} ({} steps, {} cached)",
@@ -876,8 +961,65 @@ fn run_build(args: &BuildArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
+            let redactor = request.secret_redactor();
+            eprintln!("error: {}", redactor.redact(&e.to_string()));
+            let mut failure = e.to_result();
+            failure.redact(&redactor);
+            result_file.write(&result::BuildResult::Failure(failure).to_json(result::MAX_BYTES));
+            match e {
+                build::Error::Build(BuildError::Interrupted(stop)) => {
+                    ExitCode::from(kiln_worker::stop::exit_status(stop))
+                }
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+/// How long a stopped build may take to end by itself before the result is written and the
+/// process exits anyway (Kubernetes gives a pod 30 s between SIGTERM and SIGKILL by default).
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The `--result-file` of a command line that did not parse: the flag, else `KILN_RESULT_FILE`.
+fn result_file_from_args() -> Option<PathBuf> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    for (i, a) in args.iter().enumerate() {
+        let a = a.to_string_lossy();
+        if let Some(v) = a.strip_prefix("--result-file=") {
+            return Some(PathBuf::from(v));
+        }
+        if a == "--result-file" {
+            return args.get(i + 1).map(PathBuf::from);
+        }
+    }
+    std::env::var_os("KILN_RESULT_FILE").map(PathBuf::from)
+}
+
+/// `--result-file`: written once, by the build, or by the stop watcher when the build does not
+/// end in time. A result that cannot be written is reported, and does not change the exit
+/// status.
+struct ResultFile {
+    path: Option<PathBuf>,
+    written: Mutex<bool>,
+}
+
+impl ResultFile {
+    fn new(path: Option<PathBuf>) -> ResultFile {
+        ResultFile {
+            path,
+            written: Mutex::new(false),
+        }
+    }
+
+    fn write(&self, json: &str) {
+        let Some(path) = &self.path else { return };
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        if *written {
+            return;
+        }
+        *written = true;
+        if let Err(e) = std::fs::write(path, json) {
+            eprintln!("warning: writing the result to {}: {e}", path.display());
         }
     }
 }

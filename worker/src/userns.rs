@@ -170,8 +170,11 @@ pub fn enter() -> Result<(), UsernsError> {
             unshared.map_err(UsernsError::Unshare)?;
             let mut answer = [0u8; 1];
             if from_parent.read_exact(&mut answer).is_err() || answer[0] != 1 {
-                // The parent reports the failure.
-                std::process::exit(1);
+                // The parent sends why after the status byte; the caller reports it (and
+                // writes the build's result, which only this process knows where to put).
+                let mut reason = String::new();
+                let _ = from_parent.read_to_string(&mut reason);
+                return Err(UsernsError::Map(reason));
             }
             drop((to_parent, from_parent));
             become_root(&sys, &mapping)?;
@@ -196,11 +199,10 @@ pub fn enter() -> Result<(), UsernsError> {
         Err("the child could not unshare".into())
     };
     let _ = to_child.write_all(&[u8::from(result.is_ok())]);
-    if let Err(e) = &result
-        && unshared
-    {
-        eprintln!("kiln: {}", UsernsError::Map(e.clone()));
+    if let Err(e) = &result {
+        let _ = to_child.write_all(e.as_bytes());
     }
+    drop(to_child);
     crate::kernel::forward_signals_to(pid);
     let status = loop {
         match rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()) {
@@ -261,11 +263,11 @@ fn write_maps(
 fn become_root(sys: &dyn Syscall, mapping: &Mapping) -> Result<(), UsernsError> {
     sys.set_ids(0, 0)
         .map_err(|e| UsernsError::Map(format!("becoming root in the namespace: {e}")))?;
-    if matches!(mapping, Mapping::Full { .. }) {
-        // The host's supplementary groups mean nothing inside; a single-id map cannot drop
-        // them (setgroups is denied there).
-        let _ = sys.set_groups(&[]);
-    }
+    // The supplementary groups are kept: a pod's `fsGroup` is what lets this user read its
+    // Secret volumes (build secrets, ssh keys, registry credentials), which Kiln reads from
+    // inside the namespace; the kernel checks them even where they are not mapped. Each RUN
+    // step still gets exactly its own groups (the sandbox's setgroups).
+    let _ = mapping;
     // Mounts made from now on must not propagate anywhere.
     sys.mount("", Path::new("/"), "", MountFlags::PRIVATE_TREE, "")?;
     Ok(())
@@ -325,10 +327,7 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(
-            rec.calls(),
-            ["setids 0:0", "setgroups []", "mount / [rec,private]"]
-        );
+        assert_eq!(rec.calls(), ["setids 0:0", "mount / [rec,private]"]);
         let rec = Recorder::default();
         become_root(&rec, &Mapping::Single { reason: "x".into() }).unwrap();
         assert_eq!(rec.calls(), ["setids 0:0", "mount / [rec,private]"]);

@@ -166,11 +166,20 @@ impl Runner {
         })
         .collect();
         drop(tx);
-        for (stream, chunk) in rx {
-            on_output(stream, &chunk);
+        // Without a pid namespace, a cancelled step's processes may outlive the helper and
+        // keep the pipes open: once cancelled, stop reading instead of waiting for them.
+        loop {
+            match rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                Ok((stream, chunk)) => on_output(stream, &chunk),
+                Err(mpsc::RecvTimeoutError::Timeout) if cancel.is_cancelled() => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
         }
-        for r in readers {
-            let _ = r.join();
+        if !cancel.is_cancelled() {
+            for r in readers {
+                let _ = r.join();
+            }
         }
         let status = child.wait()?;
         cancel.pid.store(0, Ordering::SeqCst);

@@ -232,11 +232,12 @@ fn unpack_tar(
             }
             _ => continue,
         }
-        set_xattrs(&mut entry, &path);
         chown(&path, uid, gid, opts.ignore_chown_errors)?;
         if kind != EntryType::Symlink && kind != EntryType::Directory {
             fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
         }
+        // After the chown, which clears `security.capability`.
+        set_xattrs(&mut entry, &path);
         if kind != EntryType::Directory {
             set_mtime(&path, mtime)?;
         }

@@ -211,6 +211,14 @@ impl Drop for Env {
     }
 }
 
+/// A docker `config.json` (or a dockerconfigjson Secret's content) with basic-auth credentials
+/// for one registry.
+pub fn docker_config_json(host: &str, user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#)
+}
+
 /// Stdout and stderr of a run, for assertion messages.
 pub fn text(out: &Output) -> String {
     format!(
