@@ -654,8 +654,8 @@ impl<'a> Decider<'a> {
         }
     }
 
-    fn succeed(&mut self, r: &result::WorkerResult, pod: &Pod) {
-        let digest = r.digest.clone().unwrap_or_default();
+    fn succeed(&mut self, r: &result::Success, pod: &Pod) {
+        let digest = r.digest.clone();
         let image = r.image.clone().or_else(|| {
             kiln_crds::reference::Reference::parse(&self.build.spec.output.image)
                 .ok()
@@ -669,16 +669,13 @@ impl<'a> Decider<'a> {
         if r.revision.is_some() {
             self.new.revision = r.revision.clone();
         }
-        self.new.steps = r.steps.map(|s| StepStats {
-            total: s.total,
-            cached: s.cached,
+        self.new.steps = Some(StepStats {
+            total: r.steps.total as i32,
+            cached: r.steps.cached as i32,
         });
         let end = finished_at(pod).unwrap_or(self.seen.now);
         self.complete(end);
-        let steps = r
-            .steps
-            .map(|s| format!(" ({} steps, {} cached)", s.total, s.cached))
-            .unwrap_or_default();
+        let steps = format!(" ({} steps, {} cached)", r.steps.total, r.steps.cached);
         self.set_phase(
             Phase::Succeeded,
             reasons::SUCCEEDED,
@@ -734,14 +731,18 @@ fn check_plan_against_spec(
     plan: &PlanFacts,
 ) -> Result<(), (&'static str, String)> {
     let spec = &build.spec;
-    let file = &spec.dockerfile;
+    let at = |line: u32| match line {
+        0 => format!("{}: ", spec.dockerfile),
+        n => format!("{}:{n}: ", spec.dockerfile),
+    };
     for s in plan.secrets.iter().filter(|s| s.required) {
         if !spec.secrets.iter().any(|x| x.id == s.id) {
             return Err((
                 reasons::MISSING_SECRET,
                 format!(
-                    "{file}:{}: RUN --mount=type=secret,id={},required needs a secret that spec.secrets does not provide",
-                    s.line, s.id
+                    "{}RUN --mount=type=secret,id={},required needs a secret that spec.secrets does not provide",
+                    at(s.line),
+                    s.id
                 ),
             ));
         }
@@ -751,8 +752,9 @@ fn check_plan_against_spec(
             return Err((
                 reasons::MISSING_SECRET,
                 format!(
-                    "{file}:{}: RUN --mount=type=ssh,id={},required needs a key that spec.ssh does not provide",
-                    s.line, s.id
+                    "{}RUN --mount=type=ssh,id={},required needs a key that spec.ssh does not provide",
+                    at(s.line),
+                    s.id
                 ),
             ));
         }

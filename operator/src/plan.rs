@@ -202,50 +202,67 @@ pub fn key_to_path(key: &str) -> String {
     key.replace("__", "/")
 }
 
-/// The worker's report, as a plan pod writes it to its termination message.
-#[derive(Debug, Deserialize, Default)]
-#[serde(rename_all = "camelCase", default)]
-struct Report {
-    ok: Option<bool>,
-    reason: Option<String>,
-    message: Option<String>,
-    file: Option<String>,
-    line: Option<u32>,
-    column: Option<u32>,
-    plan: Option<serde_json::Value>,
-    revision: Option<String>,
-}
-
-/// Reads a plan pod's termination message.
+/// Reads a plan pod's termination message: the compact plan or the failure that
+/// `kiln plan --result-file` writes (docs/worker-result.md).
 pub fn from_termination_message(text: &str) -> Result<PlanFacts, PlanError> {
+    use kiln_worker::result::PlanResult;
     let value: serde_json::Value = serde_json::from_str(text.trim()).map_err(|e| PlanError {
         reason: reasons::PLAN_FAILED.to_string(),
         message: format!("the plan pod's result is not JSON ({e})"),
     })?;
-    let report: Report = serde_json::from_value(value.clone()).unwrap_or_default();
-    if report.ok == Some(false) || report.reason.is_some() && report.plan.is_none() {
-        let mut message = report.message.unwrap_or_default();
-        if let (Some(file), Some(line)) = (&report.file, report.line)
-            && !message.starts_with(file.as_str())
-        {
-            message = format!("{file}:{line}:{}: {message}", report.column.unwrap_or(1));
-        }
-        return Err(PlanError {
-            reason: report
-                .reason
-                .unwrap_or_else(|| reasons::PLAN_FAILED.to_string()),
-            message,
-        });
-    }
-    let body = report.plan.unwrap_or(value);
-    let mut facts: PlanFacts = serde_json::from_value(body).map_err(|e| PlanError {
+    let parsed: PlanResult = serde_json::from_value(value.clone()).map_err(|e| PlanError {
         reason: reasons::PLAN_FAILED.to_string(),
         message: format!("the plan pod's result does not read as a plan ({e})"),
     })?;
-    if facts.revision.is_none() {
-        facts.revision = report.revision;
+    match parsed {
+        PlanResult::Failure(f) => {
+            let mut message = f.message.clone();
+            if let (Some(file), Some(line)) = (&f.file, f.line)
+                && !message.starts_with(file.as_str())
+            {
+                message = format!("{file}:{line}:{}: {message}", f.column.unwrap_or(1));
+            }
+            Err(PlanError {
+                reason: f.reason.as_str().to_string(),
+                message,
+            })
+        }
+        PlanResult::Plan(p) => {
+            let ids = |uses: &[kiln_worker::result::IdUse]| {
+                uses.iter()
+                    .map(|u| IdUse {
+                        id: u.id.clone(),
+                        required: u.required,
+                        line: 0,
+                    })
+                    .collect()
+            };
+            Ok(PlanFacts {
+                secrets: ids(&p.secrets),
+                ssh: ids(&p.ssh),
+                caches: p
+                    .caches
+                    .iter()
+                    .map(|c| CacheUse {
+                        id: c.id.clone(),
+                        target: c.target.clone(),
+                        sharing: c.sharing,
+                        uid: c.uid,
+                        gid: c.gid,
+                        mode: c.mode,
+                        from: c.from.as_ref().and_then(|f| serde_json::to_value(f).ok()),
+                        source: c.source.clone(),
+                        line: 0,
+                    })
+                    .collect(),
+                // A Git source's plan names the commit it resolved.
+                revision: value
+                    .get("revision")
+                    .and_then(|r| r.as_str())
+                    .map(str::to_string),
+            })
+        }
     }
-    Ok(facts)
 }
 
 #[cfg(test)]
@@ -351,11 +368,11 @@ mod tests {
 
     #[test]
     fn plan_pod_results_are_read() {
-        let ok = r#"{"ok":true,"revision":"abc123","plan":{"secrets":[{"id":"npm","required":true,"line":3}],"ssh":[],"caches":[{"id":"go","target":"/go","sharing":"private","uid":0,"gid":0,"mode":493,"line":4}]}}"#;
+        let ok = r#"{"ok":true,"apiVersion":"kiln.dev/plan-compact/v1","dockerfile":"Dockerfile","target":{"index":0},"stages":[],"baseImages":[],"revision":"abc123","secrets":[{"id":"npm","required":true}],"ssh":[],"caches":[{"id":"go","target":"/go","sharing":"private","uid":0,"gid":0,"mode":493}]}"#;
         let facts = from_termination_message(ok).unwrap();
         assert_eq!(facts.revision.as_deref(), Some("abc123"));
         assert_eq!(facts.caches[0].sharing, Sharing::Private);
-        let bad = r#"{"ok":false,"reason":"InvalidDockerfile","message":"unknown instruction COPPY","file":"Dockerfile","line":2,"column":1}"#;
+        let bad = r#"{"ok":false,"apiVersion":"kiln.dev/result/v1","reason":"InvalidDockerfile","message":"unknown instruction COPPY","file":"Dockerfile","line":2,"column":1}"#;
         let err = from_termination_message(bad).unwrap_err();
         assert_eq!(err.reason, "InvalidDockerfile");
         assert_eq!(err.message, "Dockerfile:2:1: unknown instruction COPPY");

@@ -45,19 +45,18 @@ pub const POD_CREATE_FAILED: &str = "PodCreateFailed";
 /// The build was stopped by the `kiln.dev/cancel` annotation.
 pub const CANCELLED: &str = "Cancelled";
 
-/// The worker's reasons that another attempt cannot fix: the same inputs fail the same way.
+/// Whether another attempt cannot fix a failure with this reason: the same inputs fail the same
+/// way. The worker's reasons say it themselves (`Reason::retryable`); a pod Kubernetes took away
+/// or that ended without a result may well succeed next time.
 pub fn is_permanent(reason: &str) -> bool {
-    matches!(
-        reason,
-        INVALID_SPEC
-            | PRIVILEGED_NOT_ALLOWED
-            | INVALID_DOCKERFILE
-            | MISSING_SECRET
-            | "RegistryAuth"
-            | "InvalidArgument"
-            | CANCELLED
-            | DEADLINE_EXCEEDED
-    )
+    match reason {
+        INVALID_SPEC | PRIVILEGED_NOT_ALLOWED | CANCELLED | DEADLINE_EXCEEDED => true,
+        POD_LOST | BUILD_FAILED | PLAN_FAILED | POD_CREATE_FAILED => false,
+        worker => serde_json::from_value::<kiln_worker::result::Reason>(serde_json::Value::String(
+            worker.to_string(),
+        ))
+        .is_ok_and(|r| !r.retryable()),
+    }
 }
 
 #[cfg(test)]

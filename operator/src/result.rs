@@ -2,61 +2,19 @@
 //! writes (docs/worker-result.md), and what the operator makes of a pod that wrote none.
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
-use serde::Deserialize;
 
 use crate::reasons;
 
 /// The worker container's name in every pod the operator creates.
 pub const CONTAINER: &str = "worker";
 
-/// The fields of the worker's result the status uses.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct WorkerResult {
-    pub ok: bool,
-    pub digest: Option<String>,
-    pub image: Option<String>,
-    pub pushed: Vec<String>,
-    pub revision: Option<String>,
-    pub steps: Option<Steps>,
-    pub reason: Option<String>,
-    pub message: Option<String>,
-    pub file: Option<String>,
-    pub line: Option<u32>,
-    pub exit_code: Option<i32>,
-    pub log_tail: Option<LogTail>,
-}
-
-/// Step counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct Steps {
-    pub total: i32,
-    pub cached: i32,
-}
-
-/// The last lines of a failed step's output, as one string or a list of lines.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
-pub enum LogTail {
-    Text(String),
-    Lines(Vec<String>),
-}
-
-impl LogTail {
-    fn text(&self) -> String {
-        match self {
-            LogTail::Text(t) => t.clone(),
-            LogTail::Lines(l) => l.join("\n"),
-        }
-    }
-}
+pub use kiln_worker::result::{BuildResult, Failure, Reason, Success};
 
 /// How a finished build pod ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// The image was pushed.
-    Pushed(WorkerResult),
+    Pushed(Box<Success>),
     /// The build failed; `reason` is stable, `message` for people.
     Failed { reason: String, message: String },
 }
@@ -91,23 +49,20 @@ pub fn outcome(pod: &Pod) -> Outcome {
         .and_then(|s| s.phase.as_deref())
         .unwrap_or("");
     if let Some(text) = termination_message(pod)
-        && let Ok(result) = serde_json::from_str::<WorkerResult>(text.trim())
+        && let Ok(result) = serde_json::from_str::<BuildResult>(text.trim())
     {
-        if result.ok && result.digest.is_some() {
-            return Outcome::Pushed(result);
-        }
-        if !result.ok {
-            return Outcome::Failed {
-                reason: match result.reason.as_deref() {
+        return match result {
+            BuildResult::Success(s) => Outcome::Pushed(Box::new(s)),
+            BuildResult::Failure(f) => Outcome::Failed {
+                reason: match f.reason {
                     // The worker stopped itself at spec.timeout: the CRD calls that
                     // DeadlineExceeded, whoever noticed first.
-                    Some("Timeout") => reasons::DEADLINE_EXCEEDED.to_string(),
-                    Some(r) => r.to_string(),
-                    None => reasons::BUILD_FAILED.to_string(),
+                    Reason::Timeout => reasons::DEADLINE_EXCEEDED.to_string(),
+                    r => r.as_str().to_string(),
                 },
-                message: failure_message(&result),
-            };
-        }
+                message: failure_message(&f),
+            },
+        };
     }
     let pod_reason = pod.status.as_ref().and_then(|s| s.reason.as_deref());
     match pod_reason {
@@ -153,8 +108,8 @@ pub fn outcome(pod: &Pod) -> Outcome {
 
 /// One line for the status: the reason's message, where in the Dockerfile, and the tail of the
 /// step's output.
-fn failure_message(result: &WorkerResult) -> String {
-    let mut message = result.message.clone().unwrap_or_default();
+fn failure_message(result: &Failure) -> String {
+    let mut message = result.message.clone();
     if let (Some(file), Some(line)) = (&result.file, result.line)
         && !message.contains(&format!("{file}:{line}"))
     {
@@ -165,11 +120,10 @@ fn failure_message(result: &WorkerResult) -> String {
     {
         message = format!("{message} (exit code {code})");
     }
-    if let Some(tail) = &result.log_tail {
-        let tail = tail.text();
-        if !tail.trim().is_empty() {
-            message = format!("{message}\n{}", tail.trim_end());
-        }
+    if let Some(tail) = &result.log_tail
+        && !tail.trim().is_empty()
+    {
+        message = format!("{message}\n{}", tail.trim_end());
     }
     message
 }
@@ -208,20 +162,14 @@ mod tests {
             "Succeeded",
             None,
             Some(
-                r#"{"ok":true,"digest":"sha256:ab","image":"r/a@sha256:ab","pushed":["r/a:1"],"steps":{"total":5,"cached":2}}"#,
+                r#"{"ok":true,"apiVersion":"kiln.dev/result/v1","digest":"sha256:ab","image":"r/a@sha256:ab","pushed":["r/a:1"],"revision":null,"steps":{"total":5,"cached":2},"cache":{"hits":2,"misses":3,"imported":0,"exported":0},"durationSeconds":1.5}"#,
             ),
             0,
         );
         match outcome(&p) {
             Outcome::Pushed(r) => {
-                assert_eq!(r.digest.as_deref(), Some("sha256:ab"));
-                assert_eq!(
-                    r.steps,
-                    Some(Steps {
-                        total: 5,
-                        cached: 2
-                    })
-                );
+                assert_eq!(r.digest, "sha256:ab");
+                assert_eq!((r.steps.total, r.steps.cached), (5, 2));
             }
             other => panic!("{other:?}"),
         }
@@ -233,7 +181,7 @@ mod tests {
             "Failed",
             None,
             Some(
-                r#"{"ok":false,"reason":"StepFailed","message":"RUN make","file":"Dockerfile","line":7,"exitCode":2,"logTail":["cc: error","make: *** [all] Error 1"]}"#,
+                r#"{"ok":false,"apiVersion":"kiln.dev/result/v1","reason":"StepFailed","message":"RUN make","file":"Dockerfile","line":7,"exitCode":2,"logTail":"cc: error\nmake: *** [all] Error 1"}"#,
             ),
             1,
         );
@@ -250,6 +198,17 @@ mod tests {
     #[test]
     fn pods_without_a_result_are_explained() {
         let p = pod("Failed", Some("DeadlineExceeded"), None, 137);
+        assert!(
+            matches!(outcome(&p), Outcome::Failed { reason, .. } if reason == "DeadlineExceeded")
+        );
+        let p = pod(
+            "Failed",
+            None,
+            Some(
+                r#"{"ok":false,"apiVersion":"kiln.dev/result/v1","reason":"Timeout","message":"the build ran longer than 30m"}"#,
+            ),
+            124,
+        );
         assert!(
             matches!(outcome(&p), Outcome::Failed { reason, .. } if reason == "DeadlineExceeded")
         );

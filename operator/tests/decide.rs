@@ -389,9 +389,9 @@ fn permanent_worker_failures_are_not_retried() {
     b.spec.backoff_limit = Some(5);
     let b1 = after(&b, &decide(&b, &observed(), &config()));
     for msg in [
-        r#"{"ok":false,"reason":"InvalidDockerfile","message":"Dockerfile:1:1: bad"}"#,
-        r#"{"ok":false,"reason":"RegistryAuth","message":"401 from registry.example.com"}"#,
-        r#"{"ok":false,"reason":"MissingSecret","message":"secret npm is required"}"#,
+        r#"{"ok":false,"apiVersion":"kiln.dev/result/v1","reason":"InvalidDockerfile","message":"Dockerfile:1:1: bad"}"#,
+        r#"{"ok":false,"apiVersion":"kiln.dev/result/v1","reason":"RegistryAuth","message":"401 from registry.example.com"}"#,
+        r#"{"ok":false,"apiVersion":"kiln.dev/result/v1","reason":"MissingSecret","message":"secret npm is required"}"#,
     ] {
         let mut seen = observed();
         seen.pods = vec![ended(build_pod(1), "Failed", 1, msg, 140)];
@@ -534,7 +534,7 @@ fn other_sources_are_planned_by_a_plan_pod() {
         pod("app-g1-plan", "g1", names::ROLE_PLAN, None),
         "Succeeded",
         0,
-        r#"{"ok":true,"revision":"4b825dc642cb6eb9a060e54bf8d69288fbee4904","plan":{"secrets":[],"ssh":[],"caches":[]}}"#,
+        r#"{"ok":true,"apiVersion":"kiln.dev/plan-compact/v1","dockerfile":"Dockerfile","target":{"index":0},"stages":[],"baseImages":[],"caches":[],"secrets":[],"ssh":[],"revision":"4b825dc642cb6eb9a060e54bf8d69288fbee4904"}"#,
         20,
     )];
     let d = decide(&b1, &seen, &config());
@@ -570,7 +570,7 @@ fn a_plan_pod_reporting_a_dockerfile_error_fails_the_build() {
         pod("app-g1-plan", "g1", names::ROLE_PLAN, None),
         "Failed",
         1,
-        r#"{"ok":false,"reason":"InvalidDockerfile","message":"unknown instruction: COPPY","file":"Dockerfile","line":3,"column":1}"#,
+        r#"{"ok":false,"apiVersion":"kiln.dev/result/v1","reason":"InvalidDockerfile","message":"unknown instruction: COPPY","file":"Dockerfile","line":3,"column":1}"#,
         20,
     )];
     let d = decide(&b, &seen, &config());
@@ -588,11 +588,11 @@ fn long_messages_are_cut() {
     let b = build();
     let b1 = after(&b, &decide(&b, &observed(), &config()));
     let tail: Vec<String> = (0..400)
-        .map(|i| format!("\"line {i} of a long and noisy build log\""))
+        .map(|i| format!("line {i} of a long and noisy build log"))
         .collect();
     let msg = format!(
-        r#"{{"ok":false,"reason":"StepFailed","message":"RUN x","file":"Dockerfile","line":2,"exitCode":1,"logTail":[{}]}}"#,
-        tail.join(",")
+        r#"{{"ok":false,"apiVersion":"kiln.dev/result/v1","reason":"StepFailed","message":"RUN x","file":"Dockerfile","line":2,"exitCode":1,"logTail":"{}"}}"#,
+        tail.join("\\n")
     );
     let mut seen = observed();
     seen.pods = vec![ended(build_pod(1), "Failed", 1, &msg, 140)];

@@ -138,11 +138,11 @@ pub fn ended(mut p: Pod, phase: &str, exit: i32, message: &str, at: i64) -> Pod 
     p
 }
 
-pub const PUSHED: &str = r#"{"ok":true,"digest":"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef","image":"registry.example.com/team/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef","pushed":["registry.example.com/team/app:1.0"],"steps":{"total":3,"cached":1}}"#;
+pub const PUSHED: &str = r#"{"ok":true,"apiVersion":"kiln.dev/result/v1","digest":"sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef","image":"registry.example.com/team/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef","pushed":["registry.example.com/team/app:1.0"],"revision":null,"steps":{"total":3,"cached":1},"cache":{"hits":1,"misses":2,"imported":0,"exported":0},"durationSeconds":4.2}"#;
 
 pub fn step_failed(code: i32) -> String {
     format!(
-        r#"{{"ok":false,"reason":"StepFailed","message":"RUN make","file":"Dockerfile","line":2,"exitCode":{code},"logTail":["boom"]}}"#
+        r#"{{"ok":false,"apiVersion":"kiln.dev/result/v1","reason":"StepFailed","message":"RUN make","file":"Dockerfile","line":2,"exitCode":{code},"logTail":"boom"}}"#
     )
 }
 
