@@ -44,7 +44,7 @@ pub struct Dockerfile {
     pub source: Arc<SourceFile>,
     /// The escape character (`\`, or `` ` `` from `# escape=`).
     pub escape: char,
-    /// The `# syntax=` value, if any (already checked to be the standard frontend).
+    /// The `# syntax=` value, if any (already checked to name BuildKit's own frontend).
     pub syntax: Option<String>,
     /// The `# check=` configuration.
     pub check: CheckConfig,
@@ -499,5 +499,25 @@ mod tests {
             errs("# escape=x\nFROM a\n"),
             ["1:10 invalid escape token 'x' does not match ` or \\"]
         );
+    }
+
+    #[test]
+    fn syntax_and_check_after_a_shebang() {
+        let text = "#!/usr/bin/env dockerfile-run\n# syntax=docker/dockerfile:1.7\n# check=skip=all;error=true\n# escape=`\nFROM a\nENV LEGACY value\n";
+        let df = parse("D", text).unwrap();
+        assert_eq!(df.syntax.as_deref(), Some("docker/dockerfile:1.7"));
+        assert!(df.check.skip_all && df.check.error);
+        assert!(df.warnings.is_empty(), "{:?}", df.warnings);
+        // The instruction parser saw the `#!` comment first: escape stays the backslash.
+        assert_eq!(df.escape, '\\');
+        assert_eq!(
+            errs("#!/bin/sh\n# syntax=example.com/frontend:1\nFROM a\n"),
+            [
+                "2:10 unsupported frontend `example.com/frontend:1`: Kiln does not run frontend images, it only understands the standard Dockerfile syntax"
+            ]
+        );
+        // Only a first line starting with `#!` is a shebang, and a blank line ends the search.
+        assert!(parse("D", "#!/bin/sh\n\n# syntax=foo/bar\nFROM a\n").is_ok());
+        assert!(parse("D", " #!/bin/sh\n# syntax=foo/bar\nFROM a\n").is_ok());
     }
 }
