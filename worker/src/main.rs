@@ -835,8 +835,27 @@ fn split_layout_ref(rest: &str) -> (&str, Option<String>) {
     }
 }
 
+/// BuildKit's built-in build arguments that stand for flags (`plan::buildkit_args`):
+/// `BUILDKIT_CACHE_MOUNT_NS`, `SOURCE_DATE_EPOCH`, `BUILDKIT_INLINE_CACHE`. A flag wins.
+fn with_buildkit_args(mut req: build::Request) -> anyhow::Result<build::Request> {
+    use kiln_worker::cache::transfer::CacheExport;
+    let b = plan::buildkit_args::BuildkitArgs::from_build_args(&req.build_args)
+        .map_err(anyhow::Error::msg)?;
+    if req.cache_mount_ns.is_empty() {
+        req.cache_mount_ns = b.cache_mount_ns.unwrap_or_default();
+    }
+    req.source_date_epoch = req.source_date_epoch.or(b.source_date_epoch);
+    if b.inline_cache && !req.cache_to.iter().any(|c| c.spec == CacheSpec::Inline) {
+        req.cache_to.push(CacheExport {
+            spec: CacheSpec::Inline,
+            ignore_error: false,
+        });
+    }
+    Ok(req)
+}
+
 fn run_build(args: &BuildArgs) -> ExitCode {
-    let request = match build_request(args) {
+    let request = match build_request(args).and_then(with_buildkit_args) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e:#}");
