@@ -19,6 +19,45 @@ use kiln_worker::snapshot::compress::Compression;
 use kiln_worker::solve::{NamedContext, SecretSource, Snapshotter};
 use kiln_worker::{build, progress, userns};
 
+/// Standard output and error as a command-line tool wants them. Rust ignores SIGPIPE (the
+/// sandbox and the registry client need it ignored), so when the reader goes away
+/// (`kiln plan | head`) std's `println!` panics on EPIPE. The macros below shadow `print!`,
+/// `println!` and `eprintln!` in this file: a closed standard output ends the program quietly
+/// with status 0, as a Unix filter ends; another write error is reported and ends it with status
+/// 1; a message that cannot reach standard error is dropped, and the exit status still tells.
+mod stdio {
+    use std::io::{self, Write};
+
+    pub fn out(args: std::fmt::Arguments<'_>) {
+        let mut out = io::stdout().lock();
+        if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            err(format_args!("error: writing to standard output: {e}\n"));
+            std::process::exit(1);
+        }
+    }
+
+    pub fn err(args: std::fmt::Arguments<'_>) {
+        let _ = io::stderr().lock().write_fmt(args);
+    }
+}
+
+macro_rules! print {
+    ($($arg:tt)*) => { stdio::out(format_args!($($arg)*)) };
+}
+
+macro_rules! println {
+    () => { stdio::out(format_args!("\n")) };
+    ($($arg:tt)*) => { stdio::out(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+macro_rules! eprintln {
+    () => { stdio::err(format_args!("\n")) };
+    ($($arg:tt)*) => { stdio::err(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
 /// Build container images from Dockerfiles, rootless, with BuildKit's Dockerfile feature set.
 #[derive(Parser)]
 #[command(name = "kiln", version, about, long_about = None)]

@@ -186,3 +186,46 @@ fn plan_of_a_missing_file_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("Dockerfile"));
 }
+
+/// Run `kiln` with a standard output whose reader is already gone, as in `kiln plan | head`
+/// once `head` has what it wants; the exit status and standard error.
+fn with_closed_stdout(args: &[&str]) -> (Option<i32>, String) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("kiln"))
+        .args(args)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn every_command_ends_quietly_when_its_reader_is_gone() {
+    let dir = dockerfile_dir("FROM scratch\nCOPY a.txt /\n");
+    std::fs::write(dir.path().join("a.txt"), "a\n").unwrap();
+    let ctx = dir.path().to_str().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let cache = format!("--cache-dir={}", state.path().display());
+    let out = format!(
+        "--output=type=oci,dest={}",
+        state.path().join("out").display()
+    );
+    for args in [
+        vec!["plan", ctx],
+        vec!["plan", "--json", ctx],
+        vec!["build", "--progress=plain", &cache, &out, ctx],
+        vec!["du", &cache],
+        vec!["du", "--json", &cache],
+        vec!["prune", "--dry-run", &cache],
+    ] {
+        let (status, stderr) = with_closed_stdout(&args);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(status, Some(0), "{args:?}: {stderr}");
+    }
+}
