@@ -155,6 +155,10 @@ struct BuildArgs {
     /// How to show progress: auto, tty, plain, json or quiet.
     #[arg(long, default_value = "auto")]
     progress: String,
+    /// Print only the image digest (`sha256:...`) on standard output, as `docker build -q`
+    /// does: no progress (`--progress=quiet`); errors still go to standard error.
+    #[arg(short = 'q', long)]
+    quiet: bool,
     /// Run every step, ignoring cached results.
     #[arg(long)]
     no_cache: bool,
@@ -901,7 +905,8 @@ fn run_build(args: &BuildArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let Some(mode) = progress::Mode::parse(&args.progress) else {
+    let mode = if args.quiet { "quiet" } else { &args.progress };
+    let Some(mode) = progress::Mode::parse(mode) else {
         eprintln!(
             "error: --progress {:?}: use auto, tty, plain, json or quiet",
             args.progress

@@ -229,3 +229,52 @@ fn every_command_ends_quietly_when_its_reader_is_gone() {
         assert_eq!(status, Some(0), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn quiet_build_prints_only_the_digest_and_errors_still_show() {
+    let dir = dockerfile_dir("FROM scratch\nCOPY a.txt /\n");
+    std::fs::write(dir.path().join("a.txt"), "a\n").unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let cache = format!("--cache-dir={}", state.path().display());
+    let out = format!(
+        "--output=type=oci,dest={}",
+        state.path().join("out").display()
+    );
+    for quiet in ["-q", "--quiet"] {
+        let run = Command::cargo_bin("kiln")
+            .unwrap()
+            .args(["build", quiet, &cache, &out])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(run.status.success(), "{stderr}");
+        let digest = stdout.strip_suffix('\n').unwrap_or_default();
+        assert!(
+            digest
+                .strip_prefix("sha256:")
+                .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())),
+            "{quiet}: stdout {stdout:?}"
+        );
+        assert_eq!(stderr, "", "{quiet}");
+    }
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM scratch\nCOPY missing.txt /\n",
+    )
+    .unwrap();
+    let run = Command::cargo_bin("kiln")
+        .unwrap()
+        .args(["build", "-q", &cache, &out])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "");
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("missing.txt"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
