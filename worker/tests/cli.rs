@@ -278,3 +278,83 @@ fn quiet_build_prints_only_the_digest_and_errors_still_show() {
         String::from_utf8_lossy(&run.stderr)
     );
 }
+
+/// The help of each option of `kiln COMMAND --help`, by long name.
+fn option_help(command: &str) -> std::collections::BTreeMap<String, String> {
+    let out = Command::cargo_bin("kiln")
+        .unwrap()
+        .args([command, "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut options = std::collections::BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('-') && line.len() - trimmed.len() <= 6 {
+            let long = trimmed
+                .split([',', ' ', '<'])
+                .map(str::trim)
+                .find(|w| w.starts_with("--"))
+                .unwrap_or(trimmed)
+                .to_string();
+            options.insert(long.clone(), String::new());
+            current = Some(long);
+        } else if let Some(c) = &current {
+            let text = options.get_mut(c).unwrap();
+            text.push(' ');
+            text.push_str(trimmed);
+        }
+    }
+    options
+}
+
+/// `--help` names every value the code accepts (issue 13: the cache flags once listed only
+/// `type=local`).
+#[test]
+fn build_help_names_what_each_option_accepts() {
+    let help = option_help("build");
+    let expect: &[(&str, &[&str])] = &[
+        (
+            "--cache-to",
+            &[
+                "type=registry",
+                "type=local",
+                "type=inline",
+                "mode=min",
+                "mode=max",
+                "ignore-error",
+            ],
+        ),
+        ("--cache-from", &["type=registry", "type=local"]),
+        (
+            "--output",
+            &[
+                "type=oci",
+                "type=docker",
+                "type=local",
+                "type=image",
+                "type=registry",
+                "tar=",
+            ],
+        ),
+        ("--progress", &["auto", "tty", "plain", "json", "quiet"]),
+        ("--compression", &["gzip", "zstd", "uncompressed"]),
+        ("--snapshotter", &["auto", "overlay", "copy"]),
+        ("--allow", &["security.insecure", "network.host"]),
+        ("--build-context", &["oci-layout://"]),
+        ("--secret", &["src=", "env="]),
+        ("--ssh", &["default", "SOCKET", "KEYFILE"]),
+        ("--quiet", &["sha256:"]),
+        ("--cache-mount-ns", &["BUILDKIT_CACHE_MOUNT_NS"]),
+        ("--source-date-epoch", &["SOURCE_DATE_EPOCH"]),
+    ];
+    for (option, words) in expect {
+        let text = help
+            .get(*option)
+            .unwrap_or_else(|| panic!("no {option} in kiln build --help: {help:#?}"));
+        for w in *words {
+            assert!(text.contains(w), "{option} help lacks {w:?}: {text}");
+        }
+    }
+}
