@@ -10,7 +10,8 @@
 //! - files from the context belong to root, files from a stage or image keep their owner, and
 //!   `--chown` overrides both (directories it creates too); `--chmod` overrides modes;
 //!   modification times are kept;
-//! - `ADD` extracts local tar archives (plain, gzip, bzip2, xz, zstd) into `dest`;
+//! - `ADD` extracts local tar archives (plain, gzip, bzip2, xz, zstd) into `dest`, unless
+//!   `--unpack=false`; a download is extracted only with `--unpack`;
 //! - `--link` resolves `dest` against an empty filesystem, so the layer does not depend on
 //!   what lies below it;
 //! - nothing is ever written through a symlink: destination paths are resolved inside the
@@ -210,6 +211,7 @@ pub fn copy_tree(source: Source<'_>, path: &str, dest: &Path) -> Result<(), Copy
         checksum: None,
         keep_git_dir: false,
         unpack: false,
+        unpack_downloads: false,
     };
     copy(&Request {
         op: &op,
@@ -322,6 +324,9 @@ pub fn copy(req: &Request<'_>) -> Result<(), CopyError> {
                 let mode = w.chmod.as_ref().map_or(0o644, |c| c.apply(0o644, false));
                 let (uid, gid) = w.owner.unwrap_or((0, 0));
                 finish(&path, uid, gid, mode, None)?;
+            }
+            Item::Download(d) if op.unpack_downloads && is_archive(&d.path)? => {
+                w.extract_into(&d.path, &dest_abs, &d.file_name)?;
             }
             Item::Download(d) => {
                 let target = if dest_is_dir {
@@ -642,6 +647,22 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// ADD of an archive: extract it into the directory `dest`. `--chown` owns the directories
+    /// the step creates; extracted entries keep the archive's owners (BuildKit).
+    fn extract_into(&mut self, archive: &Path, dest: &Path, name: &str) -> Result<(), CopyError> {
+        let dest_dir = self.ensure_dir(dest)?;
+        let opts = UnpackOptions {
+            layer: false,
+            overlay_xattr_prefix: "",
+            chown: None,
+            ignore_chown_errors: crate::userns::current()
+                .is_some_and(|m| matches!(m, crate::userns::Mapping::Single { .. })),
+        };
+        extract::unpack(File::open(archive)?, &dest_dir, &opts)
+            .map_err(|e| CopyError::Extract(name.into(), e))?;
+        Ok(())
+    }
+
     fn copy_from_context(
         &mut self,
         ctx: &Context,
@@ -676,19 +697,7 @@ impl Writer<'_> {
         }
         let name = Path::new(rel).file_name().unwrap_or_default();
         if op.unpack && meta.is_file() && is_archive(&root.join(&real))? {
-            let dest_dir = self.ensure_dir(dest)?;
-            let opts = UnpackOptions {
-                layer: false,
-                overlay_xattr_prefix: "",
-                // ADD --chown owns the directory it creates; extracted entries keep the
-                // archive's owners (BuildKit).
-                chown: None,
-                ignore_chown_errors: crate::userns::current()
-                    .is_some_and(|m| matches!(m, crate::userns::Mapping::Single { .. })),
-            };
-            extract::unpack(File::open(root.join(&real))?, &dest_dir, &opts)
-                .map_err(|e| CopyError::Extract(rel.into(), e))?;
-            return Ok(());
+            return self.extract_into(&root.join(&real), dest, rel);
         }
         let target = if dest_is_dir {
             dest.join(name)

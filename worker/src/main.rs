@@ -22,6 +22,45 @@ use kiln_worker::snapshot::compress::Compression;
 use kiln_worker::solve::{BuildError, Interrupt, NamedContext, SecretSource, Snapshotter, Stop};
 use kiln_worker::{build, cache, progress, userns};
 
+/// Standard output and error as a command-line tool wants them. Rust ignores SIGPIPE (the
+/// sandbox and the registry client need it ignored), so when the reader goes away
+/// (`kiln plan | head`) std's `println!` panics on EPIPE. The macros below shadow `print!`,
+/// `println!` and `eprintln!` in this file: a closed standard output ends the program quietly
+/// with status 0, as a Unix filter ends; another write error is reported and ends it with status
+/// 1; a message that cannot reach standard error is dropped, and the exit status still tells.
+mod stdio {
+    use std::io::{self, Write};
+
+    pub fn out(args: std::fmt::Arguments<'_>) {
+        let mut out = io::stdout().lock();
+        if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            err(format_args!("error: writing to standard output: {e}\n"));
+            std::process::exit(1);
+        }
+    }
+
+    pub fn err(args: std::fmt::Arguments<'_>) {
+        let _ = io::stderr().lock().write_fmt(args);
+    }
+}
+
+macro_rules! print {
+    ($($arg:tt)*) => { stdio::out(format_args!($($arg)*)) };
+}
+
+macro_rules! println {
+    () => { stdio::out(format_args!("\n")) };
+    ($($arg:tt)*) => { stdio::out(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+macro_rules! eprintln {
+    () => { stdio::err(format_args!("\n")) };
+    ($($arg:tt)*) => { stdio::err(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
 /// Build container images from Dockerfiles, rootless, with BuildKit's Dockerfile feature set.
 #[derive(Parser)]
 #[command(name = "kiln", version, about, long_about = None)]
@@ -96,6 +135,8 @@ struct BuildArgs {
     #[arg(short = 'f', long = "file")]
     file: Option<PathBuf>,
     /// A build argument, `NAME=VALUE`; `NAME` alone takes the value from the environment.
+    /// BuildKit's built-in ones (`BUILDKIT_SYNTAX`, `BUILDKIT_INLINE_CACHE`, ...) work as in
+    /// BuildKit where Kiln has the feature (docs/frontend.md).
     #[arg(long = "build-arg", value_name = "NAME[=VALUE]")]
     build_args: Vec<String>,
     /// The stage to build (default: the last one).
@@ -107,41 +148,52 @@ struct BuildArgs {
     /// A name for the image, used by the outputs (`-t registry/app:1`).
     #[arg(short = 't', long = "tag")]
     tags: Vec<String>,
-    /// Where the image goes: `type=oci,dest=DIR|FILE.tar`, `type=docker,dest=FILE.tar` (for
+    /// Where the image goes: `type=oci,dest=DIR|FILE.tar|-[,tar=true|false]` (an OCI layout; a
+    /// tarball for a `.tar` name or `-`, standard output), `type=docker,dest=FILE.tar|-` (for
     /// docker load / podman load), `type=local,dest=DIR` (the final filesystem),
     /// `type=image,name=REF,push=true` or `type=registry[,name=REF]` (a registry; the names
-    /// default to the -t tags).
+    /// default to the -t tags). Repeatable.
     #[arg(short = 'o', long = "output", value_name = "type=TYPE,dest=PATH")]
     outputs: Vec<String>,
     /// The platform to build for. Only this machine's platform is supported.
     #[arg(long)]
     platform: Option<String>,
-    /// How to show progress: auto, tty, plain, json or quiet.
+    /// How to show progress: auto (tty on a terminal, else plain), tty, plain, json (or rawjson:
+    /// one event per line) or quiet.
     #[arg(long, default_value = "auto")]
     progress: String,
+    /// Print only the image digest (`sha256:...`) on standard output, as `docker build -q`
+    /// does: no progress (`--progress=quiet`); errors still go to standard error.
+    #[arg(short = 'q', long)]
+    quiet: bool,
     /// Run every step, ignoring cached results.
     #[arg(long)]
     no_cache: bool,
     /// Run the steps of this stage (name or index) without the cache. Repeatable.
     #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
     no_cache_filter: Vec<String>,
-    /// Export the step cache: `type=local,dest=DIR[,mode=min|max][,tag=T]`.
+    /// Export the step cache: `type=registry,ref=REF` (or a bare REF), `type=local,dest=DIR
+    /// [,tag=T]` (an OCI layout) or `type=inline` (in the image config); `mode=min` (default:
+    /// the steps whose layers the image carries) or `mode=max` (every step of every stage), and
+    /// `ignore-error=true` (warn instead of failing). Repeatable.
     #[arg(long = "cache-to", value_name = "type=TYPE,...")]
     cache_to: Vec<String>,
-    /// Import a step cache: `type=local,src=DIR[,tag=T]`. Repeatable; searched in order.
+    /// Import a step cache: `type=registry,ref=REF` (or a bare REF; an image pushed with
+    /// `type=inline` works too) or `type=local,src=DIR[,tag=T]`. Repeatable; searched in order.
     #[arg(long = "cache-from", value_name = "type=TYPE,...")]
     cache_from: Vec<String>,
-    /// After the build, prune the cache (least recently used first) down to this size.
+    /// After the build, prune the cache (least recently used first) down to this size (`10GB`,
+    /// `512MB`, `10Gi`).
     #[arg(long, env = "KILN_GC_KEEP_STORAGE", value_name = "SIZE")]
     gc_keep_storage: Option<String>,
     /// After the build, prune cache records not used within this time (`48h`, `7d`).
     #[arg(long, env = "KILN_GC_KEEP_DURATION", value_name = "DURATION")]
     gc_keep_duration: Option<String>,
     /// Clamp every timestamp in the image to this time (seconds since the epoch), for
-    /// reproducible images.
+    /// reproducible images. Also `--build-arg SOURCE_DATE_EPOCH=N`, as in BuildKit.
     #[arg(long, env = "SOURCE_DATE_EPOCH")]
     source_date_epoch: Option<i64>,
-    /// Layer compression: gzip, zstd or uncompressed.
+    /// Layer compression: gzip, zstd or uncompressed (or none).
     #[arg(long, default_value = "gzip")]
     compression: String,
     /// A named context: `NAME=oci-layout://DIR[:TAG|@DIGEST]` or `NAME=DIR`. NAME is a stage
@@ -155,13 +207,16 @@ struct BuildArgs {
     /// (for restricted pods where a new /proc cannot be mounted).
     #[arg(long)]
     no_process_sandbox: bool,
-    /// Grant an entitlement: `security.insecure` allows `RUN --security=insecure`.
+    /// Grant an entitlement: `security.insecure` allows `RUN --security=insecure`;
+    /// `network.host` is accepted and changes nothing (`RUN --network=host` needs no grant).
     #[arg(long = "allow")]
     allow: Vec<String>,
-    /// Namespace for cache mount ids.
+    /// Namespace for cache mount ids: builds with different namespaces never share a cache
+    /// mount. Also `--build-arg BUILDKIT_CACHE_MOUNT_NS=NS`, as in BuildKit.
     #[arg(long, env = "BUILDKIT_CACHE_MOUNT_NS", default_value = "")]
     cache_mount_ns: String,
-    /// Write the result (digests) as JSON to this file.
+    /// Write the result as JSON to this file: the digests (`containerimage.digest`,
+    /// `containerimage.config.digest`), the names, step counts and what a push did.
     #[arg(long)]
     metadata_file: Option<PathBuf>,
     /// Write the worker's result to this file: one JSON object under 4 KiB, the digest and
@@ -172,7 +227,8 @@ struct BuildArgs {
     /// Stop the build after this long (`30m`, `1h30m`); the result's reason is then Timeout.
     #[arg(long, env = "KILN_TIMEOUT", value_name = "DURATION")]
     timeout: Option<String>,
-    /// A build secret for `RUN --mount=type=secret`: `id=ID,src=FILE` or `id=ID,env=VAR`.
+    /// A build secret for `RUN --mount=type=secret`: `id=ID,src=FILE` or `id=ID,env=VAR`
+    /// (`type=file|env` may say which; a lone `id=ID` reads the variable ID).
     /// Its value is never stored in the image, the cache or the logs.
     #[arg(long = "secret", value_name = "id=ID,src=FILE|env=VAR")]
     secrets: Vec<String>,
@@ -184,8 +240,8 @@ struct BuildArgs {
     /// `ID=SOCKET` (forward an agent), or `ID=KEYFILE[,KEYFILE...]` (Kiln serves the keys).
     #[arg(long = "ssh", value_name = "default|ID=PATH[,PATH...]")]
     ssh: Vec<String>,
-    /// How RUN steps get their root filesystem: overlay, copy (when overlayfs is unavailable),
-    /// or auto (overlay when it can be mounted).
+    /// How RUN steps get their root filesystem: overlay, copy (or native; when overlayfs is
+    /// unavailable), or auto (overlay when it can be mounted).
     #[arg(long, env = "KILN_SNAPSHOTTER", default_value = "auto")]
     snapshotter: String,
     /// Push the image to the registry of every -t name (like `--output type=registry`).
@@ -889,6 +945,25 @@ fn split_layout_ref(rest: &str) -> (&str, Option<String>) {
     }
 }
 
+/// BuildKit's built-in build arguments that stand for flags (`plan::buildkit_args`):
+/// `BUILDKIT_CACHE_MOUNT_NS`, `SOURCE_DATE_EPOCH`, `BUILDKIT_INLINE_CACHE`. A flag wins.
+fn with_buildkit_args(mut req: build::Request) -> anyhow::Result<build::Request> {
+    use kiln_worker::cache::transfer::CacheExport;
+    let b = plan::buildkit_args::BuildkitArgs::from_build_args(&req.build_args)
+        .map_err(anyhow::Error::msg)?;
+    if req.cache_mount_ns.is_empty() {
+        req.cache_mount_ns = b.cache_mount_ns.unwrap_or_default();
+    }
+    req.source_date_epoch = req.source_date_epoch.or(b.source_date_epoch);
+    if b.inline_cache && !req.cache_to.iter().any(|c| c.spec == CacheSpec::Inline) {
+        req.cache_to.push(CacheExport {
+            spec: CacheSpec::Inline,
+            ignore_error: false,
+        });
+    }
+    Ok(req)
+}
+
 fn run_build(args: &BuildArgs) -> ExitCode {
     let started = Instant::now();
     let result_file = Arc::new(ResultFile::new(args.result_file.clone()));
@@ -899,12 +974,13 @@ fn run_build(args: &BuildArgs) -> ExitCode {
         ExitCode::from(2)
     };
     let usage_error = |e: String| refuse(Reason::InvalidArgument, e);
-    let request = match build_request(args) {
+    let request = match build_request(args).and_then(with_buildkit_args) {
         Ok(r) => r,
         Err(e) if e.is::<SecretInput>() => return refuse(Reason::MissingSecret, format!("{e:#}")),
         Err(e) => return usage_error(format!("{e:#}")),
     };
-    let Some(mode) = progress::Mode::parse(&args.progress) else {
+    let mode = if args.quiet { "quiet" } else { &args.progress };
+    let Some(mode) = progress::Mode::parse(mode) else {
         return usage_error(format!(
             "--progress {:?}: use auto, tty, plain, json or quiet",
             args.progress

@@ -170,6 +170,59 @@ fn source_date_epoch_makes_builds_reproducible() {
     );
 }
 
+/// BuildKit's built-in build arguments `SOURCE_DATE_EPOCH` and `BUILDKIT_INLINE_CACHE` do what
+/// `--source-date-epoch` and `--cache-to type=inline` do: the same image, byte for byte.
+#[test]
+fn buildkit_build_args_act_as_their_flags() {
+    let env = root_env();
+    let ctx = env.context(
+        "bk-args",
+        &[
+            ("Dockerfile", "FROM scratch\nCOPY hello.txt /\n"),
+            ("hello.txt", "hello\n"),
+        ],
+    );
+    let digest = |name: &str, args: &[&str]| -> String {
+        let meta = env.dir.join(format!("bk-args-{name}.json"));
+        let state = env.dir.join(format!("bk-args-state-{name}"));
+        let mut all = vec![format!("--metadata-file={}", meta.display())];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let run = env.build_in(&state, &ctx, &all);
+        assert!(run.status.success(), "{}", text(&run));
+        assert!(!text(&run).contains("not used"), "{}", text(&run));
+        metadata(&meta)["containerimage.digest"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        digest("flag", &["--source-date-epoch=1234567"]),
+        digest("arg", &["--build-arg=SOURCE_DATE_EPOCH=1234567"]),
+    );
+    assert_eq!(
+        digest(
+            "inline-flag",
+            &["--source-date-epoch=1234567", "--cache-to=type=inline"]
+        ),
+        digest(
+            "inline-arg",
+            &[
+                "--source-date-epoch=1234567",
+                "--build-arg=BUILDKIT_INLINE_CACHE=1"
+            ]
+        ),
+    );
+    assert_ne!(
+        digest("plain", &["--source-date-epoch=1234567"]),
+        digest(
+            "inline",
+            &["--source-date-epoch=1234567", "--cache-to=type=inline"]
+        ),
+        "the inline cache must change the image, or the comparison above proves nothing"
+    );
+}
+
 #[test]
 fn a_noop_rebuild_runs_nothing_and_marks_every_step_cached() {
     let env = root_env();

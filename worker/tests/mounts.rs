@@ -112,6 +112,12 @@ fn cache_mounts_are_keyed_by_id_owner_mode_and_namespace() {
         "0",
         "another namespace is another cache"
     );
+    // BuildKit's BUILDKIT_CACHE_MOUNT_NS build argument is the same namespace as the flag.
+    assert_eq!(
+        count("key-d", "", &["--build-arg=BUILDKIT_CACHE_MOUNT_NS=team-b"]),
+        "1",
+        "the build argument names the flag's namespace"
+    );
 }
 
 #[test]
