@@ -83,6 +83,13 @@ pub fn outcome(pod: &Pod) -> Outcome {
                 ),
             }
         }
+        _ if failed_init(pod).is_some() => {
+            let (name, detail) = failed_init(pod).unwrap_or_default();
+            Outcome::Failed {
+                reason: reasons::BUILD_FAILED.to_string(),
+                message: format!("the init container {name} failed: {detail}"),
+            }
+        }
         _ => {
             let terminated = worker_status(pod)
                 .and_then(|c| c.state.as_ref())
@@ -104,6 +111,33 @@ pub fn outcome(pod: &Pod) -> Outcome {
             }
         }
     }
+}
+
+/// An init container that ended in failure, and what it said.
+fn failed_init(pod: &Pod) -> Option<(String, String)> {
+    pod.status
+        .as_ref()?
+        .init_container_statuses
+        .as_ref()?
+        .iter()
+        .find_map(|c| {
+            let t = c.state.as_ref()?.terminated.as_ref()?;
+            (t.exit_code != 0).then(|| {
+                let said = t.message.as_deref().or(t.reason.as_deref()).unwrap_or("");
+                (
+                    c.name.clone(),
+                    format!(
+                        "exit code {}{}",
+                        t.exit_code,
+                        if said.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", said.trim())
+                        }
+                    ),
+                )
+            })
+        })
 }
 
 /// One line for the status: the reason's message, where in the Dockerfile, and the tail of the
@@ -219,6 +253,31 @@ mod tests {
             Outcome::Failed { reason, message } => {
                 assert_eq!(reason, "BuildFailed");
                 assert!(message.contains("101"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_failed_init_container_is_named() {
+        let mut p = pod("Failed", None, None, 0);
+        let status = p.status.as_mut().unwrap();
+        status.container_statuses = None;
+        status.init_container_statuses = Some(vec![ContainerStatus {
+            name: "cache-owner".into(),
+            state: Some(ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code: 1,
+                    reason: Some("Error".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]);
+        match outcome(&p) {
+            Outcome::Failed { message, .. } => {
+                assert_eq!(message, "the init container cache-owner failed: exit code 1: Error")
             }
             other => panic!("{other:?}"),
         }

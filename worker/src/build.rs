@@ -145,6 +145,8 @@ pub struct Request {
     pub process_sandbox: bool,
     pub allow_insecure: bool,
     pub cache_mount_ns: String,
+    /// `--cache-volume`: caches kept on volumes of their own.
+    pub cache_volumes: Vec<crate::mounts::volumes::CacheVolume>,
     pub metadata_file: Option<PathBuf>,
     /// The sandbox helper (normally this executable).
     pub helper: Option<PathBuf>,
@@ -450,6 +452,7 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
         allow_insecure: req.allow_insecure,
         runner,
         cache_mounts: req.state_dir.join("cache-mounts"),
+        cache_volumes: req.cache_volumes.clone(),
         cache_mount_ns: req.cache_mount_ns.clone(),
         secrets: req.secrets.clone(),
         ssh: req.ssh.clone(),

@@ -73,6 +73,10 @@ struct Cli {
 enum Command {
     /// Build an image from a Dockerfile and a context.
     Build(Box<BuildArgs>),
+    /// Give volumes' root directories to the worker's user (`--owner UID:GID`, mode 0700): what
+    /// an operator's init container runs on cache volumes that storage created owned by root.
+    #[command(name = "prepare-volumes", hide = true)]
+    PrepareVolumes(PrepareVolumesArgs),
     /// Parse a Dockerfile and print its build plan: stages, base images, cache, secret and ssh ids.
     Plan(PlanArgs),
     /// Remove build cache records, like `docker builder prune`.
@@ -215,6 +219,11 @@ struct BuildArgs {
     /// mount. Also `--build-arg BUILDKIT_CACHE_MOUNT_NS=NS`, as in BuildKit.
     #[arg(long, env = "BUILDKIT_CACHE_MOUNT_NS", default_value = "")]
     cache_mount_ns: String,
+    /// Keep one cache on a volume of its own (a Kubernetes PersistentVolumeClaim): a JSON object
+    /// `{"id","uid","gid","mode","from","source","dir"}` naming the cache as BuildKit keys it and
+    /// the directory that holds it. The operator passes one per cache. Repeatable.
+    #[arg(long = "cache-volume", value_name = "JSON")]
+    cache_volumes: Vec<String>,
     /// Write the result as JSON to this file: the digests (`containerimage.digest`,
     /// `containerimage.config.digest`), the names, step counts and what a push did.
     #[arg(long)]
@@ -328,7 +337,38 @@ fn main() -> ExitCode {
         Command::Build(args) => run_build(&args),
         Command::Prune(args) => run_prune(&args),
         Command::Du(args) => run_du(&args),
+        Command::PrepareVolumes(args) => run_prepare_volumes(&args),
     }
+}
+
+/// `kiln prepare-volumes`.
+#[derive(clap::Args)]
+struct PrepareVolumesArgs {
+    /// The owner to give each directory, `UID:GID`.
+    #[arg(long, value_name = "UID:GID")]
+    owner: String,
+    /// The volumes' root directories.
+    #[arg(required = true)]
+    dirs: Vec<PathBuf>,
+}
+
+fn run_prepare_volumes(args: &PrepareVolumesArgs) -> ExitCode {
+    let Some((uid, gid)) = args
+        .owner
+        .split_once(':')
+        .and_then(|(u, g)| Some((u.parse::<u32>().ok()?, g.parse::<u32>().ok()?)))
+    else {
+        eprintln!("error: --owner {:?}: expected UID:GID", args.owner);
+        return ExitCode::from(2);
+    };
+    for dir in &args.dirs {
+        if let Err(e) = kiln_worker::mounts::volumes::prepare(dir, uid, gid) {
+            eprintln!("error: preparing the volume {}: {e}", dir.display());
+            return ExitCode::FAILURE;
+        }
+        println!("{}: owned by {uid}:{gid}, mode 0700", dir.display());
+    }
+    ExitCode::SUCCESS
 }
 
 fn run_prune(args: &PruneArgs) -> ExitCode {
@@ -786,6 +826,13 @@ fn build_request(args: &BuildArgs) -> anyhow::Result<build::Request> {
         process_sandbox: !args.no_process_sandbox,
         allow_insecure,
         cache_mount_ns: args.cache_mount_ns.clone(),
+        cache_volumes: args
+            .cache_volumes
+            .iter()
+            .map(|v| {
+                kiln_worker::mounts::volumes::CacheVolume::parse(v).map_err(anyhow::Error::msg)
+            })
+            .collect::<anyhow::Result<_>>()?,
         metadata_file: args.metadata_file.clone(),
         helper: None,
         secrets: parse_secrets(&args.secrets, &args.secrets_dir).map_err(SecretInput)?,

@@ -687,3 +687,90 @@ fn a_missing_required_ssh_key_fails_before_any_step_runs() {
     assert!(t.contains("ssh key \"github\" is required (line 3)"), "{t}");
     assert!(!t.contains("first-step"), "{t}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// --cache-volume: a cache on a volume of its own (the operator's PVCs)
+
+fn cache_on_a_volume(env: &Env, name: &str) {
+    let volume = env.dir.join(format!("{name}-volume"));
+    let other = env.dir.join(format!("{name}-other"));
+    for d in [&volume, &other] {
+        let _ = std::fs::remove_dir_all(d);
+        std::fs::create_dir_all(d).unwrap();
+    }
+    if env.rootless {
+        // What the init container does to a volume the storage created owned by root, 0750.
+        for d in [&volume, &other] {
+            let out = Command::new("chmod").arg("0750").arg(d).output().unwrap();
+            assert!(out.status.success());
+            let out = Command::new(common::kiln_bin())
+                .args(["prepare-volumes", "--owner"])
+                .arg(format!("{0}:{0}", common::rootless_uid()))
+                .arg(d)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "prepare-volumes: {}", text(&out));
+        }
+    }
+    let vol_arg = |id: &str, mode: u32, dir: &Path| {
+        format!(
+            "--cache-volume={{\"id\":\"{id}\",\"uid\":0,\"gid\":0,\"mode\":{mode},\"from\":null,\"source\":null,\"dir\":\"{}\"}}",
+            dir.display()
+        )
+    };
+    let dockerfile = "FROM kiln-ref/busybox:1\n\
+        RUN --mount=type=cache,id=pvc,target=/cache (echo run >> /cache/runs) && wc -l < /cache/runs > /runs\n\
+        RUN --mount=type=cache,id=pvc,target=/c2,mode=0700 echo other-mode > /c2/m\n\
+        RUN --mount=type=cache,id=state,target=/s echo in-state > /s/f\n";
+    let args = [
+        "--no-cache".to_string(),
+        vol_arg("pvc", 0o755, &volume),
+        vol_arg("pvc", 0o700, &other),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let fs = build_fs(env, name, &[("Dockerfile", dockerfile)], &args);
+    assert_eq!(read(&fs, "runs"), "1");
+    let fs = build_fs(env, name, &[("Dockerfile", dockerfile)], &args);
+    assert_eq!(read(&fs, "runs"), "2", "the cache on the volume persists");
+    let files_under = |d: &Path| -> Vec<String> {
+        walk(d)
+            .into_iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect()
+    };
+    let in_volume = files_under(&volume);
+    assert!(in_volume.contains(&"runs".to_string()), "{in_volume:?}");
+    assert!(
+        !in_volume.contains(&"m".to_string()),
+        "another mode is another cache"
+    );
+    assert!(files_under(&other).contains(&"m".to_string()));
+    assert!(
+        !in_volume.contains(&"f".to_string()),
+        "an unnamed cache stays in the state dir"
+    );
+}
+
+fn walk(d: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(d) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            }
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_cache_volume_holds_its_cache() {
+    cache_on_a_volume(root_env(), "cachevol");
+}
+
+#[test]
+fn a_cache_volume_holds_its_cache_rootless() {
+    cache_on_a_volume(rootless_env(), "cachevol-rootless");
+}

@@ -121,6 +121,8 @@ pub struct Options {
     pub runner: Runner,
     /// Where cache mounts live.
     pub cache_mounts: PathBuf,
+    /// Caches that live on volumes of their own (`--cache-volume`), instead of `cache_mounts`.
+    pub cache_volumes: Vec<crate::mounts::volumes::CacheVolume>,
     /// `--cache-mount-ns` / `BUILDKIT_CACHE_MOUNT_NS`.
     pub cache_mount_ns: String,
     /// `--secret`: where each secret id's value is read from when a step mounts it.

@@ -598,7 +598,19 @@ impl Solver<'_> {
                     })
                 };
                 let cancelled = || self.failed.load(std::sync::atomic::Ordering::SeqCst);
-                let lease = CacheMounts::new(&self.opts.cache_mounts)
+                let root = crate::mounts::volumes::root_for(
+                    &self.opts.cache_volumes,
+                    &self.opts.cache_mounts,
+                    &crate::mounts::volumes::Identity {
+                        id,
+                        uid: *uid,
+                        gid: *gid,
+                        mode: *mode,
+                        from: from.as_ref(),
+                        source,
+                    },
+                );
+                let lease = CacheMounts::new(root)
                     .acquire(&key, *sharing, &seed_from, &waiting, &cancelled)
                     .map_err(|source| StepFailure::CacheMount {
                         id: id.clone(),

@@ -249,3 +249,16 @@ pub fn host_tools(dest: &Path, binaries: &[&str]) {
         }
     }
 }
+
+/// The unprivileged user's uid.
+pub fn rootless_uid() -> u32 {
+    ensure_rootless_user();
+    let out = Command::new("id")
+        .args(["-u", ROOTLESS_USER])
+        .output()
+        .expect("id runs");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a numeric uid")
+}
