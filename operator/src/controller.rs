@@ -86,6 +86,8 @@ pub struct Context {
     wake: mpsc::UnboundedSender<ObjectRef<ImageBuild>>,
     /// When each build began to wait for a locked cache, for the wait metric.
     cache_waits: std::sync::Mutex<HashMap<String, Instant>>,
+    /// True once every cache has its first full list.
+    synced: tokio::sync::watch::Receiver<bool>,
 }
 
 const FIELD_MANAGER: &str = "kiln-operator";
@@ -158,6 +160,9 @@ pub async fn run(
     .touched_objects();
 
     let (wake, woken) = mpsc::unbounded_channel();
+    let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
+    let (builds_ready, pods_ready, secrets_ready, pvcs_ready) =
+        (builds.clone(), pods.clone(), secrets.clone(), pvcs.clone());
     let ctx = Arc::new(Context::new(
         client,
         config,
@@ -170,20 +175,16 @@ pub async fn run(
             pvcs: pvcs.clone(),
         },
         wake,
+        synced_rx,
     ));
 
     tokio::spawn(gauges(builds.clone(), pvcs.clone(), metrics.clone()));
-    {
-        let stores = (builds.clone(), pods.clone(), secrets.clone());
-        tokio::spawn(async move {
-            let (b, p, s) = stores;
-            let _ = b.wait_until_ready().await;
-            let _ = p.wait_until_ready().await;
-            let _ = s.wait_until_ready().await;
-            ready.store(true, std::sync::atomic::Ordering::Relaxed);
-            info!("caches synced; reconciling");
-        });
-    }
+    tokio::spawn(async move {
+        synced(&builds_ready, &pods_ready, &secrets_ready, &pvcs_ready).await;
+        let _ = synced_tx.send(true);
+        ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        info!("caches synced; reconciling");
+    });
 
     Controller::for_stream(build_stream, builds.clone())
         .owns_stream(pod_stream)
@@ -230,6 +231,7 @@ impl Context {
         metrics: Arc<Metrics>,
         stores: Stores,
         wake: mpsc::UnboundedSender<ObjectRef<ImageBuild>>,
+        synced: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
@@ -248,8 +250,39 @@ impl Context {
             admission: Mutex::new(Inflight::default()),
             wake,
             cache_waits: std::sync::Mutex::new(HashMap::new()),
+            synced,
         }
     }
+}
+
+/// Waits until every cache has had its first full list.
+///
+/// Each store is polled again every 100 ms rather than awaited once: a store's readiness wakes
+/// only the last task that polled it (kube-runtime's `DelayedInit` keeps one waker), and the
+/// controller polls the ImageBuild store too.
+async fn synced(
+    builds: &Store<ImageBuild>,
+    pods: &Store<Pod>,
+    secrets: &Store<PartialObjectMeta<Secret>>,
+    pvcs: &Store<PersistentVolumeClaim>,
+) {
+    async fn one<K>(store: &Store<K>, what: &str)
+    where
+        K: Resource + Clone + 'static,
+        K::DynamicType: Eq + std::hash::Hash + Clone,
+    {
+        loop {
+            match tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready()).await {
+                Ok(_) => break,
+                Err(_) => continue,
+            }
+        }
+        tracing::debug!(cache = what, "synced");
+    }
+    one(builds, "ImageBuilds").await;
+    one(pods, "pods").await;
+    one(secrets, "secrets").await;
+    one(pvcs, "persistentvolumeclaims").await;
 }
 
 fn tokio_stream<T: Send + 'static>(
@@ -584,7 +617,9 @@ fn holds_slot(build: &ImageBuild, pods: &[Pod]) -> bool {
 }
 
 async fn apply(build: Arc<ImageBuild>, ctx: &Context) -> Result<Requeue, Error> {
-    ctx.pods.wait_until_ready().await.ok();
+    let mut synced = ctx.synced.clone();
+    // Only fails if the sender is gone, which means the controller is stopping.
+    let _ = synced.wait_for(|s| *s).await;
     let mut seen = observe(&build, ctx).await?;
     let needs_slot = !holds_slot(&build, &seen.pods);
     let decision = if needs_slot {

@@ -697,6 +697,8 @@ pub fn with_caches(
                 ..Default::default()
             }),
             volume_mounts: Some(mounts),
+            // Its error, if any, goes into the pod's status for the operator to report.
+            termination_message_policy: Some("FallbackToLogsOnError".into()),
             ..Default::default()
         }]);
     }

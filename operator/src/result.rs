@@ -277,7 +277,10 @@ mod tests {
         }]);
         match outcome(&p) {
             Outcome::Failed { message, .. } => {
-                assert_eq!(message, "the init container cache-owner failed: exit code 1: Error")
+                assert_eq!(
+                    message,
+                    "the init container cache-owner failed: exit code 1: Error"
+                )
             }
             other => panic!("{other:?}"),
         }

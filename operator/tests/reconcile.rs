@@ -47,12 +47,15 @@ fn context(client: Client, builds: Vec<ImageBuild>, pods: Vec<Pod>) -> Arc<Conte
         pvcs: ready_store::<PersistentVolumeClaim>(vec![]),
     };
     let (wake, _) = mpsc::unbounded_channel();
+    let (synced_tx, synced) = tokio::sync::watch::channel(true);
+    std::mem::forget(synced_tx);
     Arc::new(Context::new(
         client,
         config(),
         Arc::new(Metrics::new()),
         stores,
         wake,
+        synced,
     ))
 }
 

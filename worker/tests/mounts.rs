@@ -774,3 +774,25 @@ fn a_cache_volume_holds_its_cache() {
 fn a_cache_volume_holds_its_cache_rootless() {
     cache_on_a_volume(rootless_env(), "cachevol-rootless");
 }
+
+#[test]
+fn prepare_volumes_needs_only_cap_chown() {
+    // What the operator's init container can do: root with CAP_CHOWN and nothing else, on a
+    // root-owned 0750 directory as a hostPath provisioner makes it.
+    let d = tempfile::tempdir().unwrap();
+    let v = d.path().join("claim");
+    std::fs::create_dir(&v).unwrap();
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{cmd:?}: {}", text(&out));
+    };
+    run(Command::new("chmod").arg("0750").arg(&v));
+    run(Command::new("setpriv")
+        .args(["--bounding-set=-all,+chown", "--inh-caps=-all"])
+        .arg(common::kiln_bin())
+        .args(["prepare-volumes", "--owner=1000:1000"])
+        .arg(&v));
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(&v).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1000, 1000, 0o700));
+}

@@ -99,6 +99,12 @@ pub fn prepare(dir: &Path, uid: u32, gid: u32) -> io::Result<()> {
     .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("{}: {e}", dir.display())))?;
     let file = File::from(fd);
     let st = rustix::fs::fstat(file.as_fd())?;
+    // The mode first: once the directory is given away, only CAP_FOWNER could change it, and
+    // the init container holds CAP_CHOWN alone.
+    if st.st_mode & 0o7777 != 0o700 {
+        rustix::fs::fchmod(file.as_fd(), Mode::from_raw_mode(0o700))
+            .map_err(|e| io::Error::other(format!("chmod {}: {e}", dir.display())))?;
+    }
     if st.st_uid != uid || st.st_gid != gid {
         rustix::fs::fchown(
             file.as_fd(),
@@ -106,10 +112,6 @@ pub fn prepare(dir: &Path, uid: u32, gid: u32) -> io::Result<()> {
             Some(rustix::fs::Gid::from_raw(gid)),
         )
         .map_err(|e| io::Error::other(format!("chown {}: {e}", dir.display())))?;
-    }
-    if st.st_mode & 0o7777 != 0o700 {
-        rustix::fs::fchmod(file.as_fd(), Mode::from_raw_mode(0o700))
-            .map_err(|e| io::Error::other(format!("chmod {}: {e}", dir.display())))?;
     }
     Ok(())
 }
