@@ -100,7 +100,7 @@ fn locked_steps_of_two_builds_never_overlap() {
     let dockerfile = |who: &str| {
         format!(
             "FROM {}\nRUN --mount=type=cache,id=lock,target=/c,sharing=locked \
-             echo \"{who} start $(date +%s%N)\" >> /c/log && sleep 6 && echo \"{who} end $(date +%s%N)\" >> /c/log\n",
+             echo \"{who} start $(date +%s)\" >> /c/log && sleep 6 && echo \"{who} end $(date +%s)\" >> /c/log\n",
             base()
         )
     };
@@ -209,56 +209,49 @@ fn extract_file(layout: &std::path::Path, name: &str) -> String {
 #[test]
 fn concurrent_private_builds_get_their_own_claims() {
     let ns = Namespace::new("kiln-e2e-private");
+    // Long enough that the two builds overlap even on a busy cluster; each records when it held
+    // its instance, so the test knows that they did.
     let dockerfile = |who: &str| {
         format!(
-            "FROM {}\nRUN --mount=type=cache,id=priv,target=/c,sharing=private echo {who} > /c/who && sleep 5 && cat /c/who > /who\n",
+            "FROM {}\nRUN --mount=type=cache,id=priv,target=/c,sharing=private \
+             date +%s > /start && echo {who} > /c/who && sleep 25 && cat /c/who > /who && date +%s > /end\n",
             base()
         )
     };
     for who in ["p1", "p2"] {
         apply(
             &ns.name,
-            &inline_build(
-                who,
-                &image(&ns, who),
-                &[("Dockerfile", &dockerfile(who))],
-                "",
-            ),
+            &inline_build(who, &image(&ns, who), &[("Dockerfile", &dockerfile(who))], ""),
         );
     }
     let a = wait_phase(&ns.name, "p1", "Succeeded", TIMEOUT);
     let b = wait_phase(&ns.name, "p2", "Succeeded", TIMEOUT);
-    let claim = |ib: &Value| {
-        ib["status"]["caches"][0]["claimName"]
-            .as_str()
-            .unwrap()
-            .to_string()
+    let span = |ib: &Value| -> (u64, u64, String) {
+        let dir = tempfile::tempdir().unwrap();
+        pull(ib["status"]["image"].as_str().unwrap(), dir.path());
+        let n = |f: &str| extract_file(dir.path(), f).trim().parse::<u64>().unwrap();
+        (n("start"), n("end"), extract_file(dir.path(), "who"))
     };
+    let (sa, sb) = (span(&a), span(&b));
+    assert!(
+        sa.0 < sb.1 && sb.0 < sa.1,
+        "the two builds did not overlap ({sa:?}, {sb:?}): the test proves nothing"
+    );
+    // Each saw only its own writes.
+    assert_eq!((sa.2.trim(), sb.2.trim()), ("p1", "p2"));
+    let claim = |ib: &Value| ib["status"]["caches"][0]["claimName"].as_str().unwrap().to_string();
     let (ca, cb) = (claim(&a), claim(&b));
-    // They ran at once (both were admitted; nothing waits for a private cache), so each had an
-    // instance of its own.
     assert_ne!(ca, cb, "two concurrent private builds shared a claim");
-    let instances: Vec<String> = claims(&ns)
+    let mut instances: Vec<String> = claims(&ns)
         .iter()
-        .map(|c| {
-            c["metadata"]["labels"]["kiln.dev/cache-instance"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
+        .map(|c| c["metadata"]["labels"]["kiln.dev/cache-instance"].as_str().unwrap().to_string())
         .collect();
-    let mut sorted = instances.clone();
-    sorted.sort();
-    assert_eq!(sorted, ["0", "1"], "{instances:?}");
+    instances.sort();
+    assert_eq!(instances, ["0", "1"]);
     // Later, an instance is reused rather than a third one made.
     apply(
         &ns.name,
-        &inline_build(
-            "p3",
-            &image(&ns, "p3"),
-            &[("Dockerfile", &dockerfile("p3"))],
-            "",
-        ),
+        &inline_build("p3", &image(&ns, "p3"), &[("Dockerfile", &dockerfile("p3"))], ""),
     );
     let c = wait_phase(&ns.name, "p3", "Succeeded", TIMEOUT);
     assert!([ca, cb].contains(&claim(&c)));
