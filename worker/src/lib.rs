@@ -27,6 +27,8 @@ pub mod digest;
 #[cfg(feature = "executor")]
 pub mod export;
 #[cfg(feature = "executor")]
+pub mod fsroot;
+#[cfg(feature = "executor")]
 pub mod progress;
 #[cfg(feature = "executor")]
 pub mod sandbox;
