@@ -19,13 +19,16 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
+use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
+use rustix::fs::OFlags;
 use thiserror::Error;
 
 use crate::context::ignore::{self, Ignore};
 use crate::context::{Context, ContextError, glob};
+use crate::fsroot::{self, Follow, Root};
 use crate::plan::step::{Copy, CopySource};
 use crate::snapshot::extract::{self, ExtractError, UnpackOptions, set_mtime};
 use crate::snapshot::view::View;
@@ -362,9 +365,35 @@ pub fn copy(req: &Request<'_>) -> Result<(), CopyError> {
             }
         }
     }
-    for (path, mode, mtime) in w.dirs.iter().rev() {
-        fs::set_permissions(path, fs::Permissions::from_mode(*mode))?;
-        set_mtime(path, *mtime)?;
+    apply_dir_meta(req.upper, &w.dirs)
+}
+
+/// Give the directories a COPY made or copied up their modes and times, last and deepest
+/// first (their children are written by then). Each is opened again from the snapshot's root
+/// without following any symlink, and changed through that descriptor: a later source may
+/// have replaced a directory with a symlink (two sources, `dir/` and a `dir` symlink to a host
+/// file), and a `chmod` by path would then land on the host.
+fn apply_dir_meta(upper: &Path, dirs: &[(PathBuf, u32, i64)]) -> Result<(), CopyError> {
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    let root = Root::open(upper)?;
+    for (path, mode, mtime) in dirs.iter().rev() {
+        let rel = path.strip_prefix(upper).unwrap_or(path);
+        let fd = match root.open_at(rel, Follow::Never, OFlags::PATH | OFlags::DIRECTORY) {
+            Ok(fd) => fd,
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ELOOP | libc::ENOTDIR | libc::ENOENT)
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        fsroot::set_mode(fd.as_fd(), *mode)?;
+        fsroot::set_times(fd.as_fd(), *mtime)?;
     }
     Ok(())
 }
@@ -479,11 +508,20 @@ fn join(base: &str, name: &str) -> String {
     }
 }
 
+/// Owner, mode and time of a file just made at `path` (whose parents hold no symlink), through
+/// a descriptor that does not follow its last component.
 fn finish(path: &Path, uid: u32, gid: u32, mode: u32, mtime: Option<i64>) -> io::Result<()> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    let fd = rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    fsroot::set_owner(fd.as_fd(), uid, gid)?;
+    if rustix::fs::fstat(&fd)?.st_mode & libc::S_IFMT != libc::S_IFLNK {
+        fsroot::set_mode(fd.as_fd(), mode)?;
+    }
     if let Some(t) = mtime {
-        set_mtime(path, t)?;
+        fsroot::set_times(fd.as_fd(), t)?;
     }
     Ok(())
 }

@@ -214,7 +214,12 @@ impl Root {
     /// trees mounted afresh on it; act on the descriptor, not on this path).
     pub fn resolve(&self, rel: &Path, follow: Follow) -> io::Result<PathBuf> {
         let fd = self.open_path(rel, follow)?;
-        let here = fd_path(fd.as_fd())?;
+        self.resolve_fd(fd.as_fd())
+    }
+
+    /// Where a descriptor opened inside the root lies, relative to it.
+    pub fn resolve_fd(&self, fd: BorrowedFd<'_>) -> io::Result<PathBuf> {
+        let here = fd_path(fd)?;
         let top = fd_path(self.fd.as_fd())?;
         here.strip_prefix(&top)
             .map(Path::to_path_buf)

@@ -6,9 +6,8 @@
 //! `/run` is a symlink to `/etc` gets its mount under the container's `/etc`, never under the
 //! host's, because nothing here follows a symlink out of the root.
 
-use std::ffi::OsString;
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 
 use super::spec::{MountKind, Rootfs, Spec};
 use super::syscall::{MountFlags, Syscall};
@@ -52,7 +51,8 @@ pub fn setup(sys: &dyn Syscall, spec: &Spec, secrets: &[Vec<u8>]) -> io::Result<
         )?,
     }
 
-    let proc_dir = dir_target(sys, root, "/proc")?;
+    let proc_target = sys.mount_target(root, "/proc", false)?;
+    let proc_dir = proc_target.mount.clone();
     if spec.process_sandbox {
         sys.mount(
             "proc",
@@ -80,10 +80,10 @@ pub fn setup(sys: &dyn Syscall, spec: &Spec, secrets: &[Vec<u8>]) -> io::Result<
         )?;
     }
 
-    let dev = dir_target(sys, root, "/dev")?;
+    let dev_target = sys.mount_target(root, "/dev", false)?;
     sys.mount(
         "tmpfs",
-        &dev,
+        &dev_target.mount,
         "tmpfs",
         MountFlags {
             nosuid: true,
@@ -91,6 +91,8 @@ pub fn setup(sys: &dyn Syscall, spec: &Spec, secrets: &[Vec<u8>]) -> io::Result<
         },
         "mode=755,size=65536k",
     )?;
+    // A fresh tmpfs now: nothing of the image's is below, so paths into it are safe.
+    let dev = dev_target.inside.clone();
     for name in DEVICES {
         let node = dev.join(name);
         sys.touch(&node)?;
@@ -153,7 +155,8 @@ pub fn setup(sys: &dyn Syscall, spec: &Spec, secrets: &[Vec<u8>]) -> io::Result<
         "",
     )?;
 
-    let sys_dir = dir_target(sys, root, "/sys")?;
+    let sys_target = sys.mount_target(root, "/sys", false)?;
+    let sys_dir = sys_target.mount.clone();
     let ro = MountFlags {
         nosuid: true,
         nodev: true,
@@ -179,7 +182,7 @@ pub fn setup(sys: &dyn Syscall, spec: &Spec, secrets: &[Vec<u8>]) -> io::Result<
         )?;
         sys.mount(
             "",
-            &sys_dir,
+            &sys.mount_target(root, "/sys", false)?.mount,
             "",
             MountFlags {
                 bind: true,
@@ -218,11 +221,11 @@ pub fn setup(sys: &dyn Syscall, spec: &Spec, secrets: &[Vec<u8>]) -> io::Result<
             MountKind::Secret { .. } => true,
             _ => false,
         };
-        let target = if is_file {
-            file_target(sys, root, &m.target)?
-        } else {
-            dir_target(sys, root, &m.target)?
-        };
+        let pinned = sys.mount_target(root, &m.target, is_file)?;
+        let target = pinned.mount.clone();
+        // A remount must reach the mount just made, which the descriptor above (taken before
+        // it) does not: resolve the target again, inside the root again.
+        let again = || sys.mount_target(root, &m.target, is_file);
         match &m.kind {
             MountKind::Bind { source } => {
                 sys.mount(
@@ -239,7 +242,7 @@ pub fn setup(sys: &dyn Syscall, spec: &Spec, secrets: &[Vec<u8>]) -> io::Result<
                 if m.readonly {
                     sys.mount(
                         "",
-                        &target,
+                        &again()?.mount,
                         "",
                         MountFlags {
                             bind: true,
@@ -299,7 +302,7 @@ pub fn setup(sys: &dyn Syscall, spec: &Spec, secrets: &[Vec<u8>]) -> io::Result<
                 )?;
                 sys.mount(
                     "",
-                    &target,
+                    &again()?.mount,
                     "",
                     MountFlags {
                         bind: true,
@@ -313,88 +316,10 @@ pub fn setup(sys: &dyn Syscall, spec: &Spec, secrets: &[Vec<u8>]) -> io::Result<
         }
     }
 
-    let cwd = dir_target(sys, root, &spec.cwd)?;
+    let cwd = sys.mount_target(root, &spec.cwd, false)?.inside;
     sys.pivot_root(root)?;
     let inside = Path::new("/").join(cwd.strip_prefix(root).unwrap_or(Path::new("")));
     sys.chdir(&inside)
-}
-
-/// A directory mount target inside `root`, created if missing.
-fn dir_target(sys: &dyn Syscall, root: &Path, path: &str) -> io::Result<PathBuf> {
-    let target = resolve_in_root(sys, root, path)?;
-    if !sys.is_dir(&target) {
-        sys.mkdir_all(&target, 0o755)?;
-    }
-    Ok(target)
-}
-
-/// A file mount target inside `root`: its directory created if missing, then an empty file.
-fn file_target(sys: &dyn Syscall, root: &Path, path: &str) -> io::Result<PathBuf> {
-    let target = resolve_in_root(sys, root, path)?;
-    if let Some(parent) = target.parent()
-        && !sys.is_dir(parent)
-    {
-        sys.mkdir_all(parent, 0o755)?;
-    }
-    sys.touch(&target)?;
-    Ok(target)
-}
-
-/// Resolve `path` as the kernel would inside a chroot at `root`, following symlinks but never
-/// leaving `root`.
-pub fn resolve_in_root(sys: &dyn Syscall, root: &Path, path: &str) -> io::Result<PathBuf> {
-    let mut resolved: Vec<OsString> = Vec::new();
-    let mut pending: Vec<OsString> = components(Path::new(path));
-    pending.reverse();
-    let mut hops = 0;
-    while let Some(comp) = pending.pop() {
-        if comp == ".." {
-            resolved.pop();
-            continue;
-        }
-        let mut candidate = root.to_path_buf();
-        candidate.extend(&resolved);
-        candidate.push(&comp);
-        match sys_read_link(sys, &candidate) {
-            Some(target) => {
-                hops += 1;
-                if hops > 255 {
-                    return Err(io::Error::from_raw_os_error(libc::ELOOP));
-                }
-                if target.is_absolute() {
-                    resolved.clear();
-                }
-                let mut more = components(&target);
-                more.reverse();
-                pending.extend(more);
-            }
-            None => resolved.push(comp),
-        }
-    }
-    let mut out = root.to_path_buf();
-    out.extend(resolved);
-    Ok(out)
-}
-
-fn sys_read_link(sys: &dyn Syscall, path: &Path) -> Option<PathBuf> {
-    // The recorder has no symlinks; the real kernel answers readlink.
-    if !sys.exists(path) {
-        return None;
-    }
-    std::fs::symlink_metadata(path)
-        .ok()
-        .filter(|m| m.file_type().is_symlink())
-        .and_then(|_| std::fs::read_link(path).ok())
-}
-
-fn components(path: &Path) -> Vec<OsString> {
-    path.components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_os_string()),
-            Component::ParentDir => Some(OsString::from("..")),
-            _ => None,
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -497,14 +422,13 @@ mod tests {
         std::os::unix::fs::symlink("/etc", root.join("run")).unwrap();
         std::os::unix::fs::symlink("../../../../../tmp", root.join("etc/up")).unwrap();
         let sys = super::super::syscall::Linux;
-        assert_eq!(
-            resolve_in_root(&sys, root, "/run/secrets/x").unwrap(),
-            root.join("etc/secrets/x")
-        );
-        assert_eq!(
-            resolve_in_root(&sys, root, "/etc/up/f").unwrap(),
-            root.join("tmp/f")
-        );
+        let t = sys.mount_target(root, "/run/secrets/x", true).unwrap();
+        assert_eq!(t.inside, root.join("etc/secrets/x"));
+        assert!(root.join("etc/secrets/x").is_file());
+        let t = sys.mount_target(root, "/etc/up/f", false).unwrap();
+        assert_eq!(t.inside, root.join("tmp/f"));
+        assert!(t.mount.starts_with("/proc/self/fd/"));
+        assert!(root.join("tmp/f").is_dir());
     }
 }
 

@@ -79,6 +79,45 @@ pub trait Syscall {
         uid: u32,
         gid: u32,
     ) -> io::Result<()>;
+
+    /// Resolve the mount target `path` inside `root` (symlinks followed, never out of it) and
+    /// create it if missing: a directory, or an empty file when `file`. The default resolves
+    /// lexically through this trait's calls, for the recorder; the real kernel resolves with
+    /// `openat2(RESOLVE_IN_ROOT)` and hands back a descriptor to mount on.
+    fn mount_target(&self, root: &Path, path: &str, file: bool) -> io::Result<MountTarget> {
+        let rel: PathBuf = crate::fsroot::normal_components(Path::new(path))
+            .unwrap_or_default()
+            .iter()
+            .collect();
+        let target = root.join(rel);
+        if file {
+            if let Some(parent) = target.parent()
+                && !self.is_dir(parent)
+            {
+                self.mkdir_all(parent, 0o755)?;
+            }
+            self.touch(&target)?;
+        } else if !self.is_dir(&target) {
+            self.mkdir_all(&target, 0o755)?;
+        }
+        Ok(MountTarget {
+            mount: target.clone(),
+            inside: target,
+            _fd: None,
+        })
+    }
+}
+
+/// A mount target resolved inside a container's root.
+#[derive(Debug)]
+pub struct MountTarget {
+    /// What to hand to `mount(2)`: `/proc/self/fd/N` of the descriptor the target was resolved
+    /// to, so the mount lands there even if a path component is swapped for a symlink since.
+    pub mount: PathBuf,
+    /// The path it resolved to: for joins into a filesystem just mounted on it, and messages.
+    pub inside: PathBuf,
+    /// Held open for as long as `mount` is used.
+    _fd: Option<std::os::fd::OwnedFd>,
 }
 
 fn cstr(s: &[u8]) -> io::Result<CString> {
@@ -97,6 +136,32 @@ fn check(ret: libc::c_int) -> io::Result<()> {
 pub struct Linux;
 
 impl Syscall for Linux {
+    fn mount_target(&self, root: &Path, path: &str, file: bool) -> io::Result<MountTarget> {
+        use crate::fsroot::{Follow, Root};
+        use rustix::fs::OFlags;
+        let r = Root::open(root)?;
+        let rel = Path::new(path);
+        let fd = if file {
+            match r.open_path(rel, Follow::InRoot) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    if let Some(parent) = rel.parent() {
+                        r.mkdir_all(parent, 0o755, Follow::InRoot)?;
+                    }
+                    r.open_at(rel, Follow::InRoot, OFlags::CREATE | OFlags::RDONLY)?
+                }
+                other => other?,
+            }
+        } else {
+            r.mkdir_all(rel, 0o755, Follow::InRoot)?
+        };
+        let inside = root.join(r.resolve_fd(std::os::fd::AsFd::as_fd(&fd))?);
+        Ok(MountTarget {
+            mount: crate::fsroot::proc_path(std::os::fd::AsFd::as_fd(&fd)),
+            inside,
+            _fd: Some(fd),
+        })
+    }
+
     fn mount(
         &self,
         source: &str,
@@ -235,6 +300,9 @@ const FSCONFIG_SET_FLAG: libc::c_uint = 0;
 const FSCONFIG_SET_STRING: libc::c_uint = 1;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+/// Follow a symlink at the target: mount targets are `/proc/self/fd/N` of a descriptor resolved
+/// inside the container's root, a magic link that must be followed to reach it.
+const MOVE_MOUNT_T_SYMLINKS: libc::c_uint = 0x10;
 
 /// overlayfs through fsopen/fsconfig/fsmount: `lowerdir+` (Linux 6.8) adds one layer per call,
 /// so the layer count is not limited by the one-page option string of mount(2).
@@ -327,7 +395,7 @@ fn overlay_fsmount(
                 empty.as_ptr(),
                 libc::AT_FDCWD,
                 target_c.as_ptr(),
-                MOVE_MOUNT_F_EMPTY_PATH,
+                MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_SYMLINKS,
             )
         };
         let err = io::Error::last_os_error();
