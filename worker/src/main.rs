@@ -232,12 +232,15 @@ fn main() -> ExitCode {
         kiln_worker::sandbox::init::helper_main(std::path::Path::new(&spec));
     }
     let cli = Cli::parse();
-    match cli.command {
+    let code = match cli.command {
         Command::Plan(args) => run_plan(&args),
         Command::Build(args) => run_build(&args),
         Command::Prune(args) => run_prune(&args),
         Command::Du(args) => run_du(&args),
-    }
+    };
+    // A clean exit takes its owner locks along; a crash leaves them to the next build's sweep.
+    kiln_worker::store::owner::release_all();
+    code
 }
 
 fn run_prune(args: &PruneArgs) -> ExitCode {
