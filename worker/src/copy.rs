@@ -721,6 +721,7 @@ impl Writer<'_> {
                 chown: None,
                 ignore_chown_errors: crate::userns::current()
                     .is_some_and(|m| matches!(m, crate::userns::Mapping::Single { .. })),
+                limits: Some(crate::fetch::Limits::current()),
             };
             extract::unpack(File::open(root.join(&real))?, &dest_dir, &opts)
                 .map_err(|e| CopyError::Extract(rel.into(), e))?;

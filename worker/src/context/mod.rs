@@ -68,6 +68,7 @@ impl Context {
             dir.path(),
             &UnpackOptions {
                 ignore_chown_errors: true,
+                limits: Some(crate::fetch::Limits::current()),
                 ..Default::default()
             },
         )?;

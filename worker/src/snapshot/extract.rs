@@ -44,6 +44,8 @@ pub enum ExtractError {
     BadLink(String, String),
     #[error("reading the archive: {0}")]
     Io(#[from] io::Error),
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 impl From<Errno> for ExtractError {
@@ -65,6 +67,9 @@ pub struct UnpackOptions {
     pub chown: Option<(u32, u32)>,
     /// Ignore ownership changes the process may not make (a single-id user namespace).
     pub ignore_chown_errors: bool,
+    /// Stop with [`ExtractError::TooLarge`] past these bounds (`ADD` of an archive; a layer is
+    /// bounded by its digest-checked size instead).
+    pub limits: Option<crate::fetch::Limits>,
 }
 
 /// What an unpack produced.
@@ -115,16 +120,90 @@ pub fn unpack(
     dest: &Path,
     opts: &UnpackOptions,
 ) -> Result<Unpacked, ExtractError> {
-    let mut hashing = HashingReader::new(decompress(reader)?);
-    let entries = unpack_tar(&mut hashing, dest, opts)?;
-    // Read the end-of-archive blocks and padding too: the diff id covers the whole stream.
-    io::copy(&mut hashing, &mut io::sink())?;
+    let packed = Rc::new(std::cell::Cell::new(0u64));
+    let exceeded = Rc::new(std::cell::Cell::new(None::<String>));
+    let counted = Counted {
+        inner: reader,
+        count: packed.clone(),
+    };
+    let unpacked: Box<dyn Read> = match opts.limits {
+        None => decompress(counted)?,
+        Some(limits) => Box::new(Bounded {
+            inner: decompress(counted)?,
+            read: 0,
+            packed,
+            limits,
+            exceeded: exceeded.clone(),
+        }),
+    };
+    let mut hashing = HashingReader::new(unpacked);
+    let result = unpack_tar(&mut hashing, dest, opts).and_then(|entries| {
+        // Read the end-of-archive blocks and padding too: the diff id covers the whole stream.
+        io::copy(&mut hashing, &mut io::sink())?;
+        Ok(entries)
+    });
+    if let Some(why) = exceeded.take() {
+        return Err(ExtractError::TooLarge(why));
+    }
+    let entries = result?;
     let (diff_id, size) = hashing.finish();
     Ok(Unpacked {
         diff_id,
         size,
         entries,
     })
+}
+
+/// Counts the bytes read through it (the packed size of an archive).
+struct Counted<R> {
+    inner: R,
+    count: Rc<std::cell::Cell<u64>>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// Fails the read that takes an archive's unpacked size past [`crate::fetch::Limits`].
+struct Bounded<R> {
+    inner: R,
+    read: u64,
+    packed: Rc<std::cell::Cell<u64>>,
+    limits: crate::fetch::Limits,
+    exceeded: Rc<std::cell::Cell<Option<String>>>,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        let packed = self.packed.get().max(1);
+        let why = if self.read > self.limits.max_bytes {
+            Some(format!(
+                "the archive unpacks to more than {} bytes (set {} to raise the limit)",
+                self.limits.max_bytes,
+                crate::fetch::ADD_MAX_BYTES
+            ))
+        } else if self.read > 64 << 20 && self.read / packed > self.limits.max_ratio {
+            Some(format!(
+                "the archive unpacks to more than {} times its size ({packed} bytes became over {}; set {} to raise the limit)",
+                self.limits.max_ratio,
+                self.read,
+                crate::fetch::ADD_MAX_RATIO
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            self.exceeded.set(Some(why.clone()));
+            return Err(io::Error::other(why));
+        }
+        Ok(n)
+    }
 }
 
 fn unpack_tar(
@@ -586,6 +665,7 @@ mod tests {
             overlay_xattr_prefix: if root { "trusted" } else { "user" },
             chown: None,
             ignore_chown_errors: !root,
+            limits: None,
         }
     }
 
@@ -824,5 +904,45 @@ mod tests {
         assert!(!xattr_allowed("security.selinux"));
         assert!(!xattr_allowed("trusted.overlay.opaque"));
         assert!(!xattr_allowed("trusted.x"));
+    }
+
+    #[test]
+    fn an_archive_bomb_stops_at_the_limits() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = header(EntryType::Regular, 0o644, 96 << 20);
+        h.set_path("zeros").unwrap();
+        h.set_cksum();
+        b.append(&h, io::repeat(0).take(96 << 20)).unwrap();
+        let zst = zstd::encode_all(&b.into_inner().unwrap()[..], 19).unwrap();
+        assert!(zst.len() < 64 << 10, "{}", zst.len());
+        let limits = crate::fetch::Limits {
+            max_bytes: 8 << 30,
+            max_ratio: 1000,
+            read_timeout: std::time::Duration::from_secs(1),
+        };
+        let opts = |limits| UnpackOptions {
+            limits: Some(limits),
+            ..UnpackOptions::default()
+        };
+        let dest = tempfile::tempdir().unwrap();
+        let err = unpack(&zst[..], dest.path(), &opts(limits)).unwrap_err();
+        assert!(
+            matches!(&err, ExtractError::TooLarge(m) if m.contains("KILN_ADD_MAX_RATIO")),
+            "{err}"
+        );
+        let small = crate::fetch::Limits {
+            max_bytes: 1 << 20,
+            ..limits
+        };
+        let err = unpack(&zst[..], dest.path(), &opts(small)).unwrap_err();
+        assert!(
+            matches!(&err, ExtractError::TooLarge(m) if m.contains("KILN_ADD_MAX_BYTES")),
+            "{err}"
+        );
+        let plenty = crate::fetch::Limits {
+            max_ratio: 1 << 30,
+            ..limits
+        };
+        unpack(&zst[..], dest.path(), &opts(plenty)).unwrap();
     }
 }

@@ -342,6 +342,7 @@ impl Solver<'_> {
                 crate::userns::current(),
                 Some(crate::userns::Mapping::Single { .. })
             ),
+            limits: None,
         };
         let unpacked = extract::unpack(&mut hashing, &pending.fs(), &opts)
             .map_err(|e| base_err(e.to_string()))?;

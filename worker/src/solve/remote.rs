@@ -210,6 +210,7 @@ impl Solver<'_> {
                 crate::userns::current(),
                 Some(crate::userns::Mapping::Single { .. })
             ),
+            limits: None,
         };
         let unpacked = extract::unpack(&mut hashing, &pending.fs(), &opts)
             .map_err(|e| format!("unpacking layer {} from the cache: {e}", blob.digest))?;
