@@ -688,8 +688,12 @@ impl Writer<'_> {
         excludes: &Ignore,
     ) -> Result<(), CopyError> {
         let root = ctx.root();
-        // The source path itself is followed if it is a symlink, but only inside the context.
-        let real = resolve_in(root, rel)?;
+        // The source path itself is followed if it is a symlink, but only inside the context,
+        // and not to a file `.dockerignore` hides.
+        let real = PathBuf::from(
+            ctx.resolve(rel, true)
+                .map_err(|_| CopyError::NotFound(rel.to_string()))?,
+        );
         let meta =
             fs::metadata(root.join(&real)).map_err(|_| CopyError::NotFound(rel.to_string()))?;
         let owner = self.owner.unwrap_or((0, 0));
@@ -973,12 +977,6 @@ fn copy_xattrs(src: &Path, dst: &File) {
             }
         }
     }
-}
-
-/// Resolve a context path, following symlinks, without leaving the context root.
-fn resolve_in(root: &Path, rel: &str) -> Result<PathBuf, CopyError> {
-    let view = View::new(vec![root.to_path_buf()]);
-    Ok(view.resolve(Path::new(rel), true)?)
 }
 
 #[cfg(test)]

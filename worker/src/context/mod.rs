@@ -85,6 +85,11 @@ impl Context {
         &self.root
     }
 
+    /// Whether a `.dockerignore` applies at all.
+    pub fn has_ignores(&self) -> bool {
+        !self.ignore.is_empty()
+    }
+
     /// Whether `.dockerignore` hides this path (relative, `/`-separated).
     pub fn is_ignored(&self, rel: &str) -> bool {
         !rel.is_empty() && self.ignore.excludes(rel)
@@ -119,8 +124,10 @@ impl Context {
                     }
                 } else {
                     let rel = join(base, comp);
-                    let exists = fs::symlink_metadata(self.root.join(&rel)).is_ok();
-                    if exists && !self.is_ignored(&rel) {
+                    let exists = self
+                        .resolve(&rel, false)
+                        .is_ok_and(|r| fs::symlink_metadata(self.root.join(r)).is_ok());
+                    if exists {
                         next.push(rel);
                     }
                 }
@@ -135,15 +142,42 @@ impl Context {
         Ok(found)
     }
 
+    /// Resolve symlinks in `rel` inside the context (the last component too when
+    /// `follow_last`), refusing what `.dockerignore` hides, under its own name or an alias.
+    /// Errors name the path as the Dockerfile gave it, never where a symlink pointed.
+    pub fn resolve(&self, rel: &str, follow_last: bool) -> io::Result<String> {
+        let not_found = || {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{rel}: no such file or directory in the build context"),
+            )
+        };
+        let resolved = crate::snapshot::view::View::new(vec![self.root.clone()])
+            .resolve(Path::new(rel), follow_last)
+            .map_err(|_| not_found())?;
+        let resolved = resolved.to_string_lossy().into_owned();
+        if self.is_ignored(&resolved) || self.is_ignored(&ignore::clean(rel)) {
+            return Err(not_found());
+        }
+        Ok(resolved)
+    }
+
     /// Visit a context path and, for a directory, everything below it that is not ignored,
     /// depth-first in byte order. Paths are relative to the context root. An ignored directory
     /// that holds a re-included path (`build/` then `!build/dist`) is visited just before that
     /// path, so that it exists to hold it.
+    ///
+    /// `rel`'s directories are resolved inside the context, as a chroot at its root would (a
+    /// symlink to `/etc` there is the context's `etc`, never the host's), and the paths visited
+    /// are the resolved ones. A path that is ignored, or that resolves to an ignored one through
+    /// a symlink alias, does not exist.
     pub fn walk(
         &self,
         rel: &str,
         visit: &mut dyn FnMut(&str, &fs::Metadata) -> io::Result<()>,
     ) -> io::Result<()> {
+        let resolved = self.resolve(rel, false)?;
+        let rel = resolved.as_str();
         let meta = fs::symlink_metadata(self.root.join(rel))?;
         visit(rel, &meta)?;
         if meta.is_dir() {

@@ -401,14 +401,28 @@ impl Solver<'_> {
             } => {
                 let (layers, file) = match from {
                     Input::Context => {
-                        let root = View::new(vec![self.context.root().to_path_buf()]);
-                        let rel = root
-                            .resolve(Path::new(source.trim_start_matches('/')), true)
-                            .map_err(|e| e.to_string())?;
-                        let found = root.lstat(&rel).ok_or_else(|| {
+                        let not_found = || {
                             format!("bind mount source \"{source}\" not found in the build context")
-                        })?;
-                        if found.meta.is_dir() {
+                        };
+                        let rel = self
+                            .context
+                            .resolve(source.trim_start_matches('/'), true)
+                            .map_err(|_| not_found())?;
+                        let root = View::new(vec![self.context.root().to_path_buf()]);
+                        let found = root.lstat(Path::new(&rel)).ok_or_else(not_found)?;
+                        if found.meta.is_dir() && self.context.has_ignores() {
+                            // `.dockerignore` hides files from the whole build: the step sees
+                            // a copy of the directory without them, never the directory.
+                            let copy = scratch.join(format!("bind-{n}-context"));
+                            std::fs::create_dir_all(&copy).map_err(|e| e.to_string())?;
+                            crate::copy::copy_tree(
+                                crate::copy::Source::Context(self.context),
+                                &rel,
+                                &copy,
+                            )
+                            .map_err(|e| format!("bind mount source \"{source}\": {e}"))?;
+                            (vec![copy], None)
+                        } else if found.meta.is_dir() {
                             (vec![found.real], None)
                         } else {
                             (vec![], Some(found.real))
