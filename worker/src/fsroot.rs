@@ -698,4 +698,38 @@ mod tests {
             Some(libc::ELOOP)
         );
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Whatever symlinks a build plants and whatever paths it asks for, `mkdir -p`, open,
+        /// create and remove inside a root never touch anything beside it, and never panic.
+        #[test]
+        fn nothing_escapes_the_root(
+            links in proptest::collection::vec(("[ab]{1,2}", "(/|\\.\\./|\\.\\./\\.\\./)?[ab./]{0,6}"), 0..4),
+            paths in proptest::collection::vec("(/|\\.\\./)?[ab./]{0,10}", 1..6),
+        ) {
+            let d = tempfile::tempdir().unwrap();
+            let root = d.path().join("root");
+            let outside = d.path().join("outside");
+            fs::create_dir_all(&root).unwrap();
+            fs::create_dir_all(&outside).unwrap();
+            for (name, target) in &links {
+                let target = target.replace("outside", "x");
+                let _ = symlink(&target, root.join(name));
+            }
+            let r = Root::open(&root).unwrap();
+            for p in &paths {
+                let p = Path::new(p);
+                let _ = r.mkdir_all(p, 0o755, Follow::InRoot);
+                let _ = r.mkdir_all(p, 0o755, Follow::Never);
+                let _ = r.create(&p.join("f"), 0o644);
+                let _ = r.resolve(p, Follow::InRoot);
+                let _ = r.read_link(p);
+                let _ = r.remove_all(&p.join("f"));
+            }
+            let beside: Vec<_> = fs::read_dir(d.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+            proptest::prop_assert_eq!(beside.len(), 2, "{:?}", beside);
+            proptest::prop_assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+        }
+    }
 }
