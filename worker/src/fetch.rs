@@ -31,7 +31,7 @@ pub enum FetchError {
     #[error("writing the download of {url}: {source}")]
     Io { url: String, source: std::io::Error },
     #[error(
-        "downloading {url}: larger than the limit of {limit} bytes (set {ADD_MAX_BYTES} to raise it)"
+        "downloading {url}: larger than the limit of {limit} bytes (raise it with --add-max-bytes or {ADD_MAX_BYTES})"
     )]
     TooLarge { url: String, limit: u64 },
 }
@@ -43,6 +43,8 @@ pub const ADD_MAX_BYTES: &str = "KILN_ADD_MAX_BYTES";
 pub const ADD_MAX_RATIO: &str = "KILN_ADD_MAX_RATIO";
 /// The variable that bounds the wait for the next bytes of a download, in seconds.
 pub const FETCH_READ_TIMEOUT: &str = "KILN_FETCH_READ_TIMEOUT";
+
+static SET: OnceLock<Limits> = OnceLock::new();
 
 /// Bounds on what `ADD` brings into a build: an 8 KiB `.tar.zst` must not become gigabytes on
 /// the builder's disk, nor a download hang or grow without end.
@@ -58,9 +60,18 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The limits in force: the defaults, or what the `KILN_ADD_*` variables say (the CLI's
-    /// `--add-max-bytes` and friends set those).
+    /// Set the limits for the rest of the process (the CLI's `--add-max-bytes` and friends);
+    /// the first call wins.
+    pub fn set(limits: Limits) {
+        let _ = SET.set(limits);
+    }
+
+    /// The limits in force: what [`Limits::set`] said, else the defaults or what the
+    /// `KILN_ADD_*` variables say.
     pub fn current() -> Limits {
+        if let Some(l) = SET.get() {
+            return *l;
+        }
         let var = |name: &str, default: u64| {
             std::env::var(name)
                 .ok()

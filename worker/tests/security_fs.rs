@@ -357,6 +357,7 @@ fn dockerignore_holds(env: &Env, name: &str) {
         "COPY alias /copied\n",
         "COPY alias* /copied/\n",
         "COPY hostlink /host\n",
+        "COPY hostdir/sentinel /host\n",
     ];
     for (i, case) in cases.iter().enumerate() {
         let dockerfile = format!("FROM kiln-ref/busybox:1\n{case}");
@@ -370,6 +371,7 @@ fn dockerignore_holds(env: &Env, name: &str) {
         );
         std::os::unix::fs::symlink("secret.txt", ctx.join("alias")).unwrap();
         std::os::unix::fs::symlink(&s.path, ctx.join("hostlink")).unwrap();
+        std::os::unix::fs::symlink(s.path.parent().unwrap(), ctx.join("hostdir")).unwrap();
         give_to_builder(env, &ctx);
         let fs = env.dir.join(format!("{name}-{i}-fs"));
         let out = env.build(
@@ -470,4 +472,66 @@ fn an_add_bomb_is_refused_with_a_clear_error() {
     let log = text(&out);
     assert!(!out.status.success(), "{log}");
     assert!(log.contains("KILN_ADD_MAX_BYTES"), "{log}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 8: temp files of a live build in another pid namespace are not cleaned.
+
+fn a_live_foreign_build_keeps_its_temp_files(env: &Env, name: &str) {
+    let state = env.dir.join(format!("{name}-state"));
+    let tmp = state.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    give_to_builder(env, &state);
+    // Another pod's build: its pid (here one that does not exist in this namespace) names its
+    // entry, and it holds the store's shared lock and its owner lock, as a live build does.
+    let foreign = "4000000";
+    let entry = tmp.join(format!("run-{foreign}-0"));
+    std::fs::create_dir_all(entry.join("rootfs")).unwrap();
+    std::fs::write(entry.join("rootfs/work"), b"in progress").unwrap();
+    std::fs::write(tmp.join(format!(".owner-{foreign}.lock")), b"").unwrap();
+    std::fs::write(state.join("lock"), b"").unwrap();
+    give_to_builder(env, &state);
+    let hold = |file: PathBuf, how: &str| {
+        // -o: the lock stays with flock itself (not the sleep), so killing flock frees it.
+        Command::new("flock")
+            .args(["-o", how])
+            .arg(file)
+            .args(["sleep", "60"])
+            .spawn()
+            .unwrap()
+    };
+    let mut holders = [
+        hold(state.join("lock"), "-s"),
+        hold(tmp.join(format!(".owner-{foreign}.lock")), "-x"),
+    ];
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let ctx = env.context(
+        name,
+        &[("Dockerfile", "FROM kiln-ref/busybox:1\nRUN true\n")],
+    );
+    let out = env.build_in(&state, &ctx, &["--no-cache"]);
+    for h in &mut holders {
+        let _ = h.kill();
+        let _ = h.wait();
+    }
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(entry.join("rootfs/work")).ok().as_deref(),
+        Some(&b"in progress"[..]),
+        "a live build's temp files were deleted"
+    );
+    // Once its owner is gone, the next build clears them.
+    let out = env.build_in(&state, &ctx, &["--no-cache"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!entry.exists(), "a dead build's temp files stay");
+}
+
+#[test]
+fn temp_files_of_a_live_build_elsewhere_are_kept() {
+    a_live_foreign_build_keeps_its_temp_files(root_env(), "owner");
+}
+
+#[test]
+fn temp_files_of_a_live_build_elsewhere_are_kept_rootless() {
+    a_live_foreign_build_keeps_its_temp_files(rootless_env(), "owner");
 }

@@ -184,13 +184,13 @@ impl<R: Read> Read for Bounded<R> {
         let packed = self.packed.get().max(1);
         let why = if self.read > self.limits.max_bytes {
             Some(format!(
-                "the archive unpacks to more than {} bytes (set {} to raise the limit)",
+                "the archive unpacks to more than {} bytes (raise the limit with --add-max-bytes or {})",
                 self.limits.max_bytes,
                 crate::fetch::ADD_MAX_BYTES
             ))
         } else if self.read > 64 << 20 && self.read / packed > self.limits.max_ratio {
             Some(format!(
-                "the archive unpacks to more than {} times its size ({packed} bytes became over {}; set {} to raise the limit)",
+                "the archive unpacks to more than {} times its size ({packed} bytes became over {}; raise the limit with --add-max-ratio or {})",
                 self.limits.max_ratio,
                 self.read,
                 crate::fetch::ADD_MAX_RATIO
