@@ -28,7 +28,7 @@ use thiserror::Error;
 
 use crate::context::ignore::{self, Ignore};
 use crate::context::{Context, ContextError, glob};
-use crate::fsroot::{self, Follow, Root};
+use crate::fsroot::{self, Root};
 use crate::plan::step::{Copy, CopySource};
 use crate::snapshot::extract::{self, ExtractError, UnpackOptions, set_mtime};
 use crate::snapshot::view::View;
@@ -379,21 +379,7 @@ fn apply_dir_meta(upper: &Path, dirs: &[(PathBuf, u32, i64)]) -> Result<(), Copy
     }
     let root = Root::open(upper)?;
     for (path, mode, mtime) in dirs.iter().rev() {
-        let rel = path.strip_prefix(upper).unwrap_or(path);
-        let fd = match root.open_at(rel, Follow::Never, OFlags::PATH | OFlags::DIRECTORY) {
-            Ok(fd) => fd,
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ELOOP | libc::ENOTDIR | libc::ENOENT)
-                ) =>
-            {
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        fsroot::set_mode(fd.as_fd(), *mode)?;
-        fsroot::set_times(fd.as_fd(), *mtime)?;
+        root.set_dir_meta(path.strip_prefix(upper).unwrap_or(path), *mode, *mtime)?;
     }
     Ok(())
 }

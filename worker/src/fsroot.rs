@@ -227,6 +227,34 @@ impl Root {
     }
 }
 
+impl Root {
+    /// Give the directory `rel` this mode and modification time, through a descriptor reached
+    /// without following any symlink. `Ok(false)` when there is no such directory any more
+    /// (something replaced it, a symlink perhaps): then there is nothing of ours to change, and
+    /// a `chmod` by path would have followed the symlink.
+    pub fn set_dir_meta(&self, rel: &Path, mode: u32, mtime: i64) -> io::Result<bool> {
+        let fd = match self.open_dir(rel, Follow::Never) {
+            Ok(fd) => fd,
+            // Not readable (a parent or the directory itself is locked): O_PATH suffices.
+            Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+                self.open_at(rel, Follow::Never, OFlags::PATH | OFlags::DIRECTORY)?
+            }
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ELOOP | libc::ENOTDIR | libc::ENOENT)
+                ) =>
+            {
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        set_mode(fd.as_fd(), mode)?;
+        set_times(fd.as_fd(), mtime)?;
+        Ok(true)
+    }
+}
+
 /// `openat2(dirfd, rel)` with the root's resolve rules. `in_root` picks `RESOLVE_IN_ROOT`
 /// (symlinks resolved against `dirfd`) over `RESOLVE_BENEATH` (any escape is an error).
 fn open_beneath(

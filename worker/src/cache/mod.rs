@@ -339,7 +339,7 @@ pub fn open_for_build(root: &Path) -> io::Result<StoreLock> {
                 {
                     continue;
                 }
-                let _ = crate::store::remove_tree(&entry.path());
+                let _ = crate::store::remove_entry(&entry.path());
             }
         }
         drop(exclusive);
@@ -371,7 +371,7 @@ pub fn clean_tmp(root: &Path) {
             continue;
         };
         if !owner::is_live(&tmp, token) {
-            let _ = crate::store::remove_tree(&entry.path());
+            let _ = crate::store::remove_entry(&entry.path());
         }
     }
     for token in dead {

@@ -392,23 +392,7 @@ fn unpack_tar(
     // the root without following any symlink: a later entry may have replaced it with one
     // (the RUSTSEC-2026-0067 shape), and then there is nothing of ours left to change.
     for (rel, mode, mtime) in dirs.into_iter().rev() {
-        let fd = match root.open_dir(&rel, Follow::Never) {
-            Ok(fd) => fd,
-            Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
-                root.open_at(&rel, Follow::Never, OFlags::PATH | OFlags::DIRECTORY)?
-            }
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ELOOP | libc::ENOTDIR | libc::ENOENT)
-                ) =>
-            {
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        fsroot::set_mode(fd.as_fd(), mode)?;
-        fsroot::set_times(fd.as_fd(), mtime)?;
+        root.set_dir_meta(&rel, mode, mtime)?;
     }
     if !dropped.is_empty() {
         dropped.sort();

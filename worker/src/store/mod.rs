@@ -244,6 +244,16 @@ impl Drop for TempDir {
     }
 }
 
+/// Remove whatever `path` is: a file, a symlink, or a directory tree (see [`remove_tree`]).
+pub fn remove_entry(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => remove_tree(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Remove a directory tree, making read-only directories writable first (a RUN step can leave
 /// `chmod 0500` directories behind, which `remove_dir_all` alone cannot empty).
 pub fn remove_tree(path: &Path) -> io::Result<()> {
