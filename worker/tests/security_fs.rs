@@ -354,6 +354,8 @@ fn dockerignore_holds(env: &Env, name: &str) {
     // alias (to the ignored file, to a host file) may fail, but must not copy it.
     let cases = [
         "RUN --mount=type=bind,target=/ctx (cat /ctx/secret.txt 2>/dev/null || echo hidden) > /via-bind\n",
+        // A re-include makes the bind mount a filtered copy rather than a masked overlay.
+        "RUN --mount=type=bind,target=/ctx (cat /ctx/secret.txt 2>/dev/null || echo hidden) > /via-bind && cat /ctx/keep.txt\n",
         "COPY alias /copied\n",
         "COPY alias* /copied/\n",
         "COPY hostlink /host\n",
@@ -365,7 +367,15 @@ fn dockerignore_holds(env: &Env, name: &str) {
             &format!("{name}-{i}"),
             &[
                 ("Dockerfile", &dockerfile),
-                (".dockerignore", "secret.txt\n"),
+                (
+                    ".dockerignore",
+                    if i == 1 {
+                        "secret.txt\nkeep*\n!keep.txt\n"
+                    } else {
+                        "secret.txt\n"
+                    },
+                ),
+                ("keep.txt", "kept\n"),
                 ("secret.txt", "TOPSECRET\n"),
             ],
         );
@@ -382,7 +392,7 @@ fn dockerignore_holds(env: &Env, name: &str) {
             ],
         );
         let log = text(&out);
-        if i == 0 {
+        if i < 2 {
             assert!(out.status.success(), "{log}");
             assert_eq!(
                 std::fs::read_to_string(fs.join("via-bind")).unwrap(),

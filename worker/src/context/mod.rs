@@ -90,6 +90,42 @@ impl Context {
         !self.ignore.is_empty()
     }
 
+    /// Make `mask` an overlay layer that hides, over the context directory `rel`, every path
+    /// `.dockerignore` excludes: an overlayfs whiteout (a 0:0 character device) for each
+    /// excluded entry whose directory is not excluded itself. `Ok(false)` when no such layer
+    /// can say it: a `!pattern` may bring back a path inside an excluded directory, which a
+    /// whiteout would hide too.
+    pub fn mask_ignored(&self, rel: &str, mask: &Path) -> io::Result<bool> {
+        if self.ignore.has_reincludes() {
+            return Ok(false);
+        }
+        fs::create_dir_all(mask)?;
+        let rel = self.resolve(rel, true)?;
+        let mut stack = vec![rel.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in fs::read_dir(self.root.join(&dir))? {
+                let entry = entry?;
+                let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                let child = join(&dir, &name);
+                let sub = Path::new(&child)
+                    .strip_prefix(&rel)
+                    .unwrap_or(Path::new(&child))
+                    .to_path_buf();
+                if self.is_ignored(&child) {
+                    if let Some(parent) = sub.parent() {
+                        fs::create_dir_all(mask.join(parent))?;
+                    }
+                    crate::snapshot::extract::mknod_whiteout(&mask.join(&sub))?;
+                } else if entry.file_type()?.is_dir() {
+                    stack.push(child);
+                }
+            }
+        }
+        Ok(true)
+    }
+
     /// Whether `.dockerignore` hides this path (relative, `/`-separated).
     pub fn is_ignored(&self, rel: &str) -> bool {
         !rel.is_empty() && self.ignore.excludes(rel)

@@ -410,9 +410,20 @@ impl Solver<'_> {
                             .map_err(|_| not_found())?;
                         let root = View::new(vec![self.context.root().to_path_buf()]);
                         let found = root.lstat(Path::new(&rel)).ok_or_else(not_found)?;
-                        if found.meta.is_dir() && self.context.has_ignores() {
-                            // `.dockerignore` hides files from the whole build: the step sees
-                            // a copy of the directory without them, never the directory.
+                        let mask = scratch.join(format!("bind-{n}-mask"));
+                        if found.meta.is_dir()
+                            && self.context.has_ignores()
+                            && self
+                                .context
+                                .mask_ignored(&rel, &mask)
+                                .map_err(|e| format!("bind mount source \"{source}\": {e}"))?
+                        {
+                            // `.dockerignore` hides files from the whole build: a layer of
+                            // whiteouts over the directory hides them from the step too.
+                            (vec![mask, found.real], None)
+                        } else if found.meta.is_dir() && self.context.has_ignores() {
+                            // `!patterns` bring paths back inside excluded directories, which
+                            // whiteouts cannot say: the step sees a copy without the rest.
                             let copy = scratch.join(format!("bind-{n}-context"));
                             std::fs::create_dir_all(&copy).map_err(|e| e.to_string())?;
                             crate::copy::copy_tree(

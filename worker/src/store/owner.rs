@@ -21,12 +21,18 @@ const SUFFIX: &str = ".lock";
 pub fn token() -> &'static str {
     static TOKEN: OnceLock<String> = OnceLock::new();
     TOKEN.get_or_init(|| {
-        let mut random = [0u8; 8];
-        let _ = File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut random));
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        format!("{:x}x{}x{nanos:x}", std::process::id(), hex::encode(random))
+        // Short: it ends up in socket paths (108 bytes at most) below the store.
+        let mut random = [0u8; 6];
+        if File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut random))
+            .is_err()
+        {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            random.copy_from_slice(&nanos.to_le_bytes()[..6]);
+        }
+        format!("{:x}x{}", std::process::id(), hex::encode(random))
     })
 }
 
