@@ -92,17 +92,17 @@ impl Runner {
         }
         let spec_path = scratch.join("sandbox.json");
         // Build arguments and the environment are in it: for the helper's eyes only.
-        std::io::Write::write_all(
-            &mut std::os::unix::fs::OpenOptionsExt::mode(
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true),
-                0o600,
-            )
-            .open(&spec_path)?,
-            &serde_json::to_vec(spec).map_err(io::Error::other)?,
-        )?;
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&spec_path)?
+                .write_all(&serde_json::to_vec(spec).map_err(io::Error::other)?)?;
+        }
         let _ = std::fs::remove_file(&spec.error_file);
         let parent = std::process::id() as libc::pid_t;
         let mut command = Command::new(&self.helper);
