@@ -21,7 +21,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, linkat, mkdirat, mknodat, statat, symlinkat};
@@ -503,19 +503,8 @@ pub struct EscapesRoot;
 
 /// Clean a tar entry name lexically. `None` is the root itself; `..` above the root is an error.
 pub fn clean(name: &OsStr) -> Result<Option<PathBuf>, EscapesRoot> {
-    let mut out = PathBuf::new();
-    for c in Path::new(name).components() {
-        match c {
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-            Component::ParentDir => {
-                if !out.pop() {
-                    return Err(EscapesRoot);
-                }
-            }
-            Component::Normal(n) => out.push(n),
-        }
-    }
-    Ok((!out.as_os_str().is_empty()).then_some(out))
+    let comps = fsroot::normal_components(Path::new(name)).ok_or(EscapesRoot)?;
+    Ok((!comps.is_empty()).then(|| comps.iter().collect()))
 }
 
 /// Create the directories of `rel` under `root` as needed, one name at a time from the root's
