@@ -21,6 +21,21 @@ fn rootless_env() -> &'static Env {
     ENV.get_or_init(|| Env::new("secfs-rootless", true))
 }
 
+/// The same hostile build as a test as root and one as the rootless user.
+macro_rules! root_and_rootless {
+    ($root:ident, $rootless:ident, $attack:ident, $name:literal) => {
+        #[test]
+        fn $root() {
+            $attack(root_env(), $name);
+        }
+
+        #[test]
+        fn $rootless() {
+            $attack(rootless_env(), $name);
+        }
+    };
+}
+
 /// A host file outside every root, owned by whoever builds (so that a chmod through a followed
 /// symlink would succeed and show), mode 0644.
 struct Sentinel {
@@ -86,15 +101,12 @@ fn copy_from_replaced_dir(env: &Env, name: &str) {
     s.assert_unchanged(&text(&out));
 }
 
-#[test]
-fn copy_from_cannot_chmod_a_host_file() {
-    copy_from_replaced_dir(root_env(), "copy-chmod");
-}
-
-#[test]
-fn copy_from_cannot_chmod_a_host_file_rootless() {
-    copy_from_replaced_dir(rootless_env(), "copy-chmod");
-}
+root_and_rootless!(
+    copy_from_cannot_chmod_a_host_file,
+    copy_from_cannot_chmod_a_host_file_rootless,
+    copy_from_replaced_dir,
+    "copy-chmod"
+);
 
 /// A tar whose `d/` (mode 6777) is followed by `d`, a symlink to `target`.
 fn evil_tar(dir: &Path, target: &Path) -> PathBuf {
@@ -132,15 +144,12 @@ fn add_archive_replaced_dir(env: &Env, name: &str) {
     s.assert_unchanged(&text(&out));
 }
 
-#[test]
-fn an_add_archive_cannot_chmod_a_host_file() {
-    add_archive_replaced_dir(root_env(), "add-chmod");
-}
-
-#[test]
-fn an_add_archive_cannot_chmod_a_host_file_rootless() {
-    add_archive_replaced_dir(rootless_env(), "add-chmod");
-}
+root_and_rootless!(
+    an_add_archive_cannot_chmod_a_host_file,
+    an_add_archive_cannot_chmod_a_host_file_rootless,
+    add_archive_replaced_dir,
+    "add-chmod"
+);
 
 /// An OCI layout whose only layer is `layer` (an uncompressed tar), tagged `1`.
 fn oci_layout(dir: &Path, layer: &Path) -> PathBuf {
@@ -203,15 +212,12 @@ fn pulled_layer_replaced_dir(env: &Env, name: &str) {
     s.assert_unchanged(&text(&out));
 }
 
-#[test]
-fn a_pulled_layer_cannot_chmod_a_host_file() {
-    pulled_layer_replaced_dir(root_env(), "layer-chmod");
-}
-
-#[test]
-fn a_pulled_layer_cannot_chmod_a_host_file_rootless() {
-    pulled_layer_replaced_dir(rootless_env(), "layer-chmod");
-}
+root_and_rootless!(
+    a_pulled_layer_cannot_chmod_a_host_file,
+    a_pulled_layer_cannot_chmod_a_host_file_rootless,
+    pulled_layer_replaced_dir,
+    "layer-chmod"
+);
 
 // ---------------------------------------------------------------------------------------------
 // Item 3: Leaky Vessels analogues.
@@ -238,15 +244,12 @@ fn teardown_follows_no_symlink(env: &Env, name: &str) {
     s.assert_unchanged("teardown");
 }
 
-#[test]
-fn teardown_removes_nothing_outside_the_rootfs() {
-    teardown_follows_no_symlink(root_env(), "stubs");
-}
-
-#[test]
-fn teardown_removes_nothing_outside_the_rootfs_rootless() {
-    teardown_follows_no_symlink(rootless_env(), "stubs");
-}
+root_and_rootless!(
+    teardown_removes_nothing_outside_the_rootfs,
+    teardown_removes_nothing_outside_the_rootfs_rootless,
+    teardown_follows_no_symlink,
+    "stubs"
+);
 
 /// CVE-2024-23651: one build swaps a directory of a shared cache mount for a symlink to a host
 /// directory, in a loop, while another mounts a tmpfs below that directory, many times.
@@ -288,15 +291,12 @@ fn cache_mount_swap_race(env: &Env, name: &str) {
     s.assert_unchanged("cache race");
 }
 
-#[test]
-fn a_shared_cache_swap_never_creates_host_directories() {
-    cache_mount_swap_race(root_env(), "race");
-}
-
-#[test]
-fn a_shared_cache_swap_never_creates_host_directories_rootless() {
-    cache_mount_swap_race(rootless_env(), "race");
-}
+root_and_rootless!(
+    a_shared_cache_swap_never_creates_host_directories,
+    a_shared_cache_swap_never_creates_host_directories_rootless,
+    cache_mount_swap_race,
+    "race"
+);
 
 // ---------------------------------------------------------------------------------------------
 // Item 5: the store is private.
@@ -335,15 +335,12 @@ fn store_is_private(env: &Env, name: &str) {
     );
 }
 
-#[test]
-fn the_store_is_private_and_local_outputs_name_setuid_files() {
-    store_is_private(root_env(), "store");
-}
-
-#[test]
-fn the_store_is_private_and_local_outputs_name_setuid_files_rootless() {
-    store_is_private(rootless_env(), "store");
-}
+root_and_rootless!(
+    the_store_is_private_and_local_outputs_name_setuid_files,
+    the_store_is_private_and_local_outputs_name_setuid_files_rootless,
+    store_is_private,
+    "store"
+);
 
 // ---------------------------------------------------------------------------------------------
 // Item 7: `.dockerignore` holds whichever path reaches an ignored file.
@@ -436,15 +433,12 @@ fn dockerignore_holds(env: &Env, name: &str) {
     s.assert_unchanged("dockerignore");
 }
 
-#[test]
-fn dockerignored_files_stay_out_whatever_the_path() {
-    dockerignore_holds(root_env(), "ignore");
-}
-
-#[test]
-fn dockerignored_files_stay_out_whatever_the_path_rootless() {
-    dockerignore_holds(rootless_env(), "ignore");
-}
+root_and_rootless!(
+    dockerignored_files_stay_out_whatever_the_path,
+    dockerignored_files_stay_out_whatever_the_path_rootless,
+    dockerignore_holds,
+    "ignore"
+);
 
 // ---------------------------------------------------------------------------------------------
 // Item 9: ADD limits.
@@ -536,12 +530,9 @@ fn a_live_foreign_build_keeps_its_temp_files(env: &Env, name: &str) {
     assert!(!entry.exists(), "a dead build's temp files stay");
 }
 
-#[test]
-fn temp_files_of_a_live_build_elsewhere_are_kept() {
-    a_live_foreign_build_keeps_its_temp_files(root_env(), "owner");
-}
-
-#[test]
-fn temp_files_of_a_live_build_elsewhere_are_kept_rootless() {
-    a_live_foreign_build_keeps_its_temp_files(rootless_env(), "owner");
-}
+root_and_rootless!(
+    temp_files_of_a_live_build_elsewhere_are_kept,
+    temp_files_of_a_live_build_elsewhere_are_kept_rootless,
+    a_live_foreign_build_keeps_its_temp_files,
+    "owner"
+);
