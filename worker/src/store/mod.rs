@@ -255,20 +255,21 @@ pub fn remove_entry(path: &Path) -> io::Result<()> {
 }
 
 /// Remove a directory tree, making read-only directories writable first (a RUN step can leave
-/// `chmod 0500` directories behind, which `remove_dir_all` alone cannot empty).
+/// `chmod 0500` directories behind, which `remove_dir_all` alone cannot empty). Everything is
+/// reached from directory descriptors without following a symlink, so a tree a step wrote
+/// cannot redirect the removal (or the `chmod` that unlocks a directory) out of itself.
 pub fn remove_tree(path: &Path) -> io::Result<()> {
-    match fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
+    let Some(name) = path.file_name() else {
+        return fs::remove_dir_all(path);
+    };
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    match crate::fsroot::Root::open(parent) {
+        Ok(dir) => crate::fsroot::remove_at(dir.fd(), name),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(_) => {
-            use std::os::unix::fs::PermissionsExt;
-            for entry in walkdir::WalkDir::new(path).into_iter().flatten() {
-                if entry.file_type().is_dir() {
-                    let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o700));
-                }
-            }
-            fs::remove_dir_all(path)
-        }
+        Err(e) => Err(e),
     }
 }
 
