@@ -5,23 +5,39 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 
 # Debian packages the test suites need; `make test` installs the missing ones.
-TEST_PACKAGES := busybox-static uidmap skopeo umoci podman openssh-client openssh-server docker-registry apache2-utils openssl
+TEST_PACKAGES := busybox-static uidmap skopeo umoci podman openssh-client openssh-server docker-registry apache2-utils openssl libcap2-bin
 
-.PHONY: help build test lint crds demo e2e bench deps fuzz
+.PHONY: help build test lint crds demo e2e bench deps fuzz deploy undeploy images
 
 help:
 	@echo "make build   build the kiln and kiln-operator binaries (release)"
 	@echo "make test    unit and integration tests (installs missing apt packages)"
 	@echo "make lint    cargo fmt --check and clippy with warnings denied"
 	@echo "make crds    regenerate crds/imagebuild.yaml and the chart's copy"
-	@echo "make e2e     end-to-end suite against ../shared/k8s (starts the cluster)"
+	@echo "make e2e     end-to-end suite: deploys Kiln on the cluster KUBECONFIG names (default ../shared/k8s) and runs it"
+	@echo "make deploy  build the images with Kiln, load them, install the CRD and the operator (make undeploy removes it)"
 	@echo "make demo    a local registry, a base pushed to it, the example built from it and pushed"
 	@echo "make bench   Kiln against BuildKit and buildah (bench/bench.py), then registry push/pull against skopeo"
 	@echo "             (BENCH_ONLY=cold,noop,... BENCH_PEERS=kiln,buildkit BENCH_QUICK=1 BENCH_SIZES=\"200 500\")"
 	@echo "make fuzz    run every fuzz target (fuzz/fuzz_targets) for FUZZ_SECONDS each (default 40) with cargo-fuzz"
+	@echo "make images  the worker and operator images, built by Kiln: target/images/kiln-{worker,operator}.tar"
+	@echo "             (IMAGE_TAG=dev, IMAGE_REGISTRY=host:port to name and push them, IMAGE_FLAGS=more kiln build flags)"
 
+# The operator is built on its own, so that cargo's feature unification does not link the
+# worker's executor into it (scripts/check-operator-links).
 build:
-	$(CARGO) build --release --workspace --bins
+	$(CARGO) build --release -p kiln-worker --bin kiln
+	$(CARGO) build --release -p kiln-operator
+
+# Debian packages the image contexts come from (images/mkcontext): newuidmap/newgidmap, setcap,
+# CA certificates, strip.
+IMAGE_PACKAGES := uidmap libcap2-bin ca-certificates binutils
+
+# The images, built by Kiln itself from the release binaries (images/build).
+export IMAGE_TAG IMAGE_REGISTRY IMAGE_FLAGS
+images: build
+	scripts/ensure-packages $(IMAGE_PACKAGES)
+	images/build
 
 deps:
 	@if [ -n "$(strip $(TEST_PACKAGES))" ]; then scripts/ensure-packages $(TEST_PACKAGES); fi
@@ -30,6 +46,7 @@ test: deps
 	$(CARGO) test --workspace
 
 lint:
+	scripts/check-operator-links
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 
@@ -37,10 +54,13 @@ crds:
 	$(CARGO) run -q -p kiln-crds --bin kiln-crdgen -- crds/imagebuild.yaml charts/kiln/crds/imagebuild.yaml
 
 e2e:
-	kit=$$(scripts/k8s-kit); \
-	"$$kit/up" --control-plane; \
-	eval "$$("$$kit/env")"; \
-	$(CARGO) test -p kiln-tests --features e2e --test e2e -- --test-threads=2
+	scripts/e2e
+
+deploy:
+	scripts/deploy
+
+undeploy:
+	scripts/undeploy
 
 demo:
 	scripts/demo

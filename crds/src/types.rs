@@ -570,6 +570,12 @@ pub struct ImageBuildStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
+    /// The run this status describes: `g<generation>`, with a suffix when the
+    /// `kiln.dev/rebuild` annotation asked to build the same spec again. Build pods are named
+    /// `<name>-<run>-<attempt>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+
     /// When the build pod started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
@@ -629,6 +635,9 @@ pub struct CacheStatus {
     pub claim_name: String,
     /// The sharing mode the Dockerfile asks for: shared, private or locked.
     pub sharing: String,
+    /// Whether the claim existed before this build (the cache was warm) or was created for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm: Option<bool>,
 }
 
 /// How many steps a build had and how many came from the cache.

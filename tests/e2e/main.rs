@@ -1,3 +1,5 @@
 //! Kiln's end-to-end suite, against a real Kubernetes cluster (`make e2e`).
 
+mod cache;
 mod crd;
+mod operator;

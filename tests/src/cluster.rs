@@ -89,3 +89,68 @@ impl Drop for Namespace {
         let _ = kubectl(&["delete", "namespace", &self.name, "--wait=false"], None);
     }
 }
+
+/// `kubectl apply` a YAML document in a namespace.
+pub fn apply(namespace: &str, yaml: &str) {
+    let run = kubectl(&["apply", "-n", namespace, "-f", "-"], Some(yaml));
+    assert!(
+        run.ok,
+        "kubectl apply failed:\n{}{}\n{yaml}",
+        run.stdout, run.stderr
+    );
+}
+
+/// An object as JSON, or `None` when it does not exist.
+pub fn get_json(namespace: &str, kind: &str, name: &str) -> Option<serde_json::Value> {
+    let run = kubectl(&["get", "-n", namespace, kind, name, "-o", "json"], None);
+    if !run.ok {
+        assert!(
+            run.stderr.contains("NotFound") || run.stderr.contains("not found"),
+            "kubectl get {kind} {name}: {}",
+            run.stderr
+        );
+        return None;
+    }
+    Some(serde_json::from_str(&run.stdout).expect("kubectl prints JSON"))
+}
+
+/// Lists objects of a kind as JSON items, with an optional label selector.
+pub fn list_json(namespace: &str, kind: &str, selector: Option<&str>) -> Vec<serde_json::Value> {
+    let mut args = vec!["get", "-n", namespace, kind, "-o", "json"];
+    if let Some(s) = selector {
+        args.extend(["-l", s]);
+    }
+    let out = kubectl_ok(&args);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("kubectl prints JSON");
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// Polls an object until `done` says so, and returns it; panics with the last state (and
+/// `describe`) after `timeout`.
+pub fn wait_for(
+    namespace: &str,
+    kind: &str,
+    name: &str,
+    timeout: std::time::Duration,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let start = std::time::Instant::now();
+    let mut last = None;
+    while start.elapsed() < timeout {
+        if let Some(v) = get_json(namespace, kind, name) {
+            if done(&v) {
+                return v;
+            }
+            last = Some(v);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let describe = kubectl(&["describe", "-n", namespace, kind, name], None);
+    panic!(
+        "{kind} {namespace}/{name}: not {what} after {timeout:?}.\nlast state: {}\n{}",
+        last.map(|v| serde_json::to_string_pretty(&v["status"]).unwrap())
+            .unwrap_or_default(),
+        describe.stdout
+    );
+}

@@ -3,6 +3,11 @@
 //! This is the library side of the command: the CLI parses flags into a [`Request`], this
 //! module reads the context, plans the Dockerfile, solves it and writes the outputs.
 
+mod error;
+mod report;
+
+pub use error::{Error, MissingRequired};
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -10,10 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Serialize;
-use thiserror::Error;
 
 use crate::cache::transfer::{self, CacheRecord, CacheSpec, Imported};
-use crate::context::{Context, ContextError};
+use crate::context::Context;
 use crate::export::{self, ImageOptions};
 use crate::image::config::ImageConfig;
 use crate::image::layout::{self, Artifact};
@@ -26,7 +30,8 @@ use crate::registry::{Registries, RegistryError, RegistryOptions};
 use crate::sandbox::run::Runner;
 use crate::snapshot::compress::Compression;
 use crate::solve::{
-    BuildError, Frontend, NamedContext, Options, SecretSource, Snapshotter, Solver,
+    BuildError, Frontend, Interrupt, NamedContext, Options, SecretSource, Snapshotter, Solver,
+    StepError,
 };
 use crate::store::Store;
 
@@ -140,6 +145,8 @@ pub struct Request {
     pub process_sandbox: bool,
     pub allow_insecure: bool,
     pub cache_mount_ns: String,
+    /// `--cache-volume`: caches kept on volumes of their own.
+    pub cache_volumes: Vec<crate::mounts::volumes::CacheVolume>,
     pub metadata_file: Option<PathBuf>,
     /// The sandbox helper (normally this executable).
     pub helper: Option<PathBuf>,
@@ -151,32 +158,8 @@ pub struct Request {
     pub ssh: HashMap<String, SshSource>,
     /// Registries: credentials, TLS, insecure hosts, retries.
     pub registry: RegistryOptions,
-}
-
-/// Why a build failed.
-#[derive(Debug, Error)]
-pub enum Error {
-    #[error("{0}")]
-    Context(#[from] ContextError),
-    #[error("reading the Dockerfile {0}: {1}")]
-    Dockerfile(PathBuf, io::Error),
-    /// Rendered diagnostics.
-    #[error("{0}")]
-    Plan(String),
-    #[error(transparent)]
-    Build(#[from] BuildError),
-    /// A failed step, rendered with its Dockerfile lines and its last output.
-    #[error("{0}")]
-    Step(String),
-    #[error("writing {0}: {1}")]
-    Output(PathBuf, String),
-    /// Importing or exporting the build cache.
-    #[error("{0}")]
-    Cache(String),
-    #[error("pushing: {0}")]
-    Push(#[from] RegistryError),
-    #[error("{0}")]
-    Io(#[from] io::Error),
+    /// A request to stop the build from outside (a signal, `--timeout`).
+    pub interrupt: Interrupt,
 }
 
 /// What a successful build produced.
@@ -200,6 +183,15 @@ pub struct Outcome {
     /// What the push did, when the build pushed.
     #[serde(rename = "kiln.push", skip_serializing_if = "Option::is_none")]
     pub push: Option<PushSummary>,
+    /// The `-t` names.
+    #[serde(skip)]
+    pub tags: Vec<String>,
+    /// `--cache-to` destinations written.
+    #[serde(skip)]
+    pub exported: usize,
+    /// The source revision of the context (a git commit), when the context says.
+    #[serde(skip)]
+    pub revision: Option<String>,
 }
 
 /// The push part of the result: where the image went and what moved.
@@ -245,8 +237,12 @@ impl Frontend for PlanFrontend<'_> {
     fn name(&self, stage: usize) -> Option<String> {
         self.plan.stages[stage].name.clone()
     }
-    fn lower(&self, stage: usize, base: &ImageConfig) -> Result<LoweredStage, String> {
-        plan::lower(self.plan, stage, base).map_err(|d| d.to_string())
+    fn lower(
+        &self,
+        stage: usize,
+        base: &ImageConfig,
+    ) -> Result<LoweredStage, crate::dockerfile::Diagnostics> {
+        plan::lower(self.plan, stage, base)
     }
 }
 
@@ -286,8 +282,10 @@ pub fn load(req: &Request, store: &Store) -> Result<(Context, DockerfileText), E
             (ctx, path)
         }
     };
-    let text = std::fs::read_to_string(&dockerfile_path)
-        .map_err(|e| Error::Dockerfile(dockerfile_path.clone(), e))?;
+    let text = std::fs::read_to_string(&dockerfile_path).map_err(|source| Error::Dockerfile {
+        path: dockerfile_path.clone(),
+        source,
+    })?;
     let name = match (&req.context, &req.dockerfile) {
         (_, Some(f)) => f.display().to_string(),
         _ => "Dockerfile".to_string(),
@@ -302,39 +300,39 @@ pub fn make_plan(req: &Request, dockerfile: &DockerfileText) -> Result<Plan, Err
         target: req.target.clone(),
         ..PlanOptions::default()
     };
-    plan::from_text(&dockerfile.name, &dockerfile.text, &opts)
-        .map_err(|d| Error::Plan(d.to_string()))
+    plan::from_text(&dockerfile.name, &dockerfile.text, &opts).map_err(Error::Plan)
 }
 
 /// A `required` secret or ssh key that was not given fails the build before any step runs,
 /// naming the id and the line that needs it.
 fn check_required(req: &Request, plan: &Plan) -> Result<(), Error> {
     let summary = plan::summary::summarize(plan);
-    let mut missing = Vec::new();
+    let missing = |id: &String, ssh: bool, line: u32| MissingRequired {
+        id: id.clone(),
+        ssh,
+        file: summary.dockerfile.clone(),
+        line,
+    };
+    let mut out: Vec<MissingRequired> = Vec::new();
     for s in summary
         .secrets
         .iter()
         .filter(|s| s.required && !req.secrets.contains_key(&s.id))
     {
-        missing.push(format!(
-            "secret {:?} is required (line {}) but was not provided: pass --secret id={},src=FILE",
-            s.id, s.usage.line, s.id
-        ));
+        out.push(missing(&s.id, false, s.usage.line));
     }
     for s in summary
         .ssh
         .iter()
         .filter(|s| s.required && !req.ssh.contains_key(&s.id))
     {
-        missing.push(format!(
-            "ssh key {:?} is required (line {}) but was not provided: pass --ssh {}=KEYFILE or --ssh {}=$SSH_AUTH_SOCK",
-            s.id, s.usage.line, s.id, s.id
-        ));
+        out.push(missing(&s.id, true, s.usage.line));
     }
-    if missing.is_empty() {
+    out.dedup_by(|a, b| a.id == b.id && a.ssh == b.ssh);
+    if out.is_empty() {
         Ok(())
     } else {
-        Err(Error::Plan(missing.join("\n")))
+        Err(Error::MissingRequired(out))
     }
 }
 
@@ -343,16 +341,10 @@ fn check_required(req: &Request, plan: &Plan) -> Result<(), Error> {
 /// namespace setup and this filesystem.
 fn overlay_usable(root: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let kernel = {
-        let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-        if unsafe { libc::uname(&mut u) } == 0 {
-            unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) }
-                .to_string_lossy()
-                .into_owned()
-        } else {
-            String::new()
-        }
-    };
+    let kernel = rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned();
     let dev = std::fs::metadata(root.join("tmp")).map_or(0, |m| m.dev());
     let fingerprint = format!(
         "kernel={kernel} userns={:?} nested={} dev={dev}\n",
@@ -398,7 +390,7 @@ fn no_cache_stages(req: &Request, plan: &Plan) -> Result<HashSet<usize>, Error> 
                 out.insert(i);
             }
             None => {
-                return Err(Error::Plan(format!(
+                return Err(Error::Usage(format!(
                     "--no-cache-filter {wanted}: the Dockerfile has no stage with that name or index"
                 )));
             }
@@ -460,11 +452,13 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
         allow_insecure: req.allow_insecure,
         runner,
         cache_mounts: req.state_dir.join("cache-mounts"),
+        cache_volumes: req.cache_volumes.clone(),
         cache_mount_ns: req.cache_mount_ns.clone(),
         secrets: req.secrets.clone(),
         ssh: req.ssh.clone(),
         cache_from,
         registry: registries.clone(),
+        interrupt: req.interrupt.clone(),
         snapshotter: match req.snapshotter {
             Some(s) => s,
             None if overlay_usable(store.root()) => Snapshotter::Overlay,
@@ -477,9 +471,16 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
     let frontend = PlanFrontend { plan: &plan };
     let solver = Solver::new(&frontend, &context, store, &opts, progress);
     let result = solver.solve().map_err(|e| match e {
-        BuildError::Step { .. } => Error::Step(render_step_error(&e, &dockerfile)),
+        BuildError::Step(_) => Error::Step {
+            rendered: render_step_error(&e, &dockerfile),
+            source: e,
+        },
         e => Error::Build(e),
     })?;
+    let stopped = || match req.interrupt.get() {
+        Some(stop) => Err(Error::Build(BuildError::Interrupted(stop))),
+        None => Ok(()),
+    };
     let inline_cache = if req.cache_to.iter().any(|c| c.spec == CacheSpec::Inline) {
         Some(transfer::CacheConfig {
             version: 1,
@@ -495,6 +496,7 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
     };
     let artifact = export::assemble(&solver, &result, &image_opts)?;
     for output in &req.outputs {
+        stopped()?;
         progress.event(Event::Info {
             message: format!("exporting to {}", describe(output)),
         });
@@ -517,14 +519,18 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
             }
         }
     }
+    let mut exported = 0;
     for export in &req.cache_to {
+        stopped()?;
         match export_cache(&solver, &result, store, &export.spec, progress) {
+            Ok(()) => exported += 1,
             Err(e) if export.ignore_error => progress.event(Event::Info {
                 message: format!("warning: cache export failed (ignore-error=true): {e}"),
             }),
-            other => other?,
+            Err(e) => return Err(e),
         }
     }
+    stopped()?;
     let push = push_names(req)
         .map(|names| {
             let id = solver.next_vertex();
@@ -550,13 +556,19 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
         runs: stats.runs.load(std::sync::atomic::Ordering::Relaxed),
         imported: stats.imported.load(std::sync::atomic::Ordering::Relaxed),
         push,
+        tags: req.tags.clone(),
+        exported,
+        revision: None,
     };
     if let Some(path) = &req.metadata_file {
         std::fs::write(
             path,
             serde_json::to_vec_pretty(&outcome).map_err(io::Error::other)?,
         )
-        .map_err(|e| Error::Output(path.clone(), e.to_string()))?;
+        .map_err(|e| Error::Output {
+            path: path.clone(),
+            source: e.into(),
+        })?;
     }
     Ok(outcome)
 }
@@ -573,7 +585,7 @@ fn import_caches(
     for spec in &req.cache_from {
         let imported = match spec {
             CacheSpec::Local { dir, tag, .. } => transfer::import_local(dir, tag)
-                .map_err(|e| Error::Cache(format!("--cache-from {}: {e}", dir.display())))?,
+                .map_err(|e| Error::CacheImport(format!("--cache-from {}: {e}", dir.display())))?,
             CacheSpec::Registry { reference, .. } => {
                 match crate::cache::registry::import(
                     registries,
@@ -636,8 +648,10 @@ fn export_cache(
             let blobs: Vec<_> = records.iter().filter_map(|r| r.layer.clone()).collect();
             solver.fetch_missing_blobs(&blobs)?;
             let artifact = transfer::cache_artifact(store, records)?;
-            transfer::export_local(store, &artifact, dir, tag)
-                .map_err(|e| Error::Output(dir.clone(), e.to_string()))?;
+            transfer::export_local(store, &artifact, dir, tag).map_err(|e| Error::Output {
+                path: dir.clone(),
+                source: e.into(),
+            })?;
         }
         CacheSpec::Registry { reference, .. } => {
             let blobs: Vec<_> = records.iter().filter_map(|r| r.layer.clone()).collect();
@@ -682,7 +696,10 @@ fn cache_records(
 }
 
 fn cache_error(reference: &str) -> impl Fn(Error) -> Error + '_ {
-    move |e| Error::Cache(format!("--cache-to {reference}: {e}"))
+    move |e| Error::CacheExport {
+        reference: reference.to_string(),
+        source: Box::new(e),
+    }
 }
 
 /// Before pushing `artifact`: download the blobs (among `blobs`, the layers of imported cache
@@ -795,16 +812,16 @@ fn push(
 /// A failed step as BuildKit shows it: the Dockerfile lines around it, the error, and the last
 /// lines of its output.
 pub fn render_step_error(e: &BuildError, dockerfile: &DockerfileText) -> String {
-    let BuildError::Step {
-        location,
-        line,
-        message,
-        tail,
-        ..
-    } = e
-    else {
+    let BuildError::Step(step) = e else {
         return e.to_string();
     };
+    let StepError {
+        location,
+        line,
+        failure,
+        tail,
+        ..
+    } = &**step;
     let lines: Vec<&str> = dockerfile.text.lines().collect();
     let line = *line as usize;
     let mut out = format!("{location}\n--------------------\n");
@@ -813,7 +830,7 @@ pub fn render_step_error(e: &BuildError, dockerfile: &DockerfileText) -> String 
         out.push_str(&format!("{n:>4} | {marker} {}\n", lines[n - 1]));
     }
     out.push_str("--------------------\n");
-    out.push_str(&format!("ERROR: {message}"));
+    out.push_str(&format!("ERROR: {failure}"));
     if !tail.is_empty() {
         out.push_str("\nlast output:");
         for l in tail {
@@ -843,10 +860,14 @@ fn write_output(
     tags: &[String],
 ) -> Result<(), Error> {
     let name = tags.first().map(String::as_str);
-    let err = |dest: &Path, e: String| Error::Output(dest.to_path_buf(), e);
+    let err = |dest: &Path, e: Box<dyn std::error::Error + Send + Sync>| Error::Output {
+        path: dest.to_path_buf(),
+        source: e,
+    };
     match output {
-        Output::Oci { dest, tar: false } => layout::write_layout_dir(store, artifact, dest, name)
-            .map_err(|e| err(dest, e.to_string())),
+        Output::Oci { dest, tar: false } => {
+            layout::write_layout_dir(store, artifact, dest, name).map_err(|e| err(dest, e.into()))
+        }
         Output::Oci { dest, tar: true } => write_tar(dest, |w| {
             layout::write_layout_tar(store, artifact, w, name).map(drop)
         }),
@@ -854,7 +875,7 @@ fn write_output(
             layout::write_docker_archive(store, artifact, w, tags).map(drop)
         }),
         Output::Local { dest } => {
-            export::write_local(solver, result, dest).map_err(|e| err(dest, e.to_string()))
+            export::write_local(solver, result, dest).map_err(|e| err(dest, e.into()))
         }
         // Pushed after every other output is written, once for all names.
         Output::Image { .. } => Ok(()),
@@ -869,10 +890,8 @@ fn write_tar(
     if dest.as_os_str() == "-" {
         let stdout = io::stdout();
         let mut lock = BufWriter::new(stdout.lock());
-        write(&mut lock).map_err(|e| Error::Output(dest.to_path_buf(), e.to_string()))?;
-        return lock
-            .flush()
-            .map_err(|e| Error::Output(dest.to_path_buf(), e.to_string()));
+        write(&mut lock).map_err(|e| output_error(dest, e))?;
+        return lock.flush().map_err(|e| output_error(dest, e));
     }
     let tmp = dest.with_extension("kiln-partial");
     let result = (|| {
@@ -883,15 +902,22 @@ fn write_tar(
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
-        return Err(Error::Output(dest.to_path_buf(), e.to_string()));
+        return Err(output_error(dest, e));
     }
     Ok(())
+}
+
+fn output_error(dest: &Path, e: io::Error) -> Error {
+    Error::Output {
+        path: dest.to_path_buf(),
+        source: e.into(),
+    }
 }
 
 /// The default state directory: `/var/lib/kiln` for root, `$XDG_DATA_HOME/kiln` (or
 /// `~/.local/share/kiln`) for other users.
 pub fn default_state_dir() -> PathBuf {
-    if unsafe { libc::geteuid() } == 0 && std::env::var_os("KILN_ROOTLESS_HOME").is_none() {
+    if rustix::process::geteuid().is_root() && std::env::var_os("KILN_ROOTLESS_HOME").is_none() {
         return PathBuf::from("/var/lib/kiln");
     }
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {

@@ -10,7 +10,8 @@
 //! - files from the context belong to root, files from a stage or image keep their owner, and
 //!   `--chown` overrides both (directories it creates too); `--chmod` overrides modes;
 //!   modification times are kept;
-//! - `ADD` extracts local tar archives (plain, gzip, bzip2, xz, zstd) into `dest`;
+//! - `ADD` extracts local tar archives (plain, gzip, bzip2, xz, zstd) into `dest`, unless
+//!   `--unpack=false`; a download is extracted only with `--unpack`;
 //! - `--link` resolves `dest` against an empty filesystem, so the layer does not depend on
 //!   what lies below it;
 //! - nothing is ever written through a symlink: destination paths are resolved inside the
@@ -213,6 +214,7 @@ pub fn copy_tree(source: Source<'_>, path: &str, dest: &Path) -> Result<(), Copy
         checksum: None,
         keep_git_dir: false,
         unpack: false,
+        unpack_downloads: false,
     };
     copy(&Request {
         op: &op,
@@ -325,6 +327,9 @@ pub fn copy(req: &Request<'_>) -> Result<(), CopyError> {
                 let mode = w.chmod.as_ref().map_or(0o644, |c| c.apply(0o644, false));
                 let (uid, gid) = w.owner.unwrap_or((0, 0));
                 finish(&path, uid, gid, mode, None)?;
+            }
+            Item::Download(d) if op.unpack_downloads && is_archive(&d.path)? => {
+                w.extract_into(&d.path, &dest_abs, &d.file_name)?;
             }
             Item::Download(d) => {
                 let target = if dest_is_dir {
@@ -642,25 +647,45 @@ impl Writer<'_> {
         mut to: File,
         owner: (u32, u32),
     ) -> Result<(), CopyError> {
-        use std::os::fd::AsRawFd;
         let mut from = File::open(src)?;
         io::copy(&mut from, &mut to)?;
-        copy_xattrs(src, &to);
-        let fd = to.as_raw_fd();
-        let t = libc::timespec {
+        let t = rustix::fs::Timespec {
             tv_sec: meta.mtime(),
             tv_nsec: 0,
         };
-        let times = [t, t];
-        // SAFETY: `fd` is an open descriptor owned by `to` for the duration of these calls.
-        unsafe {
-            if libc::fchown(fd, owner.0, owner.1) != 0
-                || libc::fchmod(fd, self.mode_of(meta)) != 0
-                || libc::futimens(fd, times.as_ptr()) != 0
-            {
-                return Err(io::Error::last_os_error().into());
-            }
-        }
+        let times = rustix::fs::Timestamps {
+            last_access: t,
+            last_modification: t,
+        };
+        rustix::fs::fchown(
+            &to,
+            Some(rustix::fs::Uid::from_raw(owner.0)),
+            Some(rustix::fs::Gid::from_raw(owner.1)),
+        )
+        .map_err(io::Error::from)?;
+        rustix::fs::fchmod(&to, rustix::fs::Mode::from_raw_mode(self.mode_of(meta)))
+            .map_err(io::Error::from)?;
+        rustix::fs::futimens(&to, &times).map_err(io::Error::from)?;
+        // Last: a chown clears `security.capability` (and a write would too).
+        copy_xattrs(src, &to);
+        Ok(())
+    }
+
+    /// ADD of an archive: extract it into the directory `dest`. `--chown` owns the directories
+    /// the step creates; extracted entries keep the archive's owners (BuildKit).
+    fn extract_into(&mut self, archive: &Path, dest: &Path, name: &str) -> Result<(), CopyError> {
+        let dest_dir = self.ensure_dir(dest)?;
+        let opts = UnpackOptions {
+            layer: false,
+            overlay_xattr_prefix: "",
+            chown: None,
+            ignore_chown_errors: crate::userns::current()
+                .is_some_and(|m| matches!(m, crate::userns::Mapping::Single { .. })),
+            // An archive's unpacked size is not pinned by any digest: bounded, as a download.
+            limits: Some(crate::fetch::Limits::current()),
+        };
+        extract::unpack(File::open(archive)?, &dest_dir, &opts)
+            .map_err(|e| CopyError::Extract(name.into(), e))?;
         Ok(())
     }
 
@@ -702,20 +727,7 @@ impl Writer<'_> {
         }
         let name = Path::new(rel).file_name().unwrap_or_default();
         if op.unpack && meta.is_file() && is_archive(&root.join(&real))? {
-            let dest_dir = self.ensure_dir(dest)?;
-            let opts = UnpackOptions {
-                layer: false,
-                overlay_xattr_prefix: "",
-                // ADD --chown owns the directory it creates; extracted entries keep the
-                // archive's owners (BuildKit).
-                chown: None,
-                ignore_chown_errors: crate::userns::current()
-                    .is_some_and(|m| matches!(m, crate::userns::Mapping::Single { .. })),
-                limits: Some(crate::fetch::Limits::current()),
-            };
-            extract::unpack(File::open(root.join(&real))?, &dest_dir, &opts)
-                .map_err(|e| CopyError::Extract(rel.into(), e))?;
-            return Ok(());
+            return self.extract_into(&root.join(&real), dest, rel);
         }
         let target = if dest_is_dir {
             dest.join(name)
@@ -917,27 +929,30 @@ impl Writer<'_> {
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(dst)?;
             io::copy(&mut from, &mut to)?;
-            copy_xattrs(src, &to);
-            drop(to);
-            return finish(
+            finish(
                 dst,
                 owner.0,
                 owner.1,
                 self.mode_of(meta),
                 Some(meta.mtime()),
-            )
-            .map_err(Into::into);
+            )?;
+            // After the chown, which clears `security.capability`.
+            copy_xattrs(src, &to);
+            return Ok(());
         }
         // Devices, fifos: recreate them (a rootless build skips devices it may not create).
         let mode = meta.mode();
-        let c = std::ffi::CString::new(dst.as_os_str().as_encoded_bytes())
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        if unsafe { libc::mknod(c.as_ptr(), mode, meta.rdev()) } != 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EPERM) {
+        if let Err(e) = rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dst,
+            rustix::fs::FileType::from_raw_mode(mode),
+            rustix::fs::Mode::from_raw_mode(mode),
+            meta.rdev(),
+        ) {
+            if e == rustix::io::Errno::PERM {
                 return Ok(());
             }
-            return Err(e.into());
+            return Err(io::Error::from(e).into());
         }
         finish(
             dst,

@@ -374,6 +374,14 @@ pub fn proc_path(fd: BorrowedFd<'_>) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
+/// Whether `path` is a descriptor's `/proc/self/fd/N`, as [`proc_path`] makes them.
+pub fn is_proc_path(path: &Path) -> bool {
+    path.parent() == Some(Path::new("/proc/self/fd"))
+        && path
+            .file_name()
+            .is_some_and(|n| !n.is_empty() && n.as_bytes().iter().all(u8::is_ascii_digit))
+}
+
 fn fd_path(fd: BorrowedFd<'_>) -> io::Result<PathBuf> {
     std::fs::read_link(proc_path(fd))
 }
@@ -695,6 +703,21 @@ mod tests {
             .unwrap();
         let m = fs::metadata(root.join("etc/new")).unwrap();
         assert_eq!(m.mode() & 0o777, 0o640);
+    }
+
+    #[test]
+    fn only_a_descriptors_own_proc_path_is_one() {
+        let f = File::open("/").unwrap();
+        assert!(is_proc_path(&proc_path(f.as_fd())));
+        for p in [
+            "/proc/self/fd",
+            "/proc/self/fd/",
+            "/proc/self/fd/3/x",
+            "/proc/1/fd/3",
+        ] {
+            assert!(!is_proc_path(Path::new(p)), "{p}");
+        }
+        assert!(!is_proc_path(Path::new("/proc/self/fd/3a")));
     }
 
     #[test]

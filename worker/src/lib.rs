@@ -3,6 +3,10 @@
 //! The engine is split along the seams of a build, one module per concern (see DESIGN.md). The
 //! front end (`dockerfile`, `plan`) needs nothing from the host; everything that executes a build
 //! sits behind the `executor` feature, so the operator can link the front end alone.
+//!
+//! `unsafe` code is allowed in one module, [`kernel`], and denied everywhere else.
+
+#![deny(unsafe_code)]
 
 pub mod dockerfile;
 #[cfg(feature = "executor")]
@@ -13,6 +17,7 @@ pub mod mounts;
 pub mod plan;
 #[cfg(feature = "executor")]
 pub mod registry;
+pub mod result;
 
 #[cfg(feature = "executor")]
 pub mod build;
@@ -29,6 +34,8 @@ pub mod export;
 #[cfg(feature = "executor")]
 pub mod fsroot;
 #[cfg(feature = "executor")]
+pub mod kernel;
+#[cfg(feature = "executor")]
 pub mod progress;
 #[cfg(feature = "executor")]
 pub mod sandbox;
@@ -36,6 +43,8 @@ pub mod sandbox;
 pub mod snapshot;
 #[cfg(feature = "executor")]
 pub mod solve;
+#[cfg(feature = "executor")]
+pub mod stop;
 #[cfg(feature = "executor")]
 pub mod store;
 #[cfg(feature = "executor")]

@@ -1,9 +1,13 @@
 //! `kiln`: build container images from Dockerfiles, rootless, with BuildKit's feature set.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
@@ -13,9 +17,49 @@ use kiln_worker::cache::transfer::CacheSpec;
 use kiln_worker::mounts::ssh::SshSource;
 use kiln_worker::plan::{self, PlanOptions, Platform, summary};
 use kiln_worker::registry::RegistryOptions;
+use kiln_worker::result::{self, Reason};
 use kiln_worker::snapshot::compress::Compression;
-use kiln_worker::solve::{NamedContext, SecretSource, Snapshotter};
-use kiln_worker::{build, progress, userns};
+use kiln_worker::solve::{BuildError, Interrupt, NamedContext, SecretSource, Snapshotter, Stop};
+use kiln_worker::{build, cache, progress, userns};
+
+/// Standard output and error as a command-line tool wants them. Rust ignores SIGPIPE (the
+/// sandbox and the registry client need it ignored), so when the reader goes away
+/// (`kiln plan | head`) std's `println!` panics on EPIPE. The macros below shadow `print!`,
+/// `println!` and `eprintln!` in this file: a closed standard output ends the program quietly
+/// with status 0, as a Unix filter ends; another write error is reported and ends it with status
+/// 1; a message that cannot reach standard error is dropped, and the exit status still tells.
+mod stdio {
+    use std::io::{self, Write};
+
+    pub fn out(args: std::fmt::Arguments<'_>) {
+        let mut out = io::stdout().lock();
+        if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            err(format_args!("error: writing to standard output: {e}\n"));
+            std::process::exit(1);
+        }
+    }
+
+    pub fn err(args: std::fmt::Arguments<'_>) {
+        let _ = io::stderr().lock().write_fmt(args);
+    }
+}
+
+macro_rules! print {
+    ($($arg:tt)*) => { stdio::out(format_args!($($arg)*)) };
+}
+
+macro_rules! println {
+    () => { stdio::out(format_args!("\n")) };
+    ($($arg:tt)*) => { stdio::out(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+macro_rules! eprintln {
+    () => { stdio::err(format_args!("\n")) };
+    ($($arg:tt)*) => { stdio::err(format_args!("{}\n", format_args!($($arg)*))) };
+}
 
 /// Build container images from Dockerfiles, rootless, with BuildKit's Dockerfile feature set.
 #[derive(Parser)]
@@ -29,6 +73,10 @@ struct Cli {
 enum Command {
     /// Build an image from a Dockerfile and a context.
     Build(Box<BuildArgs>),
+    /// Give volumes' root directories to the worker's user (`--owner UID:GID`, mode 0700): what
+    /// an operator's init container runs on cache volumes that storage created owned by root.
+    #[command(name = "prepare-volumes", hide = true)]
+    PrepareVolumes(PrepareVolumesArgs),
     /// Parse a Dockerfile and print its build plan: stages, base images, cache, secret and ssh ids.
     Plan(PlanArgs),
     /// Remove build cache records, like `docker builder prune`.
@@ -91,6 +139,8 @@ struct BuildArgs {
     #[arg(short = 'f', long = "file")]
     file: Option<PathBuf>,
     /// A build argument, `NAME=VALUE`; `NAME` alone takes the value from the environment.
+    /// BuildKit's built-in ones (`BUILDKIT_SYNTAX`, `BUILDKIT_INLINE_CACHE`, ...) work as in
+    /// BuildKit where Kiln has the feature (docs/frontend.md).
     #[arg(long = "build-arg", value_name = "NAME[=VALUE]")]
     build_args: Vec<String>,
     /// The stage to build (default: the last one).
@@ -102,41 +152,52 @@ struct BuildArgs {
     /// A name for the image, used by the outputs (`-t registry/app:1`).
     #[arg(short = 't', long = "tag")]
     tags: Vec<String>,
-    /// Where the image goes: `type=oci,dest=DIR|FILE.tar`, `type=docker,dest=FILE.tar` (for
+    /// Where the image goes: `type=oci,dest=DIR|FILE.tar|-[,tar=true|false]` (an OCI layout; a
+    /// tarball for a `.tar` name or `-`, standard output), `type=docker,dest=FILE.tar|-` (for
     /// docker load / podman load), `type=local,dest=DIR` (the final filesystem),
     /// `type=image,name=REF,push=true` or `type=registry[,name=REF]` (a registry; the names
-    /// default to the -t tags).
+    /// default to the -t tags). Repeatable.
     #[arg(short = 'o', long = "output", value_name = "type=TYPE,dest=PATH")]
     outputs: Vec<String>,
     /// The platform to build for. Only this machine's platform is supported.
     #[arg(long)]
     platform: Option<String>,
-    /// How to show progress: auto, tty, plain, json or quiet.
+    /// How to show progress: auto (tty on a terminal, else plain), tty, plain, json (or rawjson:
+    /// one event per line) or quiet.
     #[arg(long, default_value = "auto")]
     progress: String,
+    /// Print only the image digest (`sha256:...`) on standard output, as `docker build -q`
+    /// does: no progress (`--progress=quiet`); errors still go to standard error.
+    #[arg(short = 'q', long)]
+    quiet: bool,
     /// Run every step, ignoring cached results.
     #[arg(long)]
     no_cache: bool,
     /// Run the steps of this stage (name or index) without the cache. Repeatable.
     #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
     no_cache_filter: Vec<String>,
-    /// Export the step cache: `type=local,dest=DIR[,mode=min|max][,tag=T]`.
+    /// Export the step cache: `type=registry,ref=REF` (or a bare REF), `type=local,dest=DIR
+    /// [,tag=T]` (an OCI layout) or `type=inline` (in the image config); `mode=min` (default:
+    /// the steps whose layers the image carries) or `mode=max` (every step of every stage), and
+    /// `ignore-error=true` (warn instead of failing). Repeatable.
     #[arg(long = "cache-to", value_name = "type=TYPE,...")]
     cache_to: Vec<String>,
-    /// Import a step cache: `type=local,src=DIR[,tag=T]`. Repeatable; searched in order.
+    /// Import a step cache: `type=registry,ref=REF` (or a bare REF; an image pushed with
+    /// `type=inline` works too) or `type=local,src=DIR[,tag=T]`. Repeatable; searched in order.
     #[arg(long = "cache-from", value_name = "type=TYPE,...")]
     cache_from: Vec<String>,
-    /// After the build, prune the cache (least recently used first) down to this size.
+    /// After the build, prune the cache (least recently used first) down to this size (`10GB`,
+    /// `512MB`, `10Gi`).
     #[arg(long, env = "KILN_GC_KEEP_STORAGE", value_name = "SIZE")]
     gc_keep_storage: Option<String>,
     /// After the build, prune cache records not used within this time (`48h`, `7d`).
     #[arg(long, env = "KILN_GC_KEEP_DURATION", value_name = "DURATION")]
     gc_keep_duration: Option<String>,
     /// Clamp every timestamp in the image to this time (seconds since the epoch), for
-    /// reproducible images.
+    /// reproducible images. Also `--build-arg SOURCE_DATE_EPOCH=N`, as in BuildKit.
     #[arg(long, env = "SOURCE_DATE_EPOCH")]
     source_date_epoch: Option<i64>,
-    /// Layer compression: gzip, zstd or uncompressed.
+    /// Layer compression: gzip, zstd or uncompressed (or none).
     #[arg(long, default_value = "gzip")]
     compression: String,
     /// A named context: `NAME=oci-layout://DIR[:TAG|@DIGEST]` or `NAME=DIR`. NAME is a stage
@@ -150,28 +211,46 @@ struct BuildArgs {
     /// (for restricted pods where a new /proc cannot be mounted).
     #[arg(long)]
     no_process_sandbox: bool,
-    /// Grant an entitlement: `security.insecure` allows `RUN --security=insecure`.
+    /// Grant an entitlement: `security.insecure` allows `RUN --security=insecure`;
+    /// `network.host` is accepted and changes nothing (`RUN --network=host` needs no grant).
     #[arg(long = "allow")]
     allow: Vec<String>,
-    /// Namespace for cache mount ids.
+    /// Namespace for cache mount ids: builds with different namespaces never share a cache
+    /// mount. Also `--build-arg BUILDKIT_CACHE_MOUNT_NS=NS`, as in BuildKit.
     #[arg(long, env = "BUILDKIT_CACHE_MOUNT_NS", default_value = "")]
     cache_mount_ns: String,
-    /// Write the result (digests) as JSON to this file.
+    /// Keep one cache on a volume of its own (a Kubernetes PersistentVolumeClaim): a JSON object
+    /// `{"id","uid","gid","mode","from","source","dir"}` naming the cache as BuildKit keys it and
+    /// the directory that holds it. The operator passes one per cache. Repeatable.
+    #[arg(long = "cache-volume", value_name = "JSON")]
+    cache_volumes: Vec<String>,
+    /// Write the result as JSON to this file: the digests (`containerimage.digest`,
+    /// `containerimage.config.digest`), the names, step counts and what a push did.
     #[arg(long)]
     metadata_file: Option<PathBuf>,
-    /// A build secret for `RUN --mount=type=secret`: `id=ID,src=FILE` or `id=ID,env=VAR`.
+    /// Write the worker's result to this file: one JSON object under 4 KiB, the digest and
+    /// pushed names, or a stable failure reason (docs/worker-result.md). In a pod:
+    /// /dev/termination-log.
+    #[arg(long, env = "KILN_RESULT_FILE", value_name = "FILE")]
+    result_file: Option<PathBuf>,
+    /// Stop the build after this long (`30m`, `1h30m`); the result's reason is then Timeout.
+    #[arg(long, env = "KILN_TIMEOUT", value_name = "DURATION")]
+    timeout: Option<String>,
+    /// A build secret for `RUN --mount=type=secret`: `id=ID,src=FILE` or `id=ID,env=VAR`
+    /// (`type=file|env` may say which; a lone `id=ID` reads the variable ID).
     /// Its value is never stored in the image, the cache or the logs.
     #[arg(long = "secret", value_name = "id=ID,src=FILE|env=VAR")]
     secrets: Vec<String>,
-    /// A directory of secrets, one file per id (a mounted Kubernetes Secret).
+    /// A directory of secrets, one file per id, the file name being the id (a mounted
+    /// Kubernetes Secret: its `..data` entries are skipped). Repeatable.
     #[arg(long = "secrets-dir", value_name = "DIR")]
     secrets_dir: Vec<PathBuf>,
     /// An ssh key source for `RUN --mount=type=ssh`: `default` (the agent of $SSH_AUTH_SOCK),
     /// `ID=SOCKET` (forward an agent), or `ID=KEYFILE[,KEYFILE...]` (Kiln serves the keys).
     #[arg(long = "ssh", value_name = "default|ID=PATH[,PATH...]")]
     ssh: Vec<String>,
-    /// How RUN steps get their root filesystem: overlay, copy (when overlayfs is unavailable),
-    /// or auto (overlay when it can be mounted).
+    /// How RUN steps get their root filesystem: overlay, copy (or native; when overlayfs is
+    /// unavailable), or auto (overlay when it can be mounted).
     #[arg(long, env = "KILN_SNAPSHOTTER", default_value = "auto")]
     snapshotter: String,
     /// Push the image to the registry of every -t name (like `--output type=registry`).
@@ -188,8 +267,9 @@ struct BuildArgs {
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure_registry: Vec<String>,
     /// Registry credentials: a docker config.json, or a Kubernetes dockerconfigjson Secret file
-    /// (or its mounted directory). Looked at before $DOCKER_CONFIG/config.json and
-    /// ~/.docker/config.json.
+    /// (or its mounted directory). Repeatable (a push Secret and pull Secrets): for each
+    /// registry, the first file with an entry for it wins. Looked at before
+    /// $DOCKER_CONFIG/config.json and ~/.docker/config.json.
     #[arg(
         long = "registry-auth-file",
         value_name = "FILE",
@@ -240,6 +320,10 @@ struct PlanArgs {
     /// Print the plan as JSON (the shape is documented in docs/plan-json.md).
     #[arg(long)]
     json: bool,
+    /// Write a compact plan (or the Dockerfile error) to this file, in under 4 KiB
+    /// (docs/worker-result.md). In a plan pod: /dev/termination-log.
+    #[arg(long, env = "KILN_RESULT_FILE", value_name = "FILE")]
+    result_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -249,16 +333,63 @@ fn main() -> ExitCode {
         let spec = args.next().unwrap_or_default();
         kiln_worker::sandbox::init::helper_main(std::path::Path::new(&spec));
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // A refused command line is still a result: the operator reads it, not the log.
+            if e.use_stderr() {
+                let message = e.render().to_string();
+                let first = message.lines().next().unwrap_or_default();
+                let f = result::Failure::new(
+                    Reason::InvalidArgument,
+                    first.trim_start_matches("error: "),
+                );
+                ResultFile::new(result_file_from_args())
+                    .write(&result::BuildResult::Failure(f).to_json(result::MAX_BYTES));
+            }
+            e.exit()
+        }
+    };
     let code = match cli.command {
         Command::Plan(args) => run_plan(&args),
         Command::Build(args) => run_build(&args),
         Command::Prune(args) => run_prune(&args),
         Command::Du(args) => run_du(&args),
+        Command::PrepareVolumes(args) => run_prepare_volumes(&args),
     };
     // A clean exit takes its owner locks along; a crash leaves them to the next build's sweep.
     kiln_worker::store::owner::release_all();
     code
+}
+
+/// `kiln prepare-volumes`.
+#[derive(clap::Args)]
+struct PrepareVolumesArgs {
+    /// The owner to give each directory, `UID:GID`.
+    #[arg(long, value_name = "UID:GID")]
+    owner: String,
+    /// The volumes' root directories.
+    #[arg(required = true)]
+    dirs: Vec<PathBuf>,
+}
+
+fn run_prepare_volumes(args: &PrepareVolumesArgs) -> ExitCode {
+    let Some((uid, gid)) = args
+        .owner
+        .split_once(':')
+        .and_then(|(u, g)| Some((u.parse::<u32>().ok()?, g.parse::<u32>().ok()?)))
+    else {
+        eprintln!("error: --owner {:?}: expected UID:GID", args.owner);
+        return ExitCode::from(2);
+    };
+    for dir in &args.dirs {
+        if let Err(e) = kiln_worker::mounts::volumes::prepare(dir, uid, gid) {
+            eprintln!("error: preparing the volume {}: {e}", dir.display());
+            return ExitCode::FAILURE;
+        }
+        println!("{}: owned by {uid}:{gid}, mode 0700", dir.display());
+    }
+    ExitCode::SUCCESS
 }
 
 fn run_prune(args: &PruneArgs) -> ExitCode {
@@ -518,18 +649,28 @@ fn plan_options(args: &PlanArgs) -> anyhow::Result<PlanOptions> {
 
 fn run_plan(args: &PlanArgs) -> ExitCode {
     let (path, name) = locate(args);
-    let prepared =
-        read_dockerfile(path.as_deref()).and_then(|text| Ok((text, plan_options(args)?)));
+    let result_file = ResultFile::new(args.result_file.clone());
+    let prepared = read_dockerfile(path.as_deref())
+        .map_err(|e| (Reason::InvalidDockerfile, e))
+        .and_then(|text| {
+            let opts = plan_options(args).map_err(|e| (Reason::InvalidArgument, e))?;
+            Ok((text, opts))
+        });
     let (text, opts) = match prepared {
         Ok(x) => x,
-        Err(e) => {
+        Err((reason, e)) => {
             eprintln!("error: {e:#}");
+            let mut f = result::Failure::new(reason, format!("{e:#}"));
+            f.file = (reason == Reason::InvalidDockerfile).then(|| name.clone());
+            result_file.write(&result::PlanResult::Failure(f).to_json(result::MAX_BYTES));
             return ExitCode::from(2);
         }
     };
     let result = plan::from_text(&name, &text, &opts);
     match result {
         Ok(plan) => {
+            let compact = result::CompactPlan::from_summary(&summary::summarize(&plan));
+            result_file.write(&result::PlanResult::Plan(compact).to_json(result::MAX_BYTES));
             if args.json {
                 match serde_json::to_string_pretty(&summary::summarize(&plan)) {
                     Ok(json) => println!("{json}"),
@@ -548,6 +689,8 @@ fn run_plan(args: &PlanArgs) -> ExitCode {
         }
         Err(diags) => {
             eprintln!("{diags}");
+            let failure = build::Error::Plan(diags.clone()).to_result();
+            result_file.write(&result::PlanResult::Failure(failure).to_json(result::MAX_BYTES));
             if args.json {
                 let out = serde_json::json!({
                     "apiVersion": summary::API_VERSION,
@@ -704,10 +847,17 @@ fn build_request(args: &BuildArgs) -> anyhow::Result<build::Request> {
         process_sandbox: !args.no_process_sandbox,
         allow_insecure,
         cache_mount_ns: args.cache_mount_ns.clone(),
+        cache_volumes: args
+            .cache_volumes
+            .iter()
+            .map(|v| {
+                kiln_worker::mounts::volumes::CacheVolume::parse(v).map_err(anyhow::Error::msg)
+            })
+            .collect::<anyhow::Result<_>>()?,
         metadata_file: args.metadata_file.clone(),
         helper: None,
-        secrets: parse_secrets(&args.secrets, &args.secrets_dir)?,
-        ssh: parse_ssh(&args.ssh)?,
+        secrets: parse_secrets(&args.secrets, &args.secrets_dir).map_err(SecretInput)?,
+        ssh: parse_ssh(&args.ssh).map_err(SecretInput)?,
         snapshotter: match args.snapshotter.as_str() {
             "auto" => None,
             "overlay" => Some(Snapshotter::Overlay),
@@ -715,6 +865,7 @@ fn build_request(args: &BuildArgs) -> anyhow::Result<build::Request> {
             other => bail!("--snapshotter {other:?}: use auto, overlay or copy"),
         },
         registry: registry_options(args)?,
+        interrupt: Interrupt::default(),
     })
 }
 
@@ -760,7 +911,15 @@ fn registry_options(args: &BuildArgs) -> anyhow::Result<RegistryOptions> {
     Ok(opts)
 }
 
-/// `--secret id=ID,src=FILE|env=VAR[,type=file|env]` and `--secrets-dir DIR`.
+/// A `--secret`, `--secrets-dir` or `--ssh` that cannot be read (a Secret volume the pod may
+/// not read, say): the result's reason is then `MissingSecret`, not `InvalidArgument`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+struct SecretInput(anyhow::Error);
+
+/// `--secret id=ID,src=FILE|env=VAR[,type=file|env]` and `--secrets-dir DIR`: in a directory
+/// (a mounted Kubernetes Secret), each file is a secret whose id is its name; the kubelet's
+/// `..data` bookkeeping entries are skipped.
 fn parse_secrets(
     specs: &[String],
     dirs: &[PathBuf],
@@ -854,7 +1013,35 @@ fn split_layout_ref(rest: &str) -> (&str, Option<String>) {
     }
 }
 
+/// BuildKit's built-in build arguments that stand for flags (`plan::buildkit_args`):
+/// `BUILDKIT_CACHE_MOUNT_NS`, `SOURCE_DATE_EPOCH`, `BUILDKIT_INLINE_CACHE`. A flag wins.
+fn with_buildkit_args(mut req: build::Request) -> anyhow::Result<build::Request> {
+    use kiln_worker::cache::transfer::CacheExport;
+    let b = plan::buildkit_args::BuildkitArgs::from_build_args(&req.build_args)
+        .map_err(anyhow::Error::msg)?;
+    if req.cache_mount_ns.is_empty() {
+        req.cache_mount_ns = b.cache_mount_ns.unwrap_or_default();
+    }
+    req.source_date_epoch = req.source_date_epoch.or(b.source_date_epoch);
+    if b.inline_cache && !req.cache_to.iter().any(|c| c.spec == CacheSpec::Inline) {
+        req.cache_to.push(CacheExport {
+            spec: CacheSpec::Inline,
+            ignore_error: false,
+        });
+    }
+    Ok(req)
+}
+
 fn run_build(args: &BuildArgs) -> ExitCode {
+    let started = Instant::now();
+    let result_file = Arc::new(ResultFile::new(args.result_file.clone()));
+    let refuse = |reason: Reason, e: String| {
+        eprintln!("error: {e}");
+        let f = result::Failure::new(reason, e);
+        result_file.write(&result::BuildResult::Failure(f).to_json(result::MAX_BYTES));
+        ExitCode::from(2)
+    };
+    let usage_error = |e: String| refuse(Reason::InvalidArgument, e);
     let defaults = kiln_worker::fetch::Limits::current();
     kiln_worker::fetch::Limits::set(kiln_worker::fetch::Limits {
         max_bytes: args.add_max_bytes.unwrap_or(defaults.max_bytes),
@@ -863,24 +1050,43 @@ fn run_build(args: &BuildArgs) -> ExitCode {
             .fetch_read_timeout
             .map_or(defaults.read_timeout, std::time::Duration::from_secs),
     });
-    let request = match build_request(args) {
+    let request = match build_request(args).and_then(with_buildkit_args) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::from(2);
-        }
+        Err(e) if e.is::<SecretInput>() => return refuse(Reason::MissingSecret, format!("{e:#}")),
+        Err(e) => return usage_error(format!("{e:#}")),
     };
-    let Some(mode) = progress::Mode::parse(&args.progress) else {
-        eprintln!(
-            "error: --progress {:?}: use auto, tty, plain, json or quiet",
+    let mode = if args.quiet { "quiet" } else { &args.progress };
+    let Some(mode) = progress::Mode::parse(mode) else {
+        return usage_error(format!(
+            "--progress {:?}: use auto, tty, plain, json or quiet",
             args.progress
-        );
-        return ExitCode::from(2);
+        ));
+    };
+    let timeout = match args.timeout.as_deref().map(cache::prune::parse_duration) {
+        Some(Err(e)) => return usage_error(format!("--timeout: {e}")),
+        Some(Ok(t)) => Some(t),
+        None => None,
     };
     // Rootless: enter a user namespace now, while this process has a single thread.
     if let Err(e) = userns::enter() {
         eprintln!("error: {e}");
+        let f = result::Failure::new(Reason::Internal, e.to_string());
+        result_file.write(&result::BuildResult::Failure(f).to_json(result::MAX_BYTES));
         return ExitCode::FAILURE;
+    }
+    let give_up = {
+        let result_file = result_file.clone();
+        move |stop: Stop| {
+            let f = result::Failure::new(stop.reason(), stop.to_string());
+            result_file.write(&result::BuildResult::Failure(f).to_json(result::MAX_BYTES));
+            eprintln!("error: {stop}");
+            std::process::exit(i32::from(kiln_worker::stop::exit_status(stop)));
+        }
+    };
+    if let Err(e) =
+        kiln_worker::stop::watch(request.interrupt.clone(), timeout, STOP_GRACE, give_up)
+    {
+        eprintln!("warning: cannot watch for signals: {e}");
     }
     let printer = progress::Printer::stderr(mode);
     match build::run(&request, &printer) {
@@ -888,6 +1094,10 @@ fn run_build(args: &BuildArgs) -> ExitCode {
             let to_stdout = request.outputs.iter().any(|o| {
                 matches!(o, build::Output::Oci { dest, .. } | build::Output::Docker { dest } if dest.as_os_str() == "-")
             });
+            result_file.write(
+                &result::BuildResult::Success(outcome.to_result(started.elapsed()))
+                    .to_json(result::MAX_BYTES),
+            );
             if mode != progress::Mode::Quiet {
                 eprintln!(
                     "image {} ({} steps, {} cached)",
@@ -903,8 +1113,65 @@ fn run_build(args: &BuildArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
+            let redactor = request.secret_redactor();
+            eprintln!("error: {}", redactor.redact(&e.to_string()));
+            let mut failure = e.to_result();
+            failure.redact(&redactor);
+            result_file.write(&result::BuildResult::Failure(failure).to_json(result::MAX_BYTES));
+            match e {
+                build::Error::Build(BuildError::Interrupted(stop)) => {
+                    ExitCode::from(kiln_worker::stop::exit_status(stop))
+                }
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+/// How long a stopped build may take to end by itself before the result is written and the
+/// process exits anyway (Kubernetes gives a pod 30 s between SIGTERM and SIGKILL by default).
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The `--result-file` of a command line that did not parse: the flag, else `KILN_RESULT_FILE`.
+fn result_file_from_args() -> Option<PathBuf> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    for (i, a) in args.iter().enumerate() {
+        let a = a.to_string_lossy();
+        if let Some(v) = a.strip_prefix("--result-file=") {
+            return Some(PathBuf::from(v));
+        }
+        if a == "--result-file" {
+            return args.get(i + 1).map(PathBuf::from);
+        }
+    }
+    std::env::var_os("KILN_RESULT_FILE").map(PathBuf::from)
+}
+
+/// `--result-file`: written once, by the build, or by the stop watcher when the build does not
+/// end in time. A result that cannot be written is reported, and does not change the exit
+/// status.
+struct ResultFile {
+    path: Option<PathBuf>,
+    written: Mutex<bool>,
+}
+
+impl ResultFile {
+    fn new(path: Option<PathBuf>) -> ResultFile {
+        ResultFile {
+            path,
+            written: Mutex::new(false),
+        }
+    }
+
+    fn write(&self, json: &str) {
+        let Some(path) = &self.path else { return };
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        if *written {
+            return;
+        }
+        *written = true;
+        if let Err(e) = std::fs::write(path, json) {
+            eprintln!("warning: writing the result to {}: {e}", path.display());
         }
     }
 }

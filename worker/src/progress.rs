@@ -29,7 +29,7 @@ impl Mode {
             "json" | "rawjson" => Mode::Json,
             "quiet" => Mode::Quiet,
             "auto" => {
-                if unsafe { libc::isatty(2) } == 1 {
+                if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
                     Mode::Tty
                 } else {
                     Mode::Plain

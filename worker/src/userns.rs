@@ -13,13 +13,13 @@
 //! carries on as root of the namespace with its capabilities intact. The parent waits and
 //! exits with the child's status.
 
-use std::ffi::CStr;
-use std::fs;
-use std::io;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicI32, Ordering};
+
+use crate::kernel::{Fork, fork_single_threaded};
+use crate::sandbox::syscall::{Linux, MountFlags, Namespaces, Syscall};
 
 use thiserror::Error;
 
@@ -137,115 +137,96 @@ pub fn overlay_xattr_prefix() -> &'static str {
     }
 }
 
-static CHILD: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn forward(sig: libc::c_int) {
-    let pid = CHILD.load(Ordering::SeqCst);
-    if pid > 0 {
-        unsafe { libc::kill(pid, sig) };
-    }
-}
-
 /// Enter a user namespace if running unprivileged. Must be called before any thread exists.
 ///
 /// Returns in the child, inside the namespace; the parent never returns (it exits with the
 /// child's status). As root it returns at once.
 pub fn enter() -> Result<(), UsernsError> {
-    let uid = unsafe { libc::geteuid() };
+    let uid = rustix::process::geteuid().as_raw();
     if uid == 0 {
         let _ = MAPPING.set(None);
         return Ok(());
     }
-    let gid = unsafe { libc::getegid() };
-    let name = user_name(uid).unwrap_or_else(|| uid.to_string());
+    let gid = rustix::process::getegid().as_raw();
+    let name = crate::kernel::user_name(uid).unwrap_or_else(|| uid.to_string());
     let mapping = plan_mapping(uid, gid, &name);
+    let sys = Linux;
 
-    let mut to_parent = [0; 2];
-    let mut to_child = [0; 2];
-    if unsafe { libc::pipe2(to_parent.as_mut_ptr(), libc::O_CLOEXEC) } < 0
-        || unsafe { libc::pipe2(to_child.as_mut_ptr(), libc::O_CLOEXEC) } < 0
-    {
-        return Err(io::Error::last_os_error().into());
-    }
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(io::Error::last_os_error().into());
-    }
-    if pid == 0 {
-        unsafe {
-            libc::close(to_parent[0]);
-            libc::close(to_child[1]);
+    let pipe = || -> io::Result<(File, File)> {
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        Ok((File::from(r), File::from(w)))
+    };
+    let (mut from_child, mut to_parent) = pipe()?;
+    let (mut from_parent, mut to_child) = pipe()?;
+    let pid = match fork_single_threaded()? {
+        Fork::Child => {
+            drop((from_child, to_child));
+            let unshared = sys.unshare(Namespaces {
+                user: true,
+                mount: true,
+                ..Default::default()
+            });
+            let _ = to_parent.write_all(&[u8::from(unshared.is_ok())]);
+            unshared.map_err(UsernsError::Unshare)?;
+            let mut answer = [0u8; 1];
+            if from_parent.read_exact(&mut answer).is_err() || answer[0] != 1 {
+                // The parent sends why after the status byte; the caller reports it (and
+                // writes the build's result, which only this process knows where to put).
+                let mut reason = String::new();
+                let _ = from_parent.read_to_string(&mut reason);
+                return Err(UsernsError::Map(reason));
+            }
+            drop((to_parent, from_parent));
+            become_root(&sys, &mapping)?;
+            if let Mapping::Single { reason } = &mapping {
+                eprintln!(
+                    "kiln: rootless with a single id ({reason}): every file will belong to root and RUN steps cannot switch users"
+                );
+            }
+            let _ = MAPPING.set(Some(mapping));
+            return Ok(());
         }
-        let unshared = unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) };
-        let err = io::Error::last_os_error();
-        let byte = [u8::from(unshared == 0)];
-        unsafe { libc::write(to_parent[1], byte.as_ptr().cast(), 1) };
-        if unshared != 0 {
-            return Err(UsernsError::Unshare(err));
-        }
-        let mut answer = [0u8; 1];
-        let n = unsafe { libc::read(to_child[0], answer.as_mut_ptr().cast(), 1) };
-        if n != 1 || answer[0] != 1 {
-            // The parent reports the failure.
-            unsafe { libc::_exit(1) };
-        }
-        unsafe {
-            libc::close(to_parent[1]);
-            libc::close(to_child[0]);
-        }
-        become_root(&mapping)?;
-        if let Mapping::Single { reason } = &mapping {
-            eprintln!(
-                "kiln: rootless with a single id ({reason}): every file will belong to root and RUN steps cannot switch users"
-            );
-        }
-        let _ = MAPPING.set(Some(mapping));
-        return Ok(());
-    }
+        Fork::Parent(pid) => pid,
+    };
 
     // The parent: map the child's ids, then wait for it.
-    unsafe {
-        libc::close(to_parent[1]);
-        libc::close(to_child[0]);
-    }
+    drop((to_parent, from_parent));
     let mut byte = [0u8; 1];
-    let n = unsafe { libc::read(to_parent[0], byte.as_mut_ptr().cast(), 1) };
-    let result = if n == 1 && byte[0] == 1 {
-        write_maps(pid, uid, gid, &mapping)
+    let unshared = from_child.read_exact(&mut byte).is_ok() && byte[0] == 1;
+    let result = if unshared {
+        write_maps(&sys, pid.as_raw_nonzero().get() as u32, uid, gid, &mapping)
     } else {
         Err("the child could not unshare".into())
     };
-    let ok = [u8::from(result.is_ok())];
-    unsafe { libc::write(to_child[1], ok.as_ptr().cast(), 1) };
-    if let Err(e) = &result
-        && n == 1
-        && byte[0] == 1
-    {
-        eprintln!("kiln: {}", UsernsError::Map(e.clone()));
+    let _ = to_child.write_all(&[u8::from(result.is_ok())]);
+    if let Err(e) = &result {
+        let _ = to_child.write_all(e.as_bytes());
     }
-    CHILD.store(pid, Ordering::SeqCst);
-    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT] {
-        unsafe { libc::signal(sig, forward as *const () as libc::sighandler_t) };
-    }
-    let mut status = 0;
-    loop {
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            break;
+    drop(to_child);
+    crate::kernel::forward_signals_to(pid);
+    let status = loop {
+        match rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()) {
+            Ok(Some((_, status))) => break status,
+            Ok(None) | Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => std::process::exit(1),
         }
-        if r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            std::process::exit(1);
-        }
-    }
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        128 + libc::WTERMSIG(status)
     };
+    let code = status
+        .exit_status()
+        .unwrap_or_else(|| 128 + status.terminating_signal().unwrap_or(0));
     std::process::exit(code)
 }
 
-fn write_maps(pid: libc::pid_t, uid: u32, gid: u32, mapping: &Mapping) -> Result<(), String> {
+/// Map the ids of the child `pid`: through `newuidmap`/`newgidmap` for a full range, or by
+/// writing the maps directly for the user's own id (which the kernel allows the owner, once
+/// `setgroups` is denied).
+fn write_maps(
+    sys: &dyn Syscall,
+    pid: u32,
+    uid: u32,
+    gid: u32,
+    mapping: &Mapping,
+) -> Result<(), String> {
     match mapping {
         Mapping::Full {
             uid_start,
@@ -257,87 +238,100 @@ fn write_maps(pid: libc::pid_t, uid: u32, gid: u32, mapping: &Mapping) -> Result
                 ("newuidmap", uid, uid_start, uid_count),
                 ("newgidmap", gid, gid_start, gid_count),
             ] {
-                let out = Command::new(tool)
-                    .args([
-                        pid.to_string(),
-                        "0".into(),
-                        id.to_string(),
-                        "1".into(),
-                        "1".into(),
-                        start.to_string(),
-                        count.to_string(),
-                    ])
-                    .output()
-                    .map_err(|e| format!("running {tool}: {e}"))?;
-                if !out.status.success() {
-                    return Err(format!(
-                        "{tool} failed: {}",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    ));
-                }
+                let args: Vec<String> = [pid, 0, id, 1, 1, *start, *count]
+                    .iter()
+                    .map(u32::to_string)
+                    .collect();
+                sys.run(tool, &args).map_err(|e| e.to_string())?;
             }
             Ok(())
         }
         Mapping::Single { .. } => {
-            let proc = format!("/proc/{pid}");
-            fs::write(format!("{proc}/setgroups"), "deny")
-                .map_err(|e| format!("{proc}/setgroups: {e}"))?;
-            fs::write(format!("{proc}/uid_map"), format!("0 {uid} 1"))
-                .map_err(|e| format!("{proc}/uid_map: {e}"))?;
-            fs::write(format!("{proc}/gid_map"), format!("0 {gid} 1"))
-                .map_err(|e| format!("{proc}/gid_map: {e}"))?;
+            let proc = Path::new("/proc").join(pid.to_string());
+            sys.write(&proc.join("setgroups"), "deny")
+                .map_err(|e| e.to_string())?;
+            sys.write(&proc.join("uid_map"), &format!("0 {uid} 1"))
+                .map_err(|e| e.to_string())?;
+            sys.write(&proc.join("gid_map"), &format!("0 {gid} 1"))
+                .map_err(|e| e.to_string())?;
             Ok(())
         }
     }
 }
 
-fn become_root(mapping: &Mapping) -> Result<(), UsernsError> {
-    unsafe {
-        if libc::setresgid(0, 0, 0) < 0 || libc::setresuid(0, 0, 0) < 0 {
-            return Err(UsernsError::Map(format!(
-                "becoming root in the namespace: {}",
-                io::Error::last_os_error()
-            )));
-        }
-        if matches!(mapping, Mapping::Full { .. }) {
-            libc::setgroups(0, std::ptr::null());
-        }
-    }
+/// Become root of the new namespace, and keep this process's mounts from propagating.
+fn become_root(sys: &dyn Syscall, mapping: &Mapping) -> Result<(), UsernsError> {
+    sys.set_ids(0, 0)
+        .map_err(|e| UsernsError::Map(format!("becoming root in the namespace: {e}")))?;
+    // The supplementary groups are kept: a pod's `fsGroup` is what lets this user read its
+    // Secret volumes (build secrets, ssh keys, registry credentials), which Kiln reads from
+    // inside the namespace; the kernel checks them even where they are not mapped. Each RUN
+    // step still gets exactly its own groups (the sandbox's setgroups).
+    let _ = mapping;
     // Mounts made from now on must not propagate anywhere.
-    let root = c"/";
-    if unsafe {
-        libc::mount(
-            std::ptr::null(),
-            root.as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        )
-    } < 0
-    {
-        return Err(io::Error::last_os_error().into());
-    }
+    sys.mount("", Path::new("/"), "", MountFlags::PRIVATE_TREE, "")?;
     Ok(())
-}
-
-fn user_name(uid: u32) -> Option<String> {
-    let mut buf = vec![0 as libc::c_char; 4096];
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result = std::ptr::null_mut();
-    let r = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
-    if r != 0 || result.is_null() {
-        return None;
-    }
-    Some(
-        unsafe { CStr::from_ptr(pwd.pw_name) }
-            .to_string_lossy()
-            .into_owned(),
-    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::syscall::Recorder;
+
+    #[test]
+    fn a_full_range_is_mapped_by_newuidmap_and_newgidmap() {
+        let rec = Recorder::default();
+        let mapping = Mapping::Full {
+            uid_start: 100000,
+            uid_count: 65536,
+            gid_start: 200000,
+            gid_count: 1000,
+        };
+        write_maps(&rec, 4242, 1000, 1001, &mapping).unwrap();
+        assert_eq!(
+            rec.calls(),
+            [
+                "run newuidmap 4242 0 1000 1 1 100000 65536",
+                "run newgidmap 4242 0 1001 1 1 200000 1000",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_single_id_is_mapped_by_writing_the_maps_after_denying_setgroups() {
+        let rec = Recorder::default();
+        let mapping = Mapping::Single {
+            reason: "no uidmap".into(),
+        };
+        write_maps(&rec, 7, 1000, 1001, &mapping).unwrap();
+        assert_eq!(
+            rec.calls(),
+            [
+                "write /proc/7/setgroups deny",
+                "write /proc/7/uid_map 0 1000 1",
+                "write /proc/7/gid_map 0 1001 1",
+            ]
+        );
+    }
+
+    #[test]
+    fn becoming_root_drops_host_groups_only_with_a_full_range() {
+        let rec = Recorder::default();
+        become_root(
+            &rec,
+            &Mapping::Full {
+                uid_start: 1,
+                uid_count: 1,
+                gid_start: 1,
+                gid_count: 1,
+            },
+        )
+        .unwrap();
+        assert_eq!(rec.calls(), ["setids 0:0", "mount / [rec,private]"]);
+        let rec = Recorder::default();
+        become_root(&rec, &Mapping::Single { reason: "x".into() }).unwrap();
+        assert_eq!(rec.calls(), ["setids 0:0", "mount / [rec,private]"]);
+    }
 
     #[test]
     fn subid_ranges_are_found_by_name_or_id() {

@@ -170,6 +170,59 @@ fn source_date_epoch_makes_builds_reproducible() {
     );
 }
 
+/// BuildKit's built-in build arguments `SOURCE_DATE_EPOCH` and `BUILDKIT_INLINE_CACHE` do what
+/// `--source-date-epoch` and `--cache-to type=inline` do: the same image, byte for byte.
+#[test]
+fn buildkit_build_args_act_as_their_flags() {
+    let env = root_env();
+    let ctx = env.context(
+        "bk-args",
+        &[
+            ("Dockerfile", "FROM scratch\nCOPY hello.txt /\n"),
+            ("hello.txt", "hello\n"),
+        ],
+    );
+    let digest = |name: &str, args: &[&str]| -> String {
+        let meta = env.dir.join(format!("bk-args-{name}.json"));
+        let state = env.dir.join(format!("bk-args-state-{name}"));
+        let mut all = vec![format!("--metadata-file={}", meta.display())];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let run = env.build_in(&state, &ctx, &all);
+        assert!(run.status.success(), "{}", text(&run));
+        assert!(!text(&run).contains("not used"), "{}", text(&run));
+        metadata(&meta)["containerimage.digest"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        digest("flag", &["--source-date-epoch=1234567"]),
+        digest("arg", &["--build-arg=SOURCE_DATE_EPOCH=1234567"]),
+    );
+    assert_eq!(
+        digest(
+            "inline-flag",
+            &["--source-date-epoch=1234567", "--cache-to=type=inline"]
+        ),
+        digest(
+            "inline-arg",
+            &[
+                "--source-date-epoch=1234567",
+                "--build-arg=BUILDKIT_INLINE_CACHE=1"
+            ]
+        ),
+    );
+    assert_ne!(
+        digest("plain", &["--source-date-epoch=1234567"]),
+        digest(
+            "inline",
+            &["--source-date-epoch=1234567", "--cache-to=type=inline"]
+        ),
+        "the inline cache must change the image, or the comparison above proves nothing"
+    );
+}
+
 #[test]
 fn a_noop_rebuild_runs_nothing_and_marks_every_step_cached() {
     let env = root_env();
@@ -567,4 +620,119 @@ fn a_copy_of_many_files_keeps_every_content_mode_and_owner() {
             assert_eq!((meta.uid(), meta.gid()), owner, "{}", path.display());
         }
     }
+}
+
+/// The `security.capability` PAX records of every layer of the image in an OCI layout, by
+/// path, in layer order (later layers last).
+fn layer_capabilities(layout: &Path) -> Vec<(String, Vec<u8>)> {
+    let json = |p: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let blob = |d: &serde_json::Value| {
+        layout
+            .join("blobs/sha256")
+            .join(d.as_str().unwrap().trim_start_matches("sha256:"))
+    };
+    let index = json(layout.join("index.json"));
+    let manifest = json(blob(&index["manifests"][0]["digest"]));
+    let mut out = vec![];
+    for layer in manifest["layers"].as_array().unwrap() {
+        let file = std::fs::File::open(blob(&layer["digest"])).unwrap();
+        let mut archive = tar::Archive::new(flate2::read::MultiGzDecoder::new(file));
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().display().to_string();
+            if let Some(exts) = entry.pax_extensions().unwrap() {
+                for ext in exts {
+                    let ext = ext.unwrap();
+                    if ext.key().unwrap() == "SCHILY.xattr.security.capability" {
+                        out.push((path.clone(), ext.value_bytes().to_vec()));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `cap_setuid=ep` as the kernel stores it: VFS_CAP_REVISION_2 with the effective flag, then
+/// the permitted and inheritable words (CAP_SETUID is bit 7).
+fn is_cap_setuid_ep(value: &[u8]) -> bool {
+    let word = |i: usize| u32::from_le_bytes(value[i * 4..i * 4 + 4].try_into().unwrap());
+    value.len() == 20 && word(0) == 0x0200_0001 && word(1) == 1 << 7 && word(2) == 0
+}
+
+fn file_capabilities_survive_copy(env: &Env, name: &str) {
+    let ctx = env.context(
+        name,
+        &[(
+            "Dockerfile",
+            "FROM kiln-ref/busybox:1 AS build\n\
+             COPY --chown=1:1 capbin /stage/capbin\n\
+             FROM scratch\n\
+             COPY capbin plain /\n\
+             COPY --from=build /stage/capbin /fromstage\n",
+        )],
+    );
+    std::fs::copy("/bin/busybox", ctx.join("capbin")).unwrap();
+    std::fs::write(ctx.join("plain"), "no capabilities\n").unwrap();
+    // Built once without the capability: the setcap below must not be answered from the cache.
+    let layout = env.dir.join(format!("{name}-layout"));
+    let out = env.build(
+        &ctx,
+        &["--output", &format!("type=oci,dest={}", layout.display())],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(layer_capabilities(&layout), []);
+    std::fs::remove_dir_all(&layout).unwrap();
+    let setcap = Command::new("setcap")
+        .args(["cap_setuid=ep"])
+        .arg(ctx.join("capbin"))
+        .output()
+        .expect("setcap runs (libcap2-bin)");
+    assert!(setcap.status.success(), "{}", text(&setcap));
+    let out = env.build(
+        &ctx,
+        &["--output", &format!("type=oci,dest={}", layout.display())],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let caps = layer_capabilities(&layout);
+    let paths: Vec<&str> = caps.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(paths, ["capbin", "fromstage"], "{caps:?}");
+    for (path, value) in &caps {
+        assert!(is_cap_setuid_ep(value), "{path}: {value:02x?}");
+    }
+
+    // The image as a base: its layer is unpacked, and a COPY from it keeps the capability.
+    let again = env.context(
+        &format!("{name}-again"),
+        &[(
+            "Dockerfile",
+            "FROM scratch\nCOPY --from=capbase /capbin /again\n",
+        )],
+    );
+    let layout2 = env.dir.join(format!("{name}-again-layout"));
+    let out = env.build(
+        &again,
+        &[
+            &format!("--build-context=capbase=oci-layout://{}", layout.display()),
+            "--output",
+            &format!("type=oci,dest={}", layout2.display()),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let caps = layer_capabilities(&layout2);
+    assert_eq!(caps.len(), 1, "{caps:?}");
+    assert_eq!(caps[0].0, "again");
+    assert!(is_cap_setuid_ep(&caps[0].1), "{:02x?}", caps[0].1);
+}
+
+#[test]
+fn file_capabilities_survive_copy_as_root() {
+    file_capabilities_survive_copy(root_env(), "caps");
+}
+
+#[test]
+fn file_capabilities_survive_copy_rootless() {
+    file_capabilities_survive_copy(rootless_env(), "caps");
 }

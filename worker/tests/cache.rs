@@ -571,7 +571,9 @@ RUN echo three > /three\n";
     // Kill the build: kiln itself (and runuser's child) with SIGKILL, no chance to clean up.
     let killed = pids_of(&format!("--cache-dir={}", state.display()));
     for &pid in &killed {
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
     }
     let _ = child.wait();
     std::thread::sleep(Duration::from_millis(500));

@@ -186,3 +186,175 @@ fn plan_of_a_missing_file_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("Dockerfile"));
 }
+
+/// Run `kiln` with a standard output whose reader is already gone, as in `kiln plan | head`
+/// once `head` has what it wants; the exit status and standard error.
+fn with_closed_stdout(args: &[&str]) -> (Option<i32>, String) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("kiln"))
+        .args(args)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn every_command_ends_quietly_when_its_reader_is_gone() {
+    let dir = dockerfile_dir("FROM scratch\nCOPY a.txt /\n");
+    std::fs::write(dir.path().join("a.txt"), "a\n").unwrap();
+    let ctx = dir.path().to_str().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let cache = format!("--cache-dir={}", state.path().display());
+    let out = format!(
+        "--output=type=oci,dest={}",
+        state.path().join("out").display()
+    );
+    for args in [
+        vec!["plan", ctx],
+        vec!["plan", "--json", ctx],
+        vec!["build", "--progress=plain", &cache, &out, ctx],
+        vec!["du", &cache],
+        vec!["du", "--json", &cache],
+        vec!["prune", "--dry-run", &cache],
+    ] {
+        let (status, stderr) = with_closed_stdout(&args);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(status, Some(0), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn quiet_build_prints_only_the_digest_and_errors_still_show() {
+    let dir = dockerfile_dir("FROM scratch\nCOPY a.txt /\n");
+    std::fs::write(dir.path().join("a.txt"), "a\n").unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let cache = format!("--cache-dir={}", state.path().display());
+    let out = format!(
+        "--output=type=oci,dest={}",
+        state.path().join("out").display()
+    );
+    for quiet in ["-q", "--quiet"] {
+        let run = Command::cargo_bin("kiln")
+            .unwrap()
+            .args(["build", quiet, &cache, &out])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(run.status.success(), "{stderr}");
+        let digest = stdout.strip_suffix('\n').unwrap_or_default();
+        assert!(
+            digest
+                .strip_prefix("sha256:")
+                .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())),
+            "{quiet}: stdout {stdout:?}"
+        );
+        assert_eq!(stderr, "", "{quiet}");
+    }
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM scratch\nCOPY missing.txt /\n",
+    )
+    .unwrap();
+    let run = Command::cargo_bin("kiln")
+        .unwrap()
+        .args(["build", "-q", &cache, &out])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "");
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("missing.txt"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
+/// The help of each option of `kiln COMMAND --help`, by long name.
+fn option_help(command: &str) -> std::collections::BTreeMap<String, String> {
+    let out = Command::cargo_bin("kiln")
+        .unwrap()
+        .args([command, "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut options = std::collections::BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('-') && line.len() - trimmed.len() <= 6 {
+            let long = trimmed
+                .split([',', ' ', '<'])
+                .map(str::trim)
+                .find(|w| w.starts_with("--"))
+                .unwrap_or(trimmed)
+                .to_string();
+            options.insert(long.clone(), String::new());
+            current = Some(long);
+        } else if let Some(c) = &current {
+            let text = options.get_mut(c).unwrap();
+            text.push(' ');
+            text.push_str(trimmed);
+        }
+    }
+    options
+}
+
+/// `--help` names every value the code accepts (issue 13: the cache flags once listed only
+/// `type=local`).
+#[test]
+fn build_help_names_what_each_option_accepts() {
+    let help = option_help("build");
+    let expect: &[(&str, &[&str])] = &[
+        (
+            "--cache-to",
+            &[
+                "type=registry",
+                "type=local",
+                "type=inline",
+                "mode=min",
+                "mode=max",
+                "ignore-error",
+            ],
+        ),
+        ("--cache-from", &["type=registry", "type=local"]),
+        (
+            "--output",
+            &[
+                "type=oci",
+                "type=docker",
+                "type=local",
+                "type=image",
+                "type=registry",
+                "tar=",
+            ],
+        ),
+        ("--progress", &["auto", "tty", "plain", "json", "quiet"]),
+        ("--compression", &["gzip", "zstd", "uncompressed"]),
+        ("--snapshotter", &["auto", "overlay", "copy"]),
+        ("--allow", &["security.insecure", "network.host"]),
+        ("--build-context", &["oci-layout://"]),
+        ("--secret", &["src=", "env="]),
+        ("--ssh", &["default", "SOCKET", "KEYFILE"]),
+        ("--quiet", &["sha256:"]),
+        ("--cache-mount-ns", &["BUILDKIT_CACHE_MOUNT_NS"]),
+        ("--source-date-epoch", &["SOURCE_DATE_EPOCH"]),
+    ];
+    for (option, words) in expect {
+        let text = help
+            .get(*option)
+            .unwrap_or_else(|| panic!("no {option} in kiln build --help: {help:#?}"));
+        for w in *words {
+            assert!(text.contains(w), "{option} help lacks {w:?}: {text}");
+        }
+    }
+}

@@ -82,6 +82,55 @@ const PARSE_ERRORS: &[&str] = &[
     "error-unknown-instruction",
 ];
 
+/// Where Kiln follows current BuildKit rather than the recorded v0.8 in a way the history texts
+/// show: (case, v0.8's `created_by`, current BuildKit's, why). The recorded text is replaced by
+/// the current one before comparing, so every other entry of the case is still checked.
+const HISTORY_DEVIATIONS: &[(&str, &str, &str, &str)] = &[
+    // moby/buildkit 47a52a17 (dockerfile 1.8): ARG defaults are expanded one by one, each after
+    // the earlier ARGs of the same instruction are set; v0.8 expanded the whole instruction
+    // first. `ARG a=1 b=$a` gives b=1 now, b= in v0.8.
+    (
+        "arg-multi-assign",
+        "ARG a=1 b=",
+        "ARG a=1 b=1",
+        "ARG defaults see earlier ARGs of the same instruction (dockerfile >= 1.8)",
+    ),
+    (
+        "arg-multi-assign",
+        "ARG c=1 d=",
+        "ARG c=1 d=1",
+        "ARG defaults see earlier ARGs of the same instruction (dockerfile >= 1.8)",
+    ),
+    (
+        "arg-multi-assign",
+        "ARG x=default y=",
+        "ARG x=default y=from-cli",
+        "ARG defaults see earlier ARGs of the same instruction (dockerfile >= 1.8)",
+    ),
+    (
+        "arg-multi-assign",
+        "RUN |8 TAG=1 BASE=kiln-ref/busybox:1 a=1 b= c=1 d= x=from-cli y= /bin/sh",
+        "RUN |8 TAG=1 BASE=kiln-ref/busybox:1 a=1 b=1 c=1 d=1 x=from-cli y=from-cli /bin/sh",
+        "ARG defaults see earlier ARGs of the same instruction (dockerfile >= 1.8)",
+    ),
+];
+
+/// BuildKit's history of a case, with the [`HISTORY_DEVIATIONS`] applied.
+fn expected_history(case: &str, recorded: &[Value]) -> Vec<(String, bool)> {
+    recorded
+        .iter()
+        .map(|h| {
+            let mut text = h["created_by"].as_str().unwrap_or_default().to_string();
+            for (c, old, new, _) in HISTORY_DEVIATIONS {
+                if *c == case && (text == *old || text.starts_with(&format!("{old} "))) {
+                    text = format!("{new}{}", &text[old.len()..]);
+                }
+            }
+            (text, h["empty_layer"].as_bool().unwrap_or(false))
+        })
+        .collect()
+}
+
 #[test]
 fn lowering_matches_buildkit_history_and_config() {
     let dir = reference_dir();
@@ -132,15 +181,7 @@ fn lowering_matches_buildkit_history_and_config() {
         };
         checked += 1;
         if let Some(want) = expected.get("history").and_then(Value::as_array) {
-            let want: Vec<(String, bool)> = want
-                .iter()
-                .map(|h| {
-                    (
-                        h["created_by"].as_str().unwrap_or_default().to_string(),
-                        h["empty_layer"].as_bool().unwrap_or(false),
-                    )
-                })
-                .collect();
+            let want = expected_history(&name, want);
             if want != history {
                 failures.push(format!(
                     "{name}: history differs\n  BuildKit: {want:#?}\n  Kiln:     {history:#?}"

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-use common::{Env, ROOTLESS_USER, text};
+use common::{Env, ROOTLESS_USER, host_tools, text};
 
 fn root_env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
@@ -111,6 +111,12 @@ fn cache_mounts_are_keyed_by_id_owner_mode_and_namespace() {
         count("key-d", "", &["--cache-mount-ns=team-b"]),
         "0",
         "another namespace is another cache"
+    );
+    // BuildKit's BUILDKIT_CACHE_MOUNT_NS build argument is the same namespace as the flag.
+    assert_eq!(
+        count("key-d", "", &["--build-arg=BUILDKIT_CACHE_MOUNT_NS=team-b"]),
+        "1",
+        "the build argument names the flag's namespace"
     );
 }
 
@@ -491,28 +497,6 @@ fn a_missing_required_secret_fails_before_any_step_runs() {
 // ---------------------------------------------------------------------------------------------
 // type=ssh
 
-/// Copy host binaries and the shared libraries they load into a directory, for COPY into a
-/// busybox image (it has no ssh).
-fn host_tools(dest: &Path, binaries: &[&str]) {
-    for bin in binaries {
-        let target = dest.join(bin.trim_start_matches('/'));
-        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-        std::fs::copy(bin, &target).unwrap();
-        let ldd = Command::new("ldd").arg(bin).output().unwrap();
-        for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-            let lib = line
-                .split_whitespace()
-                .find(|w| w.starts_with('/'))
-                .map(str::to_string);
-            if let Some(lib) = lib {
-                let to = dest.join(lib.trim_start_matches('/'));
-                std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-                std::fs::copy(&lib, &to).unwrap();
-            }
-        }
-    }
-}
-
 struct Sshd {
     child: Child,
     port: u16,
@@ -702,4 +686,119 @@ fn a_missing_required_ssh_key_fails_before_any_step_runs() {
     let t = text(&run);
     assert!(t.contains("ssh key \"github\" is required (line 3)"), "{t}");
     assert!(!t.contains("first-step"), "{t}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// --cache-volume: a cache on a volume of its own (the operator's PVCs)
+
+fn cache_on_a_volume(env: &Env, name: &str) {
+    let volume = env.dir.join(format!("{name}-volume"));
+    let other = env.dir.join(format!("{name}-other"));
+    for d in [&volume, &other] {
+        let _ = std::fs::remove_dir_all(d);
+        std::fs::create_dir_all(d).unwrap();
+    }
+    if env.rootless {
+        // What the init container does to a volume the storage created owned by root, 0750.
+        for d in [&volume, &other] {
+            let out = Command::new("chmod").arg("0750").arg(d).output().unwrap();
+            assert!(out.status.success());
+            let out = Command::new(common::kiln_bin())
+                .args(["prepare-volumes", "--owner"])
+                .arg(format!("{0}:{0}", common::rootless_uid()))
+                .arg(d)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "prepare-volumes: {}", text(&out));
+        }
+    }
+    let vol_arg = |id: &str, mode: u32, dir: &Path| {
+        format!(
+            "--cache-volume={{\"id\":\"{id}\",\"uid\":0,\"gid\":0,\"mode\":{mode},\"from\":null,\"source\":null,\"dir\":\"{}\"}}",
+            dir.display()
+        )
+    };
+    let dockerfile = "FROM kiln-ref/busybox:1\n\
+        RUN --mount=type=cache,id=pvc,target=/cache (echo run >> /cache/runs) && wc -l < /cache/runs > /runs\n\
+        RUN --mount=type=cache,id=pvc,target=/c2,mode=0700 echo other-mode > /c2/m\n\
+        RUN --mount=type=cache,id=state,target=/s echo in-state > /s/f\n";
+    let args = [
+        "--no-cache".to_string(),
+        vol_arg("pvc", 0o755, &volume),
+        vol_arg("pvc", 0o700, &other),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let fs = build_fs(env, name, &[("Dockerfile", dockerfile)], &args);
+    assert_eq!(read(&fs, "runs"), "1");
+    let fs = build_fs(env, name, &[("Dockerfile", dockerfile)], &args);
+    assert_eq!(read(&fs, "runs"), "2", "the cache on the volume persists");
+    let files_under = |d: &Path| -> Vec<String> {
+        walk(d)
+            .into_iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect()
+    };
+    let in_volume = files_under(&volume);
+    assert!(in_volume.contains(&"runs".to_string()), "{in_volume:?}");
+    assert!(
+        !in_volume.contains(&"m".to_string()),
+        "another mode is another cache"
+    );
+    assert!(files_under(&other).contains(&"m".to_string()));
+    assert!(
+        !in_volume.contains(&"f".to_string()),
+        "an unnamed cache stays in the state dir"
+    );
+}
+
+fn walk(d: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(d) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            }
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_cache_volume_holds_its_cache() {
+    cache_on_a_volume(root_env(), "cachevol");
+}
+
+#[test]
+fn a_cache_volume_holds_its_cache_rootless() {
+    cache_on_a_volume(rootless_env(), "cachevol-rootless");
+}
+
+#[test]
+fn prepare_volumes_needs_only_cap_chown() {
+    // What the operator's init container can do: root with CAP_CHOWN and nothing else, on a
+    // root-owned 0750 directory as a hostPath provisioner makes it.
+    let d = tempfile::tempdir().unwrap();
+    let v = d.path().join("claim");
+    std::fs::create_dir(&v).unwrap();
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{cmd:?}: {}", text(&out));
+    };
+    run(Command::new("chmod").arg("0750").arg(&v));
+    run(Command::new("setpriv")
+        .args(["--bounding-set=-all,+chown", "--inh-caps=-all"])
+        .arg(common::kiln_bin())
+        .args(["prepare-volumes", "--owner=1000:1000"])
+        .arg(&v));
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(&v).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1000, 1000, 0o700));
+    // The next build's init container finds it prepared, and may not even read it: fine.
+    run(Command::new("setpriv")
+        .args(["--bounding-set=-all,+chown", "--inh-caps=-all"])
+        .arg(common::kiln_bin())
+        .args(["prepare-volumes", "--owner=1000:1000"])
+        .arg(&v));
 }

@@ -88,7 +88,7 @@ fn run(f: &Fixture) -> (Result<i32, RunError>, String) {
 }
 
 fn is_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 #[test]
@@ -130,8 +130,8 @@ fn runs_as_the_requested_user_with_default_capabilities() {
     assert_eq!(result.unwrap(), 0, "{out}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(&lines[..2], ["1000", "1000"], "{out}");
-    // Docker's default bounding set.
-    assert!(out.contains("CapBnd:\t00000000a80425fb"), "{out}");
+    // Docker's default bounding set, without CAP_MKNOD.
+    assert!(out.contains("CapBnd:\t00000000a00425fb"), "{out}");
 }
 
 #[test]
@@ -140,7 +140,7 @@ fn insecure_keeps_every_capability() {
     f.spec.insecure = true;
     let (result, out) = run(&f);
     assert_eq!(result.unwrap(), 0);
-    assert!(!out.contains("00000000a80425fb"), "{out}");
+    assert!(!out.contains("00000000a00425fb"), "{out}");
 }
 
 #[test]

@@ -16,10 +16,10 @@ pub mod prune;
 pub mod registry;
 pub mod transfer;
 
+use rustix::fs::FlockOperation;
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -105,11 +105,10 @@ impl StoreLock {
     pub fn shared(root: &Path) -> io::Result<StoreLock> {
         let file = lock_file(root)?;
         loop {
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH) } == 0 {
-                return Ok(StoreLock { _file: file });
-            }
-            if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-                return Err(io::Error::last_os_error());
+            match rustix::fs::flock(&file, FlockOperation::LockShared) {
+                Ok(()) => return Ok(StoreLock { _file: file }),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -117,12 +116,10 @@ impl StoreLock {
     /// Taken by `prune`; `None` while builds are running.
     pub fn try_exclusive(root: &Path) -> io::Result<Option<StoreLock>> {
         let file = lock_file(root)?;
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(Some(StoreLock { _file: file }));
-        }
-        match io::Error::last_os_error().raw_os_error() {
-            Some(libc::EWOULDBLOCK) => Ok(None),
-            _ => Err(io::Error::last_os_error()),
+        match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Some(StoreLock { _file: file })),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 }
@@ -256,10 +253,9 @@ pub fn records(root: &Path) -> io::Result<Vec<Record>> {
                 let in_use = File::open(&lock)
                     .map(|f| {
                         let free =
-                            unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }
-                                == 0;
+                            rustix::fs::flock(&f, FlockOperation::NonBlockingLockExclusive).is_ok();
                         if free {
-                            unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_UN) };
+                            let _ = rustix::fs::flock(&f, FlockOperation::Unlock);
                         }
                         !free
                     })

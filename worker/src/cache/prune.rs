@@ -10,7 +10,6 @@
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -216,7 +215,9 @@ fn remove_record(root: &Path, r: &Record, kept_blobs: &HashSet<&Path>) -> io::Re
             let Ok(file) = File::open(lock) else {
                 return Ok(false);
             };
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+                .is_err()
+            {
                 return Ok(false);
             }
             for p in &r.paths {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use kiln_crds::reference::Reference;
 
-use super::transfer::{BlobSource, CONFIG_MEDIA_TYPE, CacheConfig, Imported};
+use super::transfer::{BlobError, BlobSource, CONFIG_MEDIA_TYPE, CacheConfig, Imported};
 use crate::image::oci::{Index, Manifest, Platform};
 use crate::registry::client::Host;
 use crate::registry::sources::Sources;
@@ -38,13 +38,16 @@ impl BlobSource for RegistrySource {
     fn describe(&self) -> String {
         self.reference.to_string()
     }
-    fn fetch(&self, blob: &LayerBlob, store: &Store) -> Result<(), String> {
+    fn fetch(&self, blob: &LayerBlob, store: &Store) -> Result<(), BlobError> {
         crate::fetch::runtime()
             .block_on(
                 self.host
                     .blob_to_store(&self.reference, &blob.digest, blob.size, store),
             )
-            .map_err(|e| format!("layer {} from the cache: {e}", blob.digest))
+            .map_err(|source| BlobError::Registry {
+                what: format!("layer {} from the cache", blob.digest),
+                source,
+            })
     }
 }
 

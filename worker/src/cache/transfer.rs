@@ -193,12 +193,32 @@ pub struct CacheConfig {
     pub records: Vec<CacheRecord>,
 }
 
-/// Where an imported cache's blobs come from.
+/// Where an imported cache's blobs (or a lazily pulled base image's layers) come from.
 pub trait BlobSource: Send + Sync {
     /// For messages: the directory or reference.
     fn describe(&self) -> String;
     /// Put a blob into `store`, verified against its digest: nothing else may enter the store.
-    fn fetch(&self, blob: &LayerBlob, store: &Store) -> Result<(), String>;
+    fn fetch(&self, blob: &LayerBlob, store: &Store) -> Result<(), BlobError>;
+}
+
+/// Why a blob could not be fetched from a [`BlobSource`], typed so that a refused credential
+/// or a full disk keeps its reason (`crate::result::Reason`).
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("{what}: {source}")]
+    Registry {
+        what: String,
+        source: crate::registry::RegistryError,
+    },
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+}
+
+impl BlobError {
+    /// Whether the registry refused the credentials.
+    pub fn is_auth(&self) -> bool {
+        matches!(self, BlobError::Registry { source, .. } if source.is_auth())
+    }
 }
 
 /// An imported cache: records by key, and where to get their blobs.
@@ -292,15 +312,17 @@ impl BlobSource for LocalSource {
     fn describe(&self) -> String {
         self.layout.dir().display().to_string()
     }
-    fn fetch(&self, blob: &LayerBlob, store: &Store) -> Result<(), String> {
-        let what = || format!("layer {} from the cache {}", blob.digest, self.describe());
+    fn fetch(&self, blob: &LayerBlob, store: &Store) -> Result<(), BlobError> {
         let copy = || -> io::Result<()> {
             let mut file = fs::File::open(self.layout.blob_path(&blob.digest))?;
             let mut writer = store.blob_writer()?;
             io::copy(&mut file, &mut writer)?;
             writer.commit_verified(&blob.digest).map(drop)
         };
-        copy().map_err(|e| format!("{}: {e}", what()))
+        copy().map_err(|source| BlobError::Io {
+            what: format!("layer {} from the cache {}", blob.digest, self.describe()),
+            source,
+        })
     }
 }
 

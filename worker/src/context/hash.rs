@@ -134,7 +134,8 @@ impl HashCache {
 }
 
 /// The digest of a set of context paths and everything below them: names, types, modes, link
-/// targets and file contents. Ownership and times are left out: COPY from the context gives
+/// targets, file contents and the xattrs COPY carries (a `setcap` changes the key, as in
+/// BuildKit's content hash). Ownership and times are left out: COPY from the context gives
 /// files to root (or to `--chown`) and the key must not depend on when a file was touched.
 pub fn digest_paths(
     ctx: &super::Context,
@@ -158,6 +159,9 @@ pub fn digest_paths(
                 .str(kind)
                 .str(&format!("{:o}", meta.mode() & 0o7777));
             let abs = ctx.root().join(p);
+            for (name, value) in crate::snapshot::diff::image_xattrs(&abs) {
+                h.str("xattr").str(&name).field(&value);
+            }
             if meta.file_type().is_symlink() {
                 h.str(&fs::read_link(&abs)?.to_string_lossy());
             } else if meta.is_file() {
@@ -218,6 +222,25 @@ mod tests {
         assert_ne!(
             digest_paths(&ctx, &["src".into()], &mut cache).unwrap(),
             first
+        );
+    }
+
+    #[test]
+    fn xattrs_are_part_of_the_key() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("f"), "x").unwrap();
+        let ctx = Context::from_dir(d.path(), None).unwrap();
+        let mut cache = HashCache::default();
+        let before = digest_paths(&ctx, &["f".into()], &mut cache).unwrap();
+        if xattr::set(d.path().join("f"), "user.kiln.test", b"v").is_err() {
+            return; // no user xattrs on this filesystem
+        }
+        let after = digest_paths(&ctx, &["f".into()], &mut cache).unwrap();
+        assert_ne!(before, after);
+        xattr::set(d.path().join("f"), "user.kiln.test", b"w").unwrap();
+        assert_ne!(
+            digest_paths(&ctx, &["f".into()], &mut cache).unwrap(),
+            after
         );
     }
 }

@@ -118,6 +118,9 @@ pub struct Copy {
     pub exclude: Vec<String>,
     pub checksum: Option<(String, Span)>,
     pub keep_git_dir: bool,
+    /// `ADD --unpack[=true|false]` (dockerfile 1.17): whether an archive source is extracted.
+    /// `None` when not given: then local archives are extracted and downloads are not.
+    pub unpack: Option<bool>,
 }
 
 /// `HEALTHCHECK`, checked; durations in nanoseconds.

@@ -7,8 +7,8 @@
 //! ignored. A known directive given twice is an error.
 //!
 //! `syntax` selects a frontend image in BuildKit. Kiln has the Dockerfile frontend built in, so it
-//! accepts only the standard `docker/dockerfile` frontend at a 1.x version (or `labs`), and
-//! rejects any other image instead of silently building with different semantics.
+//! accepts only BuildKit's own Dockerfile frontend images (see [`check_syntax`]), and rejects
+//! any other image instead of silently building with different semantics.
 
 use super::source::Span;
 
@@ -108,13 +108,24 @@ pub struct SyntaxRejected {
     pub help: String,
 }
 
-/// Accept the standard Dockerfile frontend at a 1.x version: `docker/dockerfile:1`,
-/// `docker/dockerfile:1.7`, `docker/dockerfile:1.7.1`, the `-labs` variants, `labs`, `latest` or
-/// no tag, optionally with a `docker.io/` prefix and a digest. BuildKit takes the first
-/// space-separated word as the image.
+/// Docker Hub's names for itself in an image reference.
+const DOCKER_HUB_PREFIXES: &[&str] = &["docker.io/", "index.docker.io/", "registry-1.docker.io/"];
+
+/// BuildKit's own Dockerfile frontend images: the releases and the builds of BuildKit's main
+/// branch. BuildKit's own Dockerfiles use `docker/dockerfile-upstream:master`.
+const BUILDKIT_FRONTENDS: &[&str] = &["docker/dockerfile", "docker/dockerfile-upstream"];
+
+/// Accept BuildKit's own Dockerfile frontend images, which Kiln's built-in front end stands in
+/// for: `docker/dockerfile` and `docker/dockerfile-upstream`, with or without a Docker Hub
+/// prefix (`docker.io/`, `index.docker.io/`, `registry-1.docker.io/`), with any digest and any
+/// tag (`1`, `1.7-labs`, `master`, `labs`...) except a version other than 1.x (`2`, `0.9`: that
+/// would be another syntax). A feature such an image has and Kiln lacks still fails where it is
+/// used (an unknown flag, an unknown instruction), so nothing is built with silently different
+/// semantics. Any other image is another language, and an error. BuildKit takes the first
+/// space-separated word of the value as the image.
 pub fn check_syntax(value: &str) -> Result<(), SyntaxRejected> {
     let image = value.split(' ').next().unwrap_or_default();
-    let (name_tag, _digest) = match image.split_once('@') {
+    let (name_tag, digest) = match image.split_once('@') {
         Some((a, d)) => (a, Some(d)),
         None => (image, None),
     };
@@ -122,13 +133,13 @@ pub fn check_syntax(value: &str) -> Result<(), SyntaxRejected> {
         Some((n, t)) if !t.contains('/') => (n, Some(t)),
         _ => (name_tag, None),
     };
-    let name = name
-        .strip_prefix("docker.io/")
-        .or_else(|| name.strip_prefix("index.docker.io/"))
+    let name = DOCKER_HUB_PREFIXES
+        .iter()
+        .find_map(|p| name.strip_prefix(p))
         .unwrap_or(name);
     let help = "use `# syntax=docker/dockerfile:1`, or remove the line: Kiln has the Dockerfile \
                 frontend built in";
-    if name != "docker/dockerfile" {
+    if !BUILDKIT_FRONTENDS.contains(&name) {
         return Err(SyntaxRejected {
             message: format!(
                 "unsupported frontend `{image}`: Kiln does not run frontend images, it only \
@@ -137,37 +148,46 @@ pub fn check_syntax(value: &str) -> Result<(), SyntaxRejected> {
             help: help.into(),
         });
     }
-    let Some(tag) = tag else { return Ok(()) };
-    if supported_tag(tag) {
-        Ok(())
-    } else {
-        Err(SyntaxRejected {
+    if let Some(major) = tag.and_then(major_version)
+        && major != "1"
+    {
+        return Err(SyntaxRejected {
             message: format!(
-                "unsupported Dockerfile syntax version `{tag}`: Kiln implements \
-                 docker/dockerfile 1.x"
+                "unsupported Dockerfile syntax version `{}`: Kiln implements docker/dockerfile 1.x",
+                tag.unwrap_or_default()
             ),
             help: help.into(),
-        })
+        });
     }
+    let bad_tag = tag.is_some_and(|t| !valid_tag(t));
+    let bad_digest = digest.is_some_and(|d| {
+        !d.split_once(':')
+            .is_some_and(|(a, h)| !a.is_empty() && !h.is_empty())
+    });
+    if bad_tag || bad_digest {
+        return Err(SyntaxRejected {
+            message: format!("invalid frontend image reference `{image}`"),
+            help: help.into(),
+        });
+    }
+    Ok(())
 }
 
-fn supported_tag(tag: &str) -> bool {
-    if matches!(tag, "labs" | "latest" | "experimental") {
-        return true;
-    }
-    let version = tag
-        .strip_suffix("-labs")
-        .or_else(|| tag.strip_suffix("-experimental"))
-        .unwrap_or(tag);
-    let mut parts = version.split('.');
-    if parts.next() != Some("1") {
-        return false;
-    }
-    let rest: Vec<&str> = parts.collect();
-    rest.len() <= 2
-        && rest
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+/// The major version of a version tag (`1` of `1.7-labs`), `None` for a named tag (`master`).
+fn major_version(tag: &str) -> Option<&str> {
+    let end = tag.find(['.', '-']).unwrap_or(tag.len());
+    let major = &tag[..end];
+    (!major.is_empty() && major.bytes().all(|b| b.is_ascii_digit())).then_some(major)
+}
+
+/// A tag of an image reference: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+fn valid_tag(tag: &str) -> bool {
+    let mut bytes = tag.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && tag.len() <= 128
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// The `# check=` directive: which of BuildKit's build checks to skip, and whether warnings
@@ -263,7 +283,7 @@ mod tests {
     }
 
     #[test]
-    fn syntax_accepts_the_standard_frontend_only() {
+    fn syntax_accepts_buildkits_own_frontends_only() {
         for ok in [
             "docker/dockerfile:1",
             "docker/dockerfile:1.7",
@@ -271,19 +291,35 @@ mod tests {
             "docker/dockerfile:1-labs",
             "docker/dockerfile:1.4-labs",
             "docker/dockerfile:labs",
+            "docker/dockerfile:1.0-experimental",
             "docker.io/docker/dockerfile:1",
+            "index.docker.io/docker/dockerfile:1",
+            "registry-1.docker.io/docker/dockerfile:1.17",
             "docker/dockerfile",
             "docker/dockerfile:1@sha256:abc",
+            "docker/dockerfile@sha256:0123456789abcdef",
+            "docker/dockerfile-upstream:master",
+            "docker/dockerfile-upstream:master-labs",
+            "docker/dockerfile-upstream:1.18.0-rc1",
+            "docker.io/docker/dockerfile-upstream:master",
+            "registry-1.docker.io/docker/dockerfile-upstream:master",
+            "docker/dockerfile-upstream",
+            "docker/dockerfile:1 with options after a space",
         ] {
             assert!(check_syntax(ok).is_ok(), "{ok}");
         }
         for bad in [
-            "docker/dockerfile:2",
-            "docker/dockerfile:0.9",
-            "docker/dockerfile-upstream:master",
             "example.com/my/frontend:1",
             "tonistiigi/dockerfile:runmount",
-            "docker/dockerfile:1.x",
+            "example.com/docker/dockerfile:1",
+            "docker/dockerfile-upstreamx:master",
+            "docker/dockerfile:-bad",
+            "docker/dockerfile:2",
+            "docker/dockerfile-upstream:2.0-labs",
+            "docker/dockerfile:0.9",
+            "docker/dockerfile:",
+            "docker/dockerfile@sha256",
+            "docker.io/library/dockerfile:1",
         ] {
             assert!(check_syntax(bad).is_err(), "{bad}");
         }

@@ -680,6 +680,7 @@ fn parse_copy(
             ("link", F::Bool),
             ("keep-git-dir", F::Bool),
             ("checksum", F::Str),
+            ("unpack", F::Bool),
         ]
     } else {
         &[
@@ -749,5 +750,6 @@ fn parse_copy(
         exclude: f.all("exclude").iter().map(|v| v.value.clone()).collect(),
         checksum: f.str("checksum").map(span_of),
         keep_git_dir: f.bool("keep-git-dir"),
+        unpack: f.str("unpack").map(|v| v.value == "true"),
     }))
 }

@@ -3,7 +3,8 @@
 //! The rules (BuildKit's `parser.Parse`):
 //! - The file is read line by line. A UTF-8 byte order mark on the first line is dropped.
 //! - Parser directives are recognised at the top (see [`super::directives`]); `# escape=`
-//!   changes the escape character from the next line on.
+//!   changes the escape character from the next line on. After a `#!` first line, only
+//!   `# syntax=` and `# check=` are (see `Scanner::directives_after_shebang`).
 //! - Leading whitespace of an instruction's first line is ignored; a line whose first
 //!   non-whitespace character is `#` is a comment; empty lines are skipped.
 //! - A line ending with the escape character (optionally followed by spaces or tabs), unless
@@ -93,7 +94,7 @@ impl<'a> Scanner<'a> {
         if start < src.len() {
             lines.push((start, src.len()));
         }
-        Scanner {
+        let mut scanner = Scanner {
             src,
             lines,
             next: 0,
@@ -101,6 +102,40 @@ impl<'a> Scanner<'a> {
             parser: DirectiveParser::default(),
             directives: Directives::default(),
             issues: Vec::new(),
+        };
+        scanner.directives_after_shebang();
+        scanner
+    }
+
+    /// BuildKit finds `# syntax=` and `# check=` with a scan of its own (`DetectSyntax`,
+    /// `ParseDirective`, dockerfile 1.5+) that skips a `#!` first line, so a Dockerfile run as a
+    /// script keeps them. `# escape=` comes from the instruction parser, for which the `#!` line
+    /// is an ordinary comment that ends the directives: after a shebang, escape is not honoured
+    /// (recorded in `tests/reference`, case `directive-after-shebang`). That scan ignores a
+    /// repeated directive, and does not skip leading whitespace.
+    fn directives_after_shebang(&mut self) {
+        if self.lines.is_empty() || !self.raw(0).starts_with("#!") {
+            return;
+        }
+        let mut parser = DirectiveParser::default();
+        for i in 1..self.lines.len() {
+            let t = trim_newline(self.raw(i));
+            match parser.line(t) {
+                None => break,
+                Some(Err(_)) => continue,
+                Some(Ok(d)) => {
+                    let s = self.offset(d.value);
+                    let directive = Directive {
+                        value: d.value.to_string(),
+                        span: Span::new(s, s + d.value.len()),
+                    };
+                    match d.key.as_str() {
+                        "syntax" => self.directives.syntax = Some(directive),
+                        "check" => self.directives.check = Some(directive),
+                        _ => {}
+                    }
+                }
+            }
         }
     }
 

@@ -44,7 +44,7 @@ pub struct Dockerfile {
     pub source: Arc<SourceFile>,
     /// The escape character (`\`, or `` ` `` from `# escape=`).
     pub escape: char,
-    /// The `# syntax=` value, if any (already checked to be the standard frontend).
+    /// The `# syntax=` value, if any (already checked to name BuildKit's own frontend).
     pub syntax: Option<String>,
     /// The `# check=` configuration.
     pub check: CheckConfig,
@@ -89,6 +89,26 @@ pub fn parse(name: &str, text: &str) -> Result<Dockerfile, Diagnostics> {
 /// stages (the instructions of a stage whose FROM has an error are left out), and every
 /// diagnostic. The plan uses this to report the problems it finds along with parse errors.
 pub fn parse_partial(name: &str, text: &str) -> (Dockerfile, Vec<Diagnostic>) {
+    parse_partial_with(name, text, &Overrides::default())
+}
+
+/// Values given outside the file that take the place of its parser directives: BuildKit's
+/// `BUILDKIT_SYNTAX` and `BUILDKIT_DOCKERFILE_CHECK` build arguments. With one set, the
+/// directive is ignored, as in BuildKit.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// The frontend, for `# syntax=`; `dockerfile.v0` names the built-in front end.
+    pub syntax: Option<String>,
+    /// The checks, for `# check=`.
+    pub check: Option<String>,
+}
+
+/// [`parse_partial`], with the directives [`Overrides`] replaces.
+pub fn parse_partial_with(
+    name: &str,
+    text: &str,
+    overrides: &Overrides,
+) -> (Dockerfile, Vec<Diagnostic>) {
     let src = SourceFile::new(name, text);
     let mut scanner = lines::Scanner::new(src.text());
     let (instructions, mut diags, saw_any) = read_instructions(&src, &mut scanner);
@@ -105,7 +125,26 @@ pub fn parse_partial(name: &str, text: &str) -> (Dockerfile, Vec<Diagnostic>) {
     }
 
     let mut syntax = None;
-    if let Some(d) = &directives.syntax {
+    if let Some(v) = &overrides.syntax {
+        let v = v.trim();
+        let checked = match v.split(' ').next() {
+            Some("dockerfile.v0") => Ok(()),
+            _ => directives::check_syntax(v),
+        };
+        match checked {
+            Ok(()) => syntax = Some(v.to_string()),
+            Err(e) => diags.push(
+                Diagnostic::global(
+                    name,
+                    format!("build argument BUILDKIT_SYNTAX: {}", e.message),
+                )
+                .with_help(
+                    "set BUILDKIT_SYNTAX to docker/dockerfile:1 or dockerfile.v0, or drop it: \
+                         Kiln has the Dockerfile frontend built in",
+                ),
+            ),
+        }
+    } else if let Some(d) = &directives.syntax {
         match directives::check_syntax(&d.value) {
             Ok(()) => syntax = Some(d.value.clone()),
             Err(e) => diags.push(
@@ -116,7 +155,15 @@ pub fn parse_partial(name: &str, text: &str) -> (Dockerfile, Vec<Diagnostic>) {
         }
     }
     let mut check = CheckConfig::default();
-    if let Some(d) = &directives.check {
+    if let Some(v) = &overrides.check {
+        match CheckConfig::parse(v) {
+            Ok(c) => check = c,
+            Err(e) => diags.push(Diagnostic::global(
+                name,
+                format!("failed to parse BUILDKIT_DOCKERFILE_CHECK: {e}"),
+            )),
+        }
+    } else if let Some(d) = &directives.check {
         match CheckConfig::parse(&d.value) {
             Ok(c) => check = c,
             Err(e) => diags.push(Diagnostic::error(
@@ -499,5 +546,25 @@ mod tests {
             errs("# escape=x\nFROM a\n"),
             ["1:10 invalid escape token 'x' does not match ` or \\"]
         );
+    }
+
+    #[test]
+    fn syntax_and_check_after_a_shebang() {
+        let text = "#!/usr/bin/env dockerfile-run\n# syntax=docker/dockerfile:1.7\n# check=skip=all;error=true\n# escape=`\nFROM a\nENV LEGACY value\n";
+        let df = parse("D", text).unwrap();
+        assert_eq!(df.syntax.as_deref(), Some("docker/dockerfile:1.7"));
+        assert!(df.check.skip_all && df.check.error);
+        assert!(df.warnings.is_empty(), "{:?}", df.warnings);
+        // The instruction parser saw the `#!` comment first: escape stays the backslash.
+        assert_eq!(df.escape, '\\');
+        assert_eq!(
+            errs("#!/bin/sh\n# syntax=example.com/frontend:1\nFROM a\n"),
+            [
+                "2:10 unsupported frontend `example.com/frontend:1`: Kiln does not run frontend images, it only understands the standard Dockerfile syntax"
+            ]
+        );
+        // Only a first line starting with `#!` is a shebang, and a blank line ends the search.
+        assert!(parse("D", "#!/bin/sh\n\n# syntax=foo/bar\nFROM a\n").is_ok());
+        assert!(parse("D", " #!/bin/sh\n# syntax=foo/bar\nFROM a\n").is_ok());
     }
 }

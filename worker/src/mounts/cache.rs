@@ -21,11 +21,11 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rustix::fs::FlockOperation;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{Digest, KeyHasher};
@@ -74,7 +74,7 @@ pub struct Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         let _ = File::create(&self.used);
-        unsafe { libc::flock(self.lock.as_raw_fd(), libc::LOCK_UN) };
+        let _ = rustix::fs::flock(&self.lock, FlockOperation::Unlock);
     }
 }
 
@@ -83,16 +83,13 @@ enum Try {
     Busy,
 }
 
-fn flock(file: &File, how: libc::c_int) -> io::Result<Try> {
+fn flock(file: &File, how: FlockOperation) -> io::Result<Try> {
     loop {
-        if unsafe { libc::flock(file.as_raw_fd(), how) } == 0 {
-            return Ok(Try::Acquired);
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EWOULDBLOCK) => return Ok(Try::Busy),
-            _ => return Err(e),
+        match rustix::fs::flock(file, how) {
+            Ok(()) => return Ok(Try::Acquired),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::WOULDBLOCK) => return Ok(Try::Busy),
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -148,13 +145,13 @@ impl CacheMounts {
             Sharing::Shared | Sharing::Locked => {
                 let lock = self.lock_file(&dir, 0)?;
                 let how = if sharing == Sharing::Shared {
-                    libc::LOCK_SH
+                    FlockOperation::NonBlockingLockShared
                 } else {
-                    libc::LOCK_EX
+                    FlockOperation::NonBlockingLockExclusive
                 };
                 let mut told = false;
                 loop {
-                    if let Try::Acquired = flock(&lock, how | libc::LOCK_NB)? {
+                    if let Try::Acquired = flock(&lock, how)? {
                         break;
                     }
                     if !told {
@@ -175,7 +172,7 @@ impl CacheMounts {
                 let mut n = 0;
                 loop {
                     let lock = self.lock_file(&dir, n)?;
-                    if let Try::Acquired = flock(&lock, libc::LOCK_EX | libc::LOCK_NB)? {
+                    if let Try::Acquired = flock(&lock, FlockOperation::NonBlockingLockExclusive)? {
                         break (n, lock);
                     }
                     n += 1;

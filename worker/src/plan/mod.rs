@@ -20,6 +20,7 @@
 //!   before the first FROM, the build arguments that override them, and the automatic platform
 //!   arguments.
 
+pub mod buildkit_args;
 mod gofmt;
 mod graph;
 mod lower;
@@ -197,7 +198,11 @@ fn platform_args(opts: &PlanOptions) -> EnvList {
 /// parser's errors, and what the plan finds in the rest of the file (unknown stages, bad mount
 /// options, ...). This is what `kiln plan` and the operator call.
 pub fn from_text(name: &str, text: &str, opts: &PlanOptions) -> Result<Plan, Diagnostics> {
-    let (df, parse_diags) = crate::dockerfile::parse_partial(name, text);
+    let overrides = crate::dockerfile::Overrides {
+        syntax: opts.build_args.get("BUILDKIT_SYNTAX").cloned(),
+        check: opts.build_args.get("BUILDKIT_DOCKERFILE_CHECK").cloned(),
+    };
+    let (df, parse_diags) = crate::dockerfile::parse_partial_with(name, text, &overrides);
     let parse_errors: Vec<Diagnostic> = parse_diags
         .into_iter()
         .filter(Diagnostic::is_error)
@@ -438,7 +443,21 @@ pub fn build(df: Dockerfile, opts: &PlanOptions) -> Result<Plan, Diagnostics> {
     for k in opts.build_args.keys() {
         let automatic = platform_args(&PlanOptions::default()).contains(k);
         let proxy = PROXY_ARGS.iter().any(|p| p.eq_ignore_ascii_case(k));
-        if !declared.contains(&k.as_str()) && !automatic && !proxy {
+        if declared.contains(&k.as_str()) {
+            continue;
+        }
+        if let Some(why) = buildkit_args::without_effect(k) {
+            diags.push(
+                Diagnostic::global(
+                    src.name(),
+                    format!("build argument {k:?} has no effect in Kiln: {why}"),
+                )
+                .with_help(format!("drop --build-arg {k}")),
+            );
+            if let Some(d) = diags.last_mut() {
+                d.severity = Severity::Warning;
+            }
+        } else if !automatic && !proxy && !buildkit_args::is_builtin(k) {
             diags.push(
                 Diagnostic::global(
                     src.name(),

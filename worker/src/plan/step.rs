@@ -234,8 +234,12 @@ pub struct Copy {
     pub checksum: Option<String>,
     /// `ADD --keep-git-dir`.
     pub keep_git_dir: bool,
-    /// Extract local tar archives (ADD's default; false for COPY).
+    /// Extract local tar archives: ADD's default, off with `ADD --unpack=false`; never for COPY.
     pub unpack: bool,
+    /// Extract a downloaded archive (`ADD --unpack <url>`, dockerfile 1.17). Without the flag a
+    /// download is saved as a file, as BuildKit does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unpack_downloads: bool,
 }
 
 /// One source of a COPY or ADD.

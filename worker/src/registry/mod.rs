@@ -125,3 +125,16 @@ pub enum RegistryError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
+
+impl RegistryError {
+    /// Whether the registry refused the credentials (401, 403), or they could not be read: the
+    /// same request with the same credentials fails the same way.
+    pub fn is_auth(&self) -> bool {
+        matches!(
+            self,
+            RegistryError::Unauthorized { .. }
+                | RegistryError::Denied { .. }
+                | RegistryError::Credentials(_)
+        )
+    }
+}

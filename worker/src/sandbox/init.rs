@@ -5,7 +5,7 @@
 //! anything but. The helper is single-threaded from its first instruction.
 //!
 //! ```text
-//! engine ──spawn──▶ helper: unshare(mount, uts, ipc, [net], [pid]) ──fork──▶ pid 1 (init)
+//! engine ──spawn──▶ helper: setsid, unshare(mount, uts, ipc, [net], [pid]) ──fork──▶ pid 1 (init)
 //!                    waits for pid 1, exits        assembles the rootfs, pivot_root,
 //!                    with its status               forks the command, reaps every child
 //! ```
@@ -13,24 +13,37 @@
 //! When the command exits, pid 1 exits with its status, and the kernel kills whatever the
 //! command left running in the pid namespace; the mount namespace, and with it every mount of
 //! the step, disappears with the last process. Nothing is left to clean up.
+//!
+//! The command itself is confined before it is exec'd ([`confine`]), as runc confines a
+//! container's process: a session of its own with no controlling terminal; Docker's default
+//! capabilities (without `CAP_MKNOD`) in every set but the inheritable and ambient ones, which
+//! are empty; `no_new_privs`; every descriptor but the standard three closed on exec; Docker's
+//! default seccomp profile. `--security=insecure` keeps every capability and installs no
+//! filter.
 
 use std::ffi::CString;
-use std::io;
+use std::fs::File;
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::OnceLock;
+
+use rustix::process::{Pid, WaitOptions, WaitStatus};
 
 use super::rootfs;
 use super::spec::Spec;
-use super::syscall::Linux;
+use super::syscall::{Linux, Namespaces, Syscall};
+use crate::kernel::{self, Fork};
 
 /// Exit status of the helper when the container could not be set up.
 pub const SETUP_FAILED: i32 = 125;
 /// Exit status when the command could not be executed.
 pub const EXEC_FAILED: i32 = 127;
 
-/// Docker's default capability set (moby `oci/caps/defaults.go`): what a RUN step keeps unless
-/// it asks for `--security=insecure`.
-const DEFAULT_CAPS: [u32; 14] = [
+/// Docker's default capability set (moby `oci/caps/defaults.go`) without `CAP_MKNOD`: what a
+/// RUN step keeps unless it asks for `--security=insecure`. `CAP_MKNOD` is left out because a
+/// step can open no device it makes (every mount is `nodev`), and BuildKit's images need none.
+pub const DEFAULT_CAPS: [u32; 13] = [
     0,  // CHOWN
     1,  // DAC_OVERRIDE
     3,  // FOWNER
@@ -42,13 +55,23 @@ const DEFAULT_CAPS: [u32; 14] = [
     10, // NET_BIND_SERVICE
     13, // NET_RAW
     18, // SYS_CHROOT
-    27, // MKNOD
     29, // AUDIT_WRITE
     31, // SETFCAP
 ];
 
-/// The helper's `main`. Never returns.
+/// [`DEFAULT_CAPS`] as a capability mask.
+pub fn default_caps_mask() -> u64 {
+    DEFAULT_CAPS.iter().fold(0, |mask, cap| mask | (1 << cap))
+}
+
+/// The helper's `main`. Never returns. The helper must call it before it opens anything.
 pub fn helper_main(spec_path: &Path) -> ! {
+    // What the engine inherited from its caller it passed on to us: none of it may reach the
+    // container's pid 1, let alone the step.
+    if let Err(e) = kernel::close_inherited_fds() {
+        eprintln!("kiln sandbox: closing inherited descriptors: {e}");
+        std::process::exit(SETUP_FAILED);
+    }
     let spec: Spec = match std::fs::read(spec_path)
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
@@ -73,25 +96,20 @@ pub fn helper_main(spec_path: &Path) -> ! {
     std::process::exit(code)
 }
 
-/// Where setup errors go: the spec's error file, opened before `pivot_root` hides it.
-static ERROR_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+/// Where setup errors go: the spec's error file, opened (close-on-exec) before `pivot_root`
+/// hides it.
+static ERROR_FILE: OnceLock<File> = OnceLock::new();
 
 fn fail(spec: &Spec, code: i32, message: &str) -> i32 {
-    let fd = ERROR_FD.load(std::sync::atomic::Ordering::SeqCst);
-    if fd >= 0 {
-        unsafe { libc::write(fd, message.as_ptr().cast(), message.len()) };
-    } else {
-        let _ = std::fs::write(&spec.error_file, message);
+    match ERROR_FILE.get() {
+        Some(mut f) => {
+            let _ = f.write_all(message.as_bytes());
+        }
+        None => {
+            let _ = std::fs::write(&spec.error_file, message);
+        }
     }
     code
-}
-
-fn errno<T: PartialOrd + Default>(ret: T, what: &str) -> io::Result<T> {
-    if ret < T::default() {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("{what}: {e}")));
-    }
-    Ok(ret)
 }
 
 /// Read the secrets the engine streams on standard input (a little-endian u32 length, then the
@@ -109,143 +127,170 @@ fn read_secrets(count: usize) -> io::Result<Vec<Vec<u8>>> {
             secrets.push(buf);
         }
     }
-    let null = CString::new("/dev/null").expect("no NUL");
-    let fd = unsafe { libc::open(null.as_ptr(), libc::O_RDONLY) };
-    if fd >= 0 {
-        unsafe {
-            libc::dup2(fd, 0);
-            libc::close(fd);
-        }
+    if let Ok(null) = File::open("/dev/null") {
+        rustix::stdio::dup2_stdin(&null)?;
     }
     Ok(secrets)
 }
 
+/// The namespaces a step gets.
+fn namespaces(spec: &Spec) -> Namespaces {
+    Namespaces {
+        mount: true,
+        uts: true,
+        ipc: true,
+        net: spec.isolate_network,
+        pid: spec.process_sandbox,
+        user: false,
+    }
+}
+
 fn supervise(spec: &Spec, secrets: &[Vec<u8>]) -> io::Result<i32> {
-    let path = CString::new(spec.error_file.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let fd = errno(
-        unsafe {
-            libc::open(
-                path.as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
-                0o600,
-            )
-        },
-        "opening the error file",
-    )?;
-    ERROR_FD.store(fd, std::sync::atomic::Ordering::SeqCst);
-    let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
-    if spec.isolate_network {
-        flags |= libc::CLONE_NEWNET;
+    use std::os::unix::fs::OpenOptionsExt;
+    let error_file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&spec.error_file)
+        .map_err(|e| io::Error::new(e.kind(), format!("opening the error file: {e}")))?;
+    let _ = ERROR_FILE.set(error_file);
+    let sys = Linux;
+    // Leave the engine's session, and with it the terminal kiln may have been started from:
+    // nothing of the step can reach that terminal (TIOCSTI) or be signalled through it.
+    sys.setsid()?;
+    sys.unshare(namespaces(spec))?;
+    match kernel::fork_single_threaded()? {
+        Fork::Child => {
+            // The container's init. It must die with the helper, which the engine may kill.
+            let code = match rustix::process::set_parent_process_death_signal(Some(
+                rustix::process::Signal::KILL,
+            )) {
+                Ok(()) => container_init(&sys, spec, secrets),
+                Err(e) => fail(spec, SETUP_FAILED, &format!("PR_SET_PDEATHSIG: {e}")),
+            };
+            std::process::exit(code)
+        }
+        Fork::Parent(pid) => wait_for(Some(pid)),
     }
-    if spec.process_sandbox {
-        flags |= libc::CLONE_NEWPID;
-    }
-    errno(unsafe { libc::unshare(flags) }, "unshare")?;
-    let pid = errno(unsafe { libc::fork() }, "fork")?;
-    if pid == 0 {
-        // The container's init. It must die with the helper, which the engine may kill.
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-        let code = container_init(spec, secrets);
-        unsafe { libc::_exit(code) };
-    }
-    wait_for(pid)
 }
 
-fn wait_for(pid: libc::pid_t) -> io::Result<i32> {
-    let mut status = 0;
+/// Wait for `pid` (or, with `None`, reap any child until one does) and return its status.
+fn wait_for(pid: Option<Pid>) -> io::Result<i32> {
     loop {
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            return Ok(decode(status));
-        }
-        if r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return Err(io::Error::last_os_error());
+        match rustix::process::waitpid(pid, WaitOptions::empty()) {
+            Ok(Some((_, status))) => return Ok(decode(status)),
+            Ok(None) | Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
 }
 
-fn decode(status: libc::c_int) -> i32 {
-    if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else if libc::WIFSIGNALED(status) {
-        128 + libc::WTERMSIG(status)
+fn decode(status: WaitStatus) -> i32 {
+    if let Some(code) = status.exit_status() {
+        code
+    } else if let Some(sig) = status.terminating_signal() {
+        128 + sig
     } else {
         SETUP_FAILED
     }
 }
 
-fn container_init(spec: &Spec, secrets: &[Vec<u8>]) -> i32 {
-    if spec.isolate_network
-        && let Err(e) = loopback_up()
+fn container_init(sys: &dyn Syscall, spec: &Spec, secrets: &[Vec<u8>]) -> i32 {
+    // Pid 1 holds descriptors of the host (the error file, the engine's pipes) and is visible
+    // to the step: not dumpable, its /proc/1/fd, cwd and root are closed to the step's root,
+    // which lacks CAP_SYS_PTRACE. The command's exec makes the command dumpable again.
+    if let Err(e) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
     {
-        return fail(spec, SETUP_FAILED, &format!("bringing up loopback: {e}"));
+        return fail(spec, SETUP_FAILED, &format!("PR_SET_DUMPABLE: {e}"));
     }
-    if let Err(e) = rootfs::setup(&Linux, spec, secrets) {
+    if spec.isolate_network
+        && let Err(e) = sys.loopback_up()
+    {
         return fail(spec, SETUP_FAILED, &e.to_string());
     }
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return fail(
-            spec,
-            SETUP_FAILED,
-            &format!("fork: {}", io::Error::last_os_error()),
-        );
+    if let Err(e) = rootfs::setup(sys, spec, secrets) {
+        return fail(spec, SETUP_FAILED, &e.to_string());
     }
-    if pid == 0 {
-        let code = match exec_command(spec, secrets) {
-            Err((code, message)) => fail(spec, code, &message),
-            Ok(never) => match never {},
-        };
-        unsafe { libc::_exit(code) };
-    }
-    // Reap every process until the command itself exits.
-    let mut status = 0;
-    loop {
-        let r = unsafe { libc::waitpid(-1, &mut status, 0) };
-        if r == pid {
-            return decode(status);
+    // Compiled before the fork, so that a broken profile fails the setup, not the command.
+    let filters = if spec.insecure {
+        vec![]
+    } else {
+        match super::seccomp::default_profile() {
+            Ok(f) => f,
+            Err(e) => return fail(spec, SETUP_FAILED, &e.to_string()),
         }
-        if r < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return SETUP_FAILED;
+    };
+    let command = match kernel::fork_single_threaded() {
+        Ok(Fork::Child) => {
+            let code = match exec_command(sys, spec, secrets, &filters) {
+                Err((code, message)) => fail(spec, code, &message),
+                Ok(never) => match never {},
+            };
+            std::process::exit(code)
+        }
+        Ok(Fork::Parent(pid)) => pid,
+        Err(e) => return fail(spec, SETUP_FAILED, &format!("fork: {e}")),
+    };
+    // Reap every process until the command itself exits.
+    loop {
+        match rustix::process::wait(WaitOptions::empty()) {
+            Ok(Some((pid, status))) if pid == command => return decode(status),
+            Ok(_) | Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return SETUP_FAILED,
         }
     }
 }
 
 enum Never {}
 
-fn exec_command(spec: &Spec, secrets: &[Vec<u8>]) -> Result<Never, (i32, String)> {
-    let setup = |e: io::Error| (SETUP_FAILED, e.to_string());
+/// Confine the calling process as a RUN step's command, in the order the kernel needs:
+/// capabilities while still root (dropping from the bounding set needs `CAP_SETPCAP`), then the
+/// ids (which need `CAP_SETUID`/`CAP_SETGID`, and clear the capabilities of a non-root user),
+/// then `no_new_privs`, the descriptors, and the seccomp filters last (they would refuse some
+/// of the calls before them).
+pub fn confine(
+    sys: &dyn Syscall,
+    spec: &Spec,
+    filters: &[seccompiler::BpfProgram],
+) -> io::Result<()> {
+    // A session of its own, with no controlling terminal, as runc gives a container's process
+    // (the helper already left kiln's session; this keeps the step apart from pid 1's).
+    sys.setsid()?;
     if !spec.insecure {
-        drop_capabilities().map_err(setup)?;
+        sys.limit_capabilities(default_caps_mask())?;
     }
-    if !spec.process_sandbox {
-        // Without a pid namespace, a session lets the engine kill what the step leaves behind.
-        unsafe { libc::setsid() };
+    // setgroups is refused in a single-id user namespace ("deny" in /proc/self/setgroups);
+    // with no supplementary groups to set, that is no loss.
+    if let Err(e) = sys.set_groups(&spec.additional_gids)
+        && !spec.additional_gids.is_empty()
+    {
+        return Err(e);
     }
-    let groups: Vec<libc::gid_t> = spec.additional_gids.clone();
-    // setgroups is refused in a single-id user namespace ("deny" in /proc/self/setgroups).
-    if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } < 0 && !groups.is_empty() {
-        return Err(setup(io::Error::new(
-            io::Error::last_os_error().kind(),
-            format!("setgroups: {}", io::Error::last_os_error()),
-        )));
+    sys.set_ids(spec.uid, spec.gid)?;
+    if !spec.insecure {
+        sys.set_no_new_privs()?;
     }
-    errno(
-        unsafe { libc::setgid(spec.gid) },
-        &format!("setgid {}", spec.gid),
-    )
-    .map_err(setup)?;
-    errno(
-        unsafe { libc::setuid(spec.uid) },
-        &format!("setuid {}", spec.uid),
-    )
-    .map_err(setup)?;
+    // The standard streams stay; everything else, inherited or opened along the way, goes at
+    // exec (runc CVE-2024-21626: a leaked directory descriptor is a way out of the root).
+    sys.cloexec_from(3)?;
+    if !filters.is_empty() {
+        sys.seccomp(filters)?;
+    }
+    Ok(())
+}
+
+fn exec_command(
+    sys: &dyn Syscall,
+    spec: &Spec,
+    secrets: &[Vec<u8>],
+    filters: &[seccompiler::BpfProgram],
+) -> Result<Never, (i32, String)> {
     let program = spec
         .args
         .first()
         .ok_or((EXEC_FAILED, "no command to run".to_string()))?;
-    let path = find_program(program, spec)?;
     let argv: Vec<CString> = spec
         .args
         .iter()
@@ -261,14 +306,12 @@ fn exec_command(spec: &Spec, secrets: &[Vec<u8>]) -> Result<Never, (i32, String)
         .iter()
         .map(|e| CString::new(e.as_bytes()).unwrap_or_default())
         .collect();
-    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    argv_ptrs.push(std::ptr::null());
-    let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
-    envp_ptrs.push(std::ptr::null());
+    confine(sys, spec, filters).map_err(|e| (SETUP_FAILED, e.to_string()))?;
+    // Looked up as the step's user, after the switch, as runc does.
+    let path = find_program(program, spec)?;
     let path_c = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| (EXEC_FAILED, "bad path".to_string()))?;
-    unsafe { libc::execve(path_c.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr()) };
-    let e = io::Error::last_os_error();
+    let e = kernel::execve(&path_c, &argv, &envp);
     Err((EXEC_FAILED, format!("exec {program:?}: {e}")))
 }
 
@@ -285,9 +328,8 @@ fn find_program(program: &str, spec: &Spec) -> Result<std::path::PathBuf, (i32, 
         .unwrap_or(crate::image::config::DEFAULT_PATH);
     for dir in path.split(':').filter(|d| !d.is_empty()) {
         let candidate = Path::new(dir).join(program);
-        let c = CString::new(candidate.as_os_str().as_bytes()).unwrap_or_default();
         let is_file = std::fs::metadata(&candidate).is_ok_and(|m| m.is_file());
-        if is_file && unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0 {
+        if is_file && rustix::fs::access(&candidate, rustix::fs::Access::EXEC_OK).is_ok() {
             return Ok(candidate);
         }
     }
@@ -297,44 +339,73 @@ fn find_program(program: &str, spec: &Spec) -> Result<std::path::PathBuf, (i32, 
     ))
 }
 
-fn drop_capabilities() -> io::Result<()> {
-    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40);
-    for cap in 0..=last {
-        if !DEFAULT_CAPS.contains(&cap) {
-            errno(
-                unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) },
-                &format!("dropping capability {cap}"),
-            )?;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::syscall::Recorder;
+
+    fn spec() -> Spec {
+        Spec {
+            uid: 1000,
+            gid: 50,
+            additional_gids: vec![50, 100],
+            ..Spec::sample()
         }
     }
-    Ok(())
-}
 
-/// `ip link set lo up`, with an ioctl on a datagram socket.
-fn loopback_up() -> io::Result<()> {
-    let fd = errno(
-        unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) },
-        "socket",
-    )?;
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (i, b) in b"lo\0".iter().enumerate() {
-        req.ifr_name[i] = *b as libc::c_char;
+    #[test]
+    fn docker_default_caps_without_mknod() {
+        assert_eq!(default_caps_mask(), 0xa004_25fb);
+        assert_eq!(default_caps_mask() & (1 << 27), 0, "CAP_MKNOD");
+        assert_eq!(default_caps_mask() & (1 << 21), 0, "CAP_SYS_ADMIN");
     }
-    let result = (|| {
-        errno(
-            unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) },
-            "SIOCGIFFLAGS",
-        )?;
-        unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
-        errno(
-            unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) },
-            "SIOCSIFFLAGS",
-        )?;
-        Ok(())
-    })();
-    unsafe { libc::close(fd) };
-    result
+
+    #[test]
+    fn the_command_is_confined_in_order() {
+        let rec = Recorder::default();
+        let filters = crate::sandbox::seccomp::default_profile().unwrap();
+        confine(&rec, &spec(), &filters).unwrap();
+        let calls = rec.calls();
+        let seccomp = format!("seccomp {}+{}", filters[0].len(), filters[1].len());
+        assert_eq!(
+            calls,
+            [
+                "setsid",
+                "capabilities 0xa00425fb",
+                "setgroups [50,100]",
+                "setids 1000:50",
+                "no_new_privs",
+                "cloexec_from 3",
+                seccomp.as_str(),
+            ]
+        );
+    }
+
+    #[test]
+    fn insecure_keeps_capabilities_and_installs_no_filter() {
+        let rec = Recorder::default();
+        let mut s = spec();
+        s.insecure = true;
+        confine(&rec, &s, &[]).unwrap();
+        assert_eq!(
+            rec.calls(),
+            [
+                "setsid",
+                "setgroups [50,100]",
+                "setids 1000:50",
+                "cloexec_from 3"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_namespaces_follow_the_spec() {
+        let mut s = spec();
+        let ns = namespaces(&s);
+        assert!(ns.mount && ns.uts && ns.ipc && ns.net && ns.pid && !ns.user);
+        s.isolate_network = false;
+        s.process_sandbox = false;
+        let ns = namespaces(&s);
+        assert!(!ns.net && !ns.pid);
+    }
 }

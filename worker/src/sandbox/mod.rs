@@ -12,5 +12,6 @@
 pub mod init;
 pub mod rootfs;
 pub mod run;
+pub mod seccomp;
 pub mod spec;
 pub mod syscall;

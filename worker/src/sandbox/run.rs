@@ -49,7 +49,9 @@ impl Cancel {
         if pid > 0 {
             // The helper's init dies with it (PR_SET_PDEATHSIG), and the pid namespace with
             // its init.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
         }
     }
 
@@ -104,22 +106,10 @@ impl Runner {
                 .write_all(&serde_json::to_vec(spec).map_err(io::Error::other)?)?;
         }
         let _ = std::fs::remove_file(&spec.error_file);
-        let parent = std::process::id() as libc::pid_t;
         let mut command = Command::new(&self.helper);
         // The helper dies with the engine, even when the engine is killed outright: a killed
         // build must not leave its steps running.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            command.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                if libc::getppid() != parent {
-                    libc::_exit(1);
-                }
-                Ok(())
-            });
-        }
+        crate::kernel::die_with_parent(&mut command);
         let mut child = command
             .arg("__sandbox")
             .arg(&spec_path)
@@ -184,11 +174,20 @@ impl Runner {
         })
         .collect();
         drop(tx);
-        for (stream, chunk) in rx {
-            on_output(stream, &chunk);
+        // Without a pid namespace, a cancelled step's processes may outlive the helper and
+        // keep the pipes open: once cancelled, stop reading instead of waiting for them.
+        loop {
+            match rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                Ok((stream, chunk)) => on_output(stream, &chunk),
+                Err(mpsc::RecvTimeoutError::Timeout) if cancel.is_cancelled() => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
         }
-        for r in readers {
-            let _ = r.join();
+        if !cancel.is_cancelled() {
+            for r in readers {
+                let _ = r.join();
+            }
         }
         let status = child.wait()?;
         cancel.pid.store(0, Ordering::SeqCst);

@@ -96,3 +96,50 @@ pub enum MountKind {
         gid: u32,
     },
 }
+
+#[cfg(test)]
+impl Spec {
+    /// A step with an overlay root, a read-only bind and a tmpfs, for unit tests.
+    pub fn sample() -> Spec {
+        Spec {
+            rootfs: Rootfs::Overlay(Overlay {
+                lowers: vec!["/s/2".into(), "/s/1".into()],
+                upper: Some("/s/up".into()),
+                work: Some("/s/work".into()),
+                userxattr: true,
+            }),
+            mountpoint: "/m".into(),
+            mounts: vec![
+                Mount {
+                    target: "/etc/hosts".into(),
+                    kind: MountKind::Bind {
+                        source: "/tmp/hosts".into(),
+                    },
+                    readonly: true,
+                },
+                Mount {
+                    target: "/cache".into(),
+                    kind: MountKind::Tmpfs {
+                        size: Some(1 << 20),
+                        mode: 0o755,
+                    },
+                    readonly: false,
+                },
+            ],
+            args: vec!["sh".into()],
+            env: vec![],
+            cwd: "/src".into(),
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+            hostname: "buildkitsandbox".into(),
+            isolate_network: true,
+            process_sandbox: true,
+            insecure: false,
+            error_file: "/tmp/err".into(),
+            secret_count: 0,
+            secret_env: vec![],
+            secret_dir: "/tmp/secrets".into(),
+        }
+    }
+}

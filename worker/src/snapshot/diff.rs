@@ -138,7 +138,7 @@ impl<W: Write> LayerWriter<W> {
         header.set_gid(meta.gid() as u64);
         header.set_mtime(self.mtime(meta));
         header.set_size(0);
-        let xattrs = read_xattrs(path);
+        let xattrs = image_xattrs(path);
         self.stats.entries += 1;
         if ft.is_dir() {
             header.set_entry_type(EntryType::Directory);
@@ -247,8 +247,9 @@ fn truncated(bytes: &[u8], len: usize) -> Vec<u8> {
     out
 }
 
-/// The xattrs of a file that belong in an image, sorted by name.
-fn read_xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
+/// The xattrs of a file that belong in an image (all but overlayfs's own), sorted by name;
+/// a symlink's own.
+pub fn image_xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
     let Ok(names) = xattr::list(path) else {
         return Vec::new();
     };
@@ -336,10 +337,9 @@ mod tests {
         fs::create_dir(root.join("etc")).unwrap();
         // mknod of a 0:0 character device is allowed without privilege (Linux 5.8+).
         let wh = root.join("etc/gone");
-        let c = std::ffi::CString::new(wh.as_os_str().as_bytes()).unwrap();
-        assert_eq!(unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, 0) }, 0);
+        crate::snapshot::extract::mknod_whiteout(&wh).unwrap();
         fs::create_dir(root.join("opaque")).unwrap();
-        let prefix = if unsafe { libc::geteuid() } == 0 {
+        let prefix = if rustix::process::geteuid().is_root() {
             "trusted"
         } else {
             "user"

@@ -16,7 +16,7 @@
 //! lets anyone create since 5.8) and opaque markers become the `overlay.opaque` xattr, so the
 //! directory can serve directly as an overlayfs lower layer.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -357,30 +357,34 @@ fn unpack_tar(
             }
             _ => continue,
         };
+        // Owner, then mode, then xattrs: a chown clears `security.capability`, so the xattrs
+        // are set after it; the times last.
         match &fd {
             Some(fd) => {
+                chown_ok(fsroot::set_owner(fd.as_fd(), uid, gid), opts)?;
+                if kind != EntryType::Directory {
+                    fsroot::set_mode(fd.as_fd(), mode)?;
+                }
                 for (k, v) in &xattrs {
                     // Some namespaces are off limits without privilege; an image is still
                     // usable without them, as BuildKit's rootless mode also accepts.
                     let _ = fsroot::set_xattr(fd.as_fd(), k, v);
                 }
-                chown_ok(fsroot::set_owner(fd.as_fd(), uid, gid), opts)?;
                 if kind != EntryType::Directory {
-                    fsroot::set_mode(fd.as_fd(), mode)?;
                     fsroot::set_times(fd.as_fd(), mtime)?;
                 }
             }
             None => {
+                chown_ok(fsroot::set_owner_at(parent, &name, uid, gid), opts)?;
+                if kind != EntryType::Symlink {
+                    fsroot::set_mode_at(parent, &name, mode)?;
+                }
                 if !xattrs.is_empty()
                     && let Ok(fd) = open_child(parent, &name, OFlags::PATH)
                 {
                     for (k, v) in &xattrs {
                         let _ = fsroot::set_xattr(fd.as_fd(), k, v);
                     }
-                }
-                chown_ok(fsroot::set_owner_at(parent, &name, uid, gid), opts)?;
-                if kind != EntryType::Symlink {
-                    fsroot::set_mode_at(parent, &name, mode)?;
                 }
                 fsroot::set_times_at(parent, &name, mtime)?;
             }
@@ -545,16 +549,15 @@ fn ensure_dirs(root: &Root, rel: &Path, entry: &str) -> Result<OwnedFd, ExtractE
     Ok(current)
 }
 
-fn cstr(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
-}
-
 fn mknod(path: &Path, mode: u32, dev: u64) -> io::Result<()> {
-    let c = cstr(path)?;
-    if unsafe { libc::mknod(c.as_ptr(), mode, dev) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    use rustix::fs::{FileType, Mode};
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        FileType::from_raw_mode(mode),
+        Mode::from_raw_mode(mode),
+        dev,
+    )?;
     Ok(())
 }
 
@@ -570,23 +573,20 @@ pub fn set_opaque(dir: &Path, prefix: &str) -> io::Result<()> {
 
 /// Set a path's modification time (and access time to the same), without following symlinks.
 pub fn set_mtime(path: &Path, secs: i64) -> io::Result<()> {
-    let c = cstr(path)?;
-    let t = libc::timespec {
+    let t = rustix::fs::Timespec {
         tv_sec: secs,
         tv_nsec: 0,
     };
-    let times = [t, t];
-    if unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    } != 0
-    {
-        return Err(io::Error::last_os_error());
-    }
+    let times = rustix::fs::Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &times,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )?;
     Ok(())
 }
 
@@ -632,7 +632,7 @@ mod tests {
     }
 
     fn layer_opts() -> UnpackOptions {
-        let root = unsafe { libc::geteuid() } == 0;
+        let root = rustix::process::geteuid().is_root();
         UnpackOptions {
             layer: true,
             overlay_xattr_prefix: if root { "trusted" } else { "user" },

@@ -284,11 +284,13 @@ fn copy_entry(
             .open(dst)?;
         io::copy(&mut from, &mut to)?;
     } else {
-        let c = std::ffi::CString::new(dst.as_os_str().as_encoded_bytes())
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        if unsafe { libc::mknod(c.as_ptr(), meta.mode(), meta.rdev()) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dst,
+            rustix::fs::FileType::from_raw_mode(meta.mode()),
+            rustix::fs::Mode::from_raw_mode(meta.mode()),
+            meta.rdev(),
+        )?;
     }
     std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid()))?;
     if !ft.is_symlink() {
@@ -316,22 +318,12 @@ pub fn overlay_supported(dir: &Path) -> bool {
     let probe = dir.join(format!("overlay-probe-{}", std::process::id()));
     let result = std::thread::scope(|s| {
         s.spawn(|| -> io::Result<()> {
-            if unsafe { libc::unshare(libc::CLONE_FS | libc::CLONE_NEWNS) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let root = c"/";
-            if unsafe {
-                libc::mount(
-                    std::ptr::null(),
-                    root.as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    std::ptr::null(),
-                )
-            } != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
+            crate::kernel::unshare_thread_mounts()?;
+            rustix::mount::mount_change(
+                "/",
+                rustix::mount::MountPropagationFlags::REC
+                    | rustix::mount::MountPropagationFlags::PRIVATE,
+            )?;
             for d in ["lower", "upper", "work", "merged"] {
                 fs::create_dir_all(probe.join(d))?;
             }
@@ -348,9 +340,8 @@ pub fn overlay_supported(dir: &Path) -> bool {
             // A write and a delete: copy-up and whiteouts must work too.
             fs::write(probe.join("merged/g"), b"y")?;
             fs::remove_file(probe.join("merged/f"))?;
-            let c = std::ffi::CString::new(probe.join("merged").as_os_str().as_encoded_bytes())
-                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            let _ =
+                rustix::mount::unmount(probe.join("merged"), rustix::mount::UnmountFlags::DETACH);
             Ok(())
         })
         .join()

@@ -215,7 +215,7 @@ mod tests {
     use crate::snapshot::extract::{mknod_whiteout, set_opaque};
 
     fn prefix() -> &'static str {
-        if unsafe { libc::geteuid() } == 0 {
+        if rustix::process::geteuid().is_root() {
             "trusted"
         } else {
             "user"

@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use kiln_crds::reference::Reference;
 
-use super::{BuildError, NamedContext, Solver, key};
+use super::{BaseError, BuildError, NamedContext, Solver, key};
 use crate::digest::{Digest, HashingReader};
 use crate::image::layout::Layout;
 use crate::image::oci::{Descriptor, Image, Manifest};
@@ -34,7 +34,7 @@ use crate::snapshot::layer::{LayerBlob, SnapshotMeta, chain_id};
 use crate::snapshot::view::View;
 
 /// Where a layer's blob is read from: its path, and whether it was already verified.
-type BlobSource<'a> = dyn Fn(&Descriptor) -> Result<(PathBuf, bool), BuildError> + Sync + 'a;
+type BlobSource<'a> = dyn Fn(&Descriptor) -> Result<(PathBuf, bool), BaseError> + Sync + 'a;
 
 /// One layer to unpack: its descriptor, diff id, snapshot id and parent snapshot.
 struct Layer<'a> {
@@ -45,10 +45,10 @@ struct Layer<'a> {
 }
 
 /// The chain ids of an image's layers, bottom first.
-fn chain_ids(origin: &str, manifest: &Manifest, image: &Image) -> Result<Vec<Digest>, BuildError> {
+fn chain_ids(origin: &str, manifest: &Manifest, image: &Image) -> Result<Vec<Digest>, BaseError> {
     let diff_ids = &image.rootfs.diff_ids;
     if diff_ids.len() != manifest.layers.len() {
-        return Err(BuildError::Base(format!(
+        return Err(BaseError::Invalid(format!(
             "image {origin} has {} layers but {} diff ids",
             manifest.layers.len(),
             diff_ids.len()
@@ -79,9 +79,18 @@ impl crate::cache::transfer::BlobSource for PullSource {
     fn describe(&self) -> String {
         self.0.reference().to_string()
     }
-    fn fetch(&self, blob: &LayerBlob, _store: &crate::store::Store) -> Result<(), String> {
+    fn fetch(
+        &self,
+        blob: &LayerBlob,
+        _store: &crate::store::Store,
+    ) -> Result<(), crate::cache::transfer::BlobError> {
         let desc = Descriptor::new(&blob.media_type, blob.digest.clone(), blob.size);
-        self.0.layer(&desc).map_err(|e| e.to_string())
+        self.0
+            .layer(&desc)
+            .map_err(|source| crate::cache::transfer::BlobError::Registry {
+                what: format!("layer {} of {}", blob.digest, self.describe()),
+                source,
+            })
     }
 }
 
@@ -143,12 +152,16 @@ impl Solver<'_> {
                 name: format!("[internal] load image {reference}"),
             });
             let started = Instant::now();
+            let named = |source: BaseError| BaseError::NamedContext {
+                name: reference.to_string(),
+                source: Box::new(source),
+            };
             let result = match self.named(reference).cloned() {
                 Some(NamedContext::OciLayout {
                     dir,
                     reference: inner,
-                }) => self.import_layout(&dir, inner.as_deref()),
-                Some(NamedContext::Dir(dir)) => self.import_dir(&dir),
+                }) => self.import_layout(&dir, inner.as_deref()).map_err(named),
+                Some(NamedContext::Dir(dir)) => self.import_dir(&dir).map_err(named),
                 None => self.pull(reference),
             };
             match &result {
@@ -161,17 +174,17 @@ impl Solver<'_> {
                     message: e.to_string(),
                 }),
             }
-            result.map(Arc::new).map_err(|e| e.to_string())
+            result.map(Arc::new).map_err(Arc::new)
         })
         .clone()
         .map_err(BuildError::Base)
     }
 
-    fn import_layout(&self, dir: &Path, wanted: Option<&str>) -> Result<BaseImage, BuildError> {
-        let layout = Layout::open(dir).map_err(|e| BuildError::Base(e.to_string()))?;
+    fn import_layout(&self, dir: &Path, wanted: Option<&str>) -> Result<BaseImage, BaseError> {
+        let layout = Layout::open(dir).map_err(|e| BaseError::Unreadable(e.to_string()))?;
         let resolved = layout
             .resolve(wanted, &self.opts.platform)
-            .map_err(|e| BuildError::Base(e.to_string()))?;
+            .map_err(|e| BaseError::Unreadable(e.to_string()))?;
         let origin = dir.display().to_string();
         self.unpack_image(
             &origin,
@@ -185,11 +198,10 @@ impl Solver<'_> {
     /// Pull an image from its registry: the manifest for the build's platform, then each
     /// missing layer, downloaded into the store (verified while it streams) and unpacked, the
     /// layers in parallel.
-    fn pull(&self, reference: &str) -> Result<BaseImage, BuildError> {
+    fn pull(&self, reference: &str) -> Result<BaseImage, BaseError> {
         let store = self.snapshots.store();
-        let registry_err = |e: crate::registry::RegistryError| BuildError::Base(e.to_string());
-        let puller = Puller::new(&self.opts.registry, reference, store).map_err(registry_err)?;
-        let resolved = puller.resolve(&self.opts.platform).map_err(registry_err)?;
+        let puller = Puller::new(&self.opts.registry, reference, store)?;
+        let resolved = puller.resolve(&self.opts.platform)?;
         if !self.opts.cache_from.is_empty() {
             return self.lazy_image(reference, puller, resolved);
         }
@@ -199,7 +211,7 @@ impl Solver<'_> {
             resolved.image,
             &resolved.config_digest,
             &|desc| {
-                puller.layer(desc).map_err(registry_err)?;
+                puller.layer(desc)?;
                 Ok((store.blob_path(&desc.digest), true))
             },
         )
@@ -211,7 +223,7 @@ impl Solver<'_> {
         origin: &str,
         puller: Puller,
         resolved: crate::registry::pull::Resolved,
-    ) -> Result<BaseImage, BuildError> {
+    ) -> Result<BaseImage, BaseError> {
         let chain_ids = chain_ids(origin, &resolved.manifest, &resolved.image)?;
         let diff_ids = &resolved.image.rootfs.diff_ids;
         // A push to another repository of this registry mounts the layers from this one.
@@ -258,14 +270,14 @@ impl Solver<'_> {
         image: Image,
         config_digest: &Digest,
         blob: &BlobSource<'_>,
-    ) -> Result<BaseImage, BuildError> {
+    ) -> Result<BaseImage, BaseError> {
         let diff_ids = &image.rootfs.diff_ids;
         let chain_ids = chain_ids(origin, manifest, &image)?;
         // Unpack the missing layers in parallel: each goes to its own directory.
         let missing: Vec<usize> = (0..chain_ids.len())
             .filter(|&i| self.snapshots.get(chain_ids[i].hex()).is_none())
             .collect();
-        let errors: Vec<BuildError> = std::thread::scope(|scope| {
+        let errors: Vec<BaseError> = std::thread::scope(|scope| {
             let handles: Vec<_> = missing
                 .iter()
                 .map(|&i| {
@@ -287,7 +299,7 @@ impl Solver<'_> {
                 .into_iter()
                 .filter_map(|h| {
                     h.join()
-                        .unwrap_or_else(|_| Err(BuildError::Base("layer unpack panicked".into())))
+                        .unwrap_or_else(|_| Err(BaseError::Invalid("layer unpack panicked".into())))
                         .err()
                 })
                 .collect()
@@ -318,7 +330,7 @@ impl Solver<'_> {
         path: &Path,
         verified: bool,
         layer: &Layer<'_>,
-    ) -> Result<(), BuildError> {
+    ) -> Result<(), BaseError> {
         let Layer {
             desc,
             diff_id,
@@ -326,8 +338,8 @@ impl Solver<'_> {
             parent,
         } = layer;
         let base_err =
-            |m: String| BuildError::Base(format!("layer {} of {origin}: {m}", desc.digest));
-        let file = File::open(path).map_err(|e| base_err(e.to_string()))?;
+            |m: String| BaseError::Invalid(format!("layer {} of {origin}: {m}", desc.digest));
+        let file = File::open(path)?;
         let on_disk = file.metadata()?.len();
         let mut hashing = HashingReader::new(file);
         if verified {
@@ -344,8 +356,13 @@ impl Solver<'_> {
             ),
             limits: None,
         };
-        let unpacked = extract::unpack(&mut hashing, &pending.fs(), &opts)
-            .map_err(|e| base_err(e.to_string()))?;
+        let unpacked = extract::unpack(&mut hashing, &pending.fs(), &opts).map_err(|source| {
+            BaseError::Unpack {
+                origin: origin.to_string(),
+                digest: desc.digest.to_string(),
+                source,
+            }
+        })?;
         std::io::copy(&mut hashing, &mut std::io::sink())?;
         let (digest, size) = if verified {
             (desc.digest.clone(), on_disk)
@@ -388,9 +405,9 @@ impl Solver<'_> {
     }
 
     /// A local directory as an image: one layer with its content, owners kept, no config.
-    fn import_dir(&self, dir: &Path) -> Result<BaseImage, BuildError> {
+    fn import_dir(&self, dir: &Path) -> Result<BaseImage, BaseError> {
         let ctx = crate::context::Context::from_dir(dir, None)
-            .map_err(|e| BuildError::Base(e.to_string()))?;
+            .map_err(|e| BaseError::Unreadable(e.to_string()))?;
         let mut hashes = crate::context::hash::HashCache::default();
         let content = crate::context::hash::digest_paths(&ctx, &[String::new()], &mut hashes)?;
         let id = key::step(
@@ -402,7 +419,7 @@ impl Solver<'_> {
         if self.snapshots.get(id.hex()).is_none() {
             let pending = self.snapshots.begin()?;
             crate::copy::copy_tree(crate::copy::Source::Context(&ctx), ".", &pending.fs())
-                .map_err(|e| BuildError::Base(format!("{}: {e}", dir.display())))?;
+                .map_err(|e| BaseError::Unreadable(format!("{}: {e}", dir.display())))?;
             self.snapshots.commit(
                 pending,
                 id.hex(),

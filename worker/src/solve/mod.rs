@@ -10,6 +10,7 @@
 //! committed, while the next steps run; export only waits for what is not yet done.
 
 mod base;
+mod error;
 mod key;
 mod remote;
 mod run;
@@ -22,9 +23,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use thiserror::Error;
-
 pub use base::BaseImage;
+pub use error::{BaseError, BuildError, Interrupt, StepError, StepFailure, Stop, is_disk_full};
 pub use stage::StageResult;
 
 use crate::context::Context;
@@ -41,7 +41,7 @@ use crate::snapshot::layer::{LayerBlob, Snapshots};
 use crate::store::Store;
 
 /// An image being resolved, or its outcome: stages that need it share one cell.
-type ImageCell = Arc<std::sync::OnceLock<Result<Arc<BaseImage>, String>>>;
+type ImageCell = Arc<std::sync::OnceLock<Result<Arc<BaseImage>, Arc<BaseError>>>>;
 
 /// What the solver needs from the front end.
 pub trait Frontend: Sync {
@@ -57,8 +57,12 @@ pub trait Frontend: Sync {
     fn label(&self, stage: usize) -> String;
     /// The stage's `AS` name, if it has one.
     fn name(&self, stage: usize) -> Option<String>;
-    /// Lower a stage given its base's config. The error is a rendered diagnostic.
-    fn lower(&self, stage: usize, base: &ImageConfig) -> Result<LoweredStage, String>;
+    /// Lower a stage given its base's config.
+    fn lower(
+        &self,
+        stage: usize,
+        base: &ImageConfig,
+    ) -> Result<LoweredStage, crate::dockerfile::Diagnostics>;
 }
 
 /// A named build context (`--build-context NAME=...`).
@@ -117,6 +121,8 @@ pub struct Options {
     pub runner: Runner,
     /// Where cache mounts live.
     pub cache_mounts: PathBuf,
+    /// Caches that live on volumes of their own (`--cache-volume`), instead of `cache_mounts`.
+    pub cache_volumes: Vec<crate::mounts::volumes::CacheVolume>,
     /// `--cache-mount-ns` / `BUILDKIT_CACHE_MOUNT_NS`.
     pub cache_mount_ns: String,
     /// `--secret`: where each secret id's value is read from when a step mounts it.
@@ -128,33 +134,8 @@ pub struct Options {
     pub cache_from: Vec<Arc<crate::cache::transfer::Imported>>,
     /// How base images are pulled from registries.
     pub registry: Arc<crate::registry::Registries>,
-}
-
-/// Why a build failed.
-#[derive(Debug, Error)]
-pub enum BuildError {
-    /// A Dockerfile error, already rendered with its source line.
-    #[error("{0}")]
-    Frontend(String),
-    /// A step failed.
-    #[error("{location}: {instruction}: {message}")]
-    Step {
-        /// `Dockerfile:12`.
-        location: String,
-        /// The 1-based line, for showing the source.
-        line: u32,
-        instruction: String,
-        message: String,
-        /// The last lines the step printed.
-        tail: Vec<String>,
-    },
-    /// A base image or named context could not be used.
-    #[error("{0}")]
-    Base(String),
-    #[error("the build was cancelled because another stage failed")]
-    Cancelled,
-    #[error("{0}")]
-    Io(#[from] io::Error),
+    /// A request to stop the build (a signal, `--timeout`): running steps are killed.
+    pub interrupt: Interrupt,
 }
 
 /// A stage's outcome, shared by the stages that wait for it.
@@ -264,7 +245,18 @@ impl<'a> Solver<'a> {
         let n = self.frontend.stage_count();
         let target = self.frontend.target();
         let mut errors: Vec<(usize, BuildError)> = Vec::new();
+        let finished = AtomicBool::new(false);
         std::thread::scope(|scope| {
+            // A stop from outside fails the build like a failed step: every step is killed.
+            scope.spawn(|| {
+                while !finished.load(Ordering::SeqCst) {
+                    if self.opts.interrupt.get().is_some() {
+                        self.fail();
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            });
             let handles: Vec<_> = (0..n)
                 .filter(|&i| self.frontend.needed(i))
                 .map(|i| {
@@ -295,15 +287,20 @@ impl<'a> Solver<'a> {
                     )),
                 }
             }
+            finished.store(true, Ordering::SeqCst);
         });
         let _ = self.hashes.lock().map(|h| h.save());
         self.touch_used();
-        // Report the first real failure, not the cancellations it caused.
+        // Report the first real failure, not the cancellations it caused; then a stop from
+        // outside.
         if let Some(pos) = errors
             .iter()
             .position(|(_, e)| !matches!(e, BuildError::Cancelled))
         {
             return Err(errors.swap_remove(pos).1);
+        }
+        if let Some(stop) = self.opts.interrupt.get() {
+            return Err(BuildError::Interrupted(stop));
         }
         if let Some((_, e)) = errors.pop() {
             return Err(e);
@@ -363,9 +360,9 @@ impl<'a> Solver<'a> {
     /// Wait for a stage's result.
     fn wait_stage(&self, i: usize) -> Result<Arc<StageResult>, BuildError> {
         if i >= self.slots.len() || !self.frontend.needed(i) {
-            return Err(BuildError::Base(format!(
+            return Err(BuildError::Io(io::Error::other(format!(
                 "stage {i} is not part of this build"
-            )));
+            ))));
         }
         let slot = &self.slots[i];
         let mut state = slot.state.lock().unwrap_or_else(|e| e.into_inner());

@@ -9,8 +9,8 @@
 use std::fs::File;
 use std::sync::{Arc, OnceLock};
 
-use super::{BuildError, Solver};
-use crate::cache::transfer::{BlobSource, CacheRecord};
+use super::{BaseError, BuildError, Solver, StepFailure};
+use crate::cache::transfer::{BlobError, BlobSource, CacheRecord};
 use crate::digest::HashingReader;
 use crate::snapshot::extract::{self, UnpackOptions};
 use crate::snapshot::layer::{LayerBlob, SnapshotMeta};
@@ -21,7 +21,7 @@ pub(super) struct RemoteLayer {
     record: CacheRecord,
     source: Arc<dyn BlobSource>,
     /// Set once the content is in the local store.
-    local: OnceLock<Result<(), String>>,
+    local: OnceLock<Result<(), Arc<BaseError>>>,
 }
 
 impl Solver<'_> {
@@ -128,7 +128,7 @@ impl Solver<'_> {
         let local = |(id, remote): &(&String, Arc<RemoteLayer>)| {
             remote
                 .local
-                .get_or_init(|| self.unpack_remote(id, remote).map_err(|e| e.to_string()))
+                .get_or_init(|| self.unpack_remote(id, remote).map_err(Arc::new))
                 .clone()
                 .map_err(BuildError::Base)
         };
@@ -141,21 +141,22 @@ impl Solver<'_> {
                 .map(|r| scope.spawn(move || local(r)))
                 .collect();
             handles.into_iter().try_for_each(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(BuildError::Base("layer fetch panicked".into())))
+                h.join().unwrap_or_else(|_| {
+                    Err(BaseError::Invalid("layer fetch panicked".into()).into())
+                })
             })
         })
     }
 
     /// The filesystem of a stage this one reads from, made local first.
-    pub(super) fn stage_view(&self, stage: usize) -> Result<View, String> {
-        let result = self.wait_stage(stage).map_err(|e| e.to_string())?;
-        self.materialise(&result.chain).map_err(|e| e.to_string())?;
+    pub(super) fn stage_view(&self, stage: usize) -> Result<View, StepFailure> {
+        let result = self.wait_stage(stage)?;
+        self.materialise(&result.chain)?;
         Ok(result.view(self))
     }
 
     /// Fetch a blob from an imported cache into the store, checking its digest.
-    fn fetch_blob(&self, source: &dyn BlobSource, blob: &LayerBlob) -> Result<(), String> {
+    fn fetch_blob(&self, source: &dyn BlobSource, blob: &LayerBlob) -> Result<(), BlobError> {
         let store = self.snapshots.store();
         if store.has_blob(&blob.digest) {
             return Ok(());
@@ -186,22 +187,22 @@ impl Solver<'_> {
                 continue;
             };
             self.fetch_blob(r.source.as_ref(), blob)
-                .map_err(BuildError::Base)?;
+                .map_err(BaseError::Fetch)?;
         }
         Ok(())
     }
 
-    fn unpack_remote(&self, id: &str, remote: &RemoteLayer) -> Result<(), String> {
+    fn unpack_remote(&self, id: &str, remote: &RemoteLayer) -> Result<(), BaseError> {
         let blob = remote
             .record
             .layer
             .as_ref()
-            .ok_or_else(|| format!("cache record {id} has no layer"))?;
+            .ok_or_else(|| BaseError::Invalid(format!("cache record {id} has no layer")))?;
         self.fetch_blob(remote.source.as_ref(), blob)?;
         let path = self.snapshots.store().blob_path(&blob.digest);
-        let file = File::open(&path).map_err(|e| e.to_string())?;
+        let file = File::open(&path)?;
         let mut hashing = HashingReader::new(file);
-        let pending = self.snapshots.begin().map_err(|e| e.to_string())?;
+        let pending = self.snapshots.begin()?;
         let opts = UnpackOptions {
             layer: true,
             overlay_xattr_prefix: crate::userns::overlay_xattr_prefix(),
@@ -212,29 +213,32 @@ impl Solver<'_> {
             ),
             limits: None,
         };
-        let unpacked = extract::unpack(&mut hashing, &pending.fs(), &opts)
-            .map_err(|e| format!("unpacking layer {} from the cache: {e}", blob.digest))?;
+        let unpacked = extract::unpack(&mut hashing, &pending.fs(), &opts).map_err(|source| {
+            BaseError::Unpack {
+                origin: remote.source.describe(),
+                digest: blob.digest.to_string(),
+                source,
+            }
+        })?;
         if unpacked.diff_id != blob.diff_id {
-            return Err(format!(
+            return Err(BaseError::Invalid(format!(
                 "layer {} from the cache {}: its diff id is {}, the record says {}",
                 blob.digest,
                 remote.source.describe(),
                 unpacked.diff_id,
                 blob.diff_id
-            ));
+            )));
         }
-        self.snapshots
-            .commit(
-                pending,
-                id,
-                SnapshotMeta {
-                    parent: None,
-                    diff_id: Some(blob.diff_id.clone()),
-                    empty: false,
-                    blob: Some(blob.clone()),
-                },
-            )
-            .map_err(|e| e.to_string())?;
+        self.snapshots.commit(
+            pending,
+            id,
+            SnapshotMeta {
+                parent: None,
+                diff_id: Some(blob.diff_id.clone()),
+                empty: false,
+                blob: Some(blob.clone()),
+            },
+        )?;
         self.snapshots.touch(id);
         Ok(())
     }

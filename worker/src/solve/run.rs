@@ -5,13 +5,14 @@ use std::collections::VecDeque;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::Solver;
 use super::stage::State;
+use super::{Solver, StepFailure};
 use crate::digest::Digest;
 use crate::fsroot::{self, Follow, Root};
 use crate::mounts::cache::{CacheKey, CacheMounts};
 use crate::plan::step::{Input, Mount, Network, Run, Security};
 use crate::progress::Event;
+use crate::result::Redactor;
 use crate::sandbox::run::{Cancel, RunError, Stream};
 use crate::sandbox::spec::{self, MountKind, Overlay, Rootfs, Spec};
 use crate::snapshot::layer::Pending;
@@ -22,7 +23,7 @@ const HOSTS: &str =
     "127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n";
 const HOSTNAME: &str = "buildkitsandbox";
 /// Lines of output kept for the error report of a failed step.
-const TAIL_LINES: usize = 12;
+const TAIL_LINES: usize = 20;
 
 /// The last lines of a step's output.
 #[derive(Default)]
@@ -43,23 +44,72 @@ impl Tail {
         }
     }
 
-    fn into_lines(mut self) -> Vec<String> {
+    /// The lines, with the values of the step's secrets replaced.
+    fn into_lines(mut self, secrets: &[Vec<u8>]) -> Vec<String> {
         if !self.partial.is_empty() {
             self.lines.push_back(std::mem::take(&mut self.partial));
         }
-        self.lines.into()
+        let redactor = Redactor::new(secrets);
+        self.lines.iter().map(|l| redactor.redact(l)).collect()
+    }
+}
+
+/// A step's output on its way to progress. A step that mounts secrets has its output passed
+/// on in whole lines, with the secrets' values replaced: a value split between two reads would
+/// escape a replacement made read by read. Other steps' output passes as it comes.
+struct Output {
+    redactor: Option<Redactor>,
+    /// The unfinished line of stdout and of stderr.
+    partial: [(&'static str, String); 2],
+}
+
+impl Output {
+    fn new(secrets: &[Vec<u8>]) -> Output {
+        Output {
+            redactor: (!secrets.is_empty()).then(|| Redactor::new(secrets)),
+            partial: [("stdout", String::new()), ("stderr", String::new())],
+        }
+    }
+
+    /// What to show of a chunk of output now.
+    fn push(&mut self, stream: &'static str, data: &[u8]) -> Option<String> {
+        let text = String::from_utf8_lossy(data);
+        let Some(redactor) = &self.redactor else {
+            return Some(text.into_owned());
+        };
+        let partial = &mut self.partial[usize::from(stream == "stderr")].1;
+        partial.push_str(&text);
+        let end = partial.rfind('\n')? + 1;
+        let lines: String = partial.drain(..end).collect();
+        Some(redactor.redact(&lines))
+    }
+
+    /// The unfinished lines, once the step has ended.
+    fn flush(&mut self) -> Vec<(&'static str, String)> {
+        let Some(redactor) = &self.redactor else {
+            return vec![];
+        };
+        self.partial
+            .iter_mut()
+            .filter(|(_, p)| !p.is_empty())
+            .map(|(stream, p)| (*stream, redactor.redact(&std::mem::take(p))))
+            .collect()
     }
 }
 
 impl Solver<'_> {
     /// What a RUN reads besides its own filesystem: bind mount sources.
-    pub(super) fn run_inputs(&self, run: &Run) -> Result<Vec<Digest>, String> {
+    pub(super) fn run_inputs(&self, run: &Run) -> Result<Vec<Digest>, StepFailure> {
         self.run_inputs_by(run, false)
     }
 
     /// The inputs of a RUN; with `content`, a bind mount from a stage counts by the digest of
     /// what it mounts rather than by the stage's key.
-    pub(super) fn run_inputs_by(&self, run: &Run, content: bool) -> Result<Vec<Digest>, String> {
+    pub(super) fn run_inputs_by(
+        &self,
+        run: &Run,
+        content: bool,
+    ) -> Result<Vec<Digest>, StepFailure> {
         let mut inputs = Vec::new();
         for m in &run.mounts {
             if let Mount::Bind { from, source, .. } = m {
@@ -67,8 +117,9 @@ impl Solver<'_> {
                     (Input::Stage(j), true) => {
                         let view = self.stage_view(*j)?;
                         let rel = crate::context::ignore::clean(source);
-                        crate::copy::digest_view_paths(&view, &[rel])
-                            .map_err(|e| format!("bind mount source {source:?}: {e}"))?
+                        crate::copy::digest_view_paths(&view, &[rel]).map_err(|e| {
+                            StepFailure::Other(format!("bind mount source {source:?}: {e}"))
+                        })?
                     }
                     _ => self.input_key(from)?,
                 });
@@ -81,7 +132,9 @@ impl Solver<'_> {
                     };
                     let mut hashes = self.hashes.lock().unwrap_or_else(|e| e.into_inner());
                     let d = crate::context::hash::digest_paths(self.context, &rels, &mut hashes)
-                        .map_err(|e| format!("bind mount source {source:?}: {e}"))?;
+                        .map_err(|e| {
+                            StepFailure::Other(format!("bind mount source {source:?}: {e}"))
+                        })?;
                     inputs.push(d);
                 }
             }
@@ -95,15 +148,15 @@ impl Solver<'_> {
         run: &Run,
         pending: &Pending,
         vertex: usize,
-    ) -> Result<(), (String, Vec<String>)> {
-        let plain = |e: String| (e, Vec::new());
+    ) -> Result<(), (StepFailure, Vec<String>)> {
+        let plain = |e: StepFailure| (e, Vec::new());
         if run.security == Security::Insecure && !self.opts.allow_insecure {
-            return Err(plain("RUN --security=insecure is not allowed: pass --allow security.insecure to permit it".into()));
+            return Err(plain(StepFailure::Other("RUN --security=insecure is not allowed: pass --allow security.insecure to permit it".into())));
         }
         let mut lowers = state.lowers(self);
         let view = View::new(lowers.clone());
         if lowers.is_empty() {
-            lowers.push(self.empty_dir().map_err(|e| plain(e.to_string()))?);
+            lowers.push(self.empty_dir().map_err(|e| plain(e.into()))?);
         }
         let passwd =
             String::from_utf8_lossy(&view.read(Path::new("etc/passwd")).unwrap_or_default())
@@ -111,7 +164,7 @@ impl Solver<'_> {
         let group = String::from_utf8_lossy(&view.read(Path::new("etc/group")).unwrap_or_default())
             .into_owned();
         let user = crate::userdb::exec_user(&run.user, &passwd, &group)
-            .map_err(|e| plain(e.to_string()))?;
+            .map_err(|e| plain(StepFailure::Other(e.to_string())))?;
         let mut env = run.env.clone();
         if !env.iter().any(|e| e.starts_with("HOME=")) {
             env.push(format!(
@@ -127,12 +180,12 @@ impl Solver<'_> {
             .snapshots
             .store()
             .temp_dir("run")
-            .map_err(|e| plain(e.to_string()))?;
+            .map_err(|e| plain(e.into()))?;
         let files = scratch.path().join("files");
-        std::fs::create_dir_all(&files).map_err(|e| plain(e.to_string()))?;
-        std::fs::write(files.join("hosts"), HOSTS).map_err(|e| plain(e.to_string()))?;
+        std::fs::create_dir_all(&files).map_err(|e| plain(e.into()))?;
+        std::fs::write(files.join("hosts"), HOSTS).map_err(|e| plain(e.into()))?;
         let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_default();
-        std::fs::write(files.join("resolv.conf"), resolv).map_err(|e| plain(e.to_string()))?;
+        std::fs::write(files.join("resolv.conf"), resolv).map_err(|e| plain(e.into()))?;
         let mut mounts = vec![
             spec::Mount {
                 target: "/etc/hosts".into(),
@@ -151,9 +204,9 @@ impl Solver<'_> {
         ];
         for (n, file) in run.files.iter().enumerate() {
             let host = files.join(format!("inline-{n}"));
-            std::fs::write(&host, &file.content).map_err(|e| plain(e.to_string()))?;
+            std::fs::write(&host, &file.content).map_err(|e| plain(e.into()))?;
             std::fs::set_permissions(&host, std::fs::Permissions::from_mode(file.mode))
-                .map_err(|e| plain(e.to_string()))?;
+                .map_err(|e| plain(e.into()))?;
             mounts.push(spec::Mount {
                 target: file.path.clone(),
                 kind: MountKind::Bind { source: host },
@@ -177,9 +230,7 @@ impl Solver<'_> {
             {
                 let Some(content) = self.secret(id).map_err(plain)? else {
                     if *required {
-                        return Err(plain(format!(
-                            "secret {id} is required but was not provided: pass --secret id={id},src=FILE"
-                        )));
+                        return Err(plain(StepFailure::MissingSecret { id: id.clone() }));
                     }
                     continue;
                 };
@@ -230,18 +281,18 @@ impl Solver<'_> {
             .collect();
 
         let mountpoint = scratch.path().join("rootfs");
-        std::fs::create_dir(&mountpoint).map_err(|e| plain(e.to_string()))?;
+        std::fs::create_dir(&mountpoint).map_err(|e| plain(e.into()))?;
         // Without overlayfs the step runs on a full copy of its root, and the changes are found
         // by comparing the copy with a record taken before the step.
         let copy = match self.opts.snapshotter {
             super::Snapshotter::Overlay => None,
             super::Snapshotter::Copy => {
                 let tree = scratch.path().join("tree");
-                std::fs::create_dir(&tree).map_err(|e| plain(e.to_string()))?;
+                std::fs::create_dir(&tree).map_err(|e| plain(e.into()))?;
                 crate::snapshot::fallback::materialize(&view, &tree)
-                    .map_err(|e| plain(format!("copying the root filesystem: {e}")))?;
+                    .map_err(|e| plain(StepFailure::Copy(e)))?;
                 let before = crate::snapshot::fallback::Manifest::scan(&tree, &Default::default())
-                    .map_err(|e| plain(e.to_string()))?;
+                    .map_err(|e| plain(e.into()))?;
                 Some((tree, before))
             }
         };
@@ -273,7 +324,7 @@ impl Solver<'_> {
             secret_env,
             secret_dir: {
                 let d = scratch.path().join("secrets");
-                std::fs::create_dir_all(&d).map_err(|e| plain(e.to_string()))?;
+                std::fs::create_dir_all(&d).map_err(|e| plain(e.into()))?;
                 d
             },
         };
@@ -289,6 +340,14 @@ impl Solver<'_> {
             .runs
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut tail = Tail::default();
+        let mut output = Output::new(&secrets);
+        let emit = |stream: &'static str, data: String| {
+            self.event(Event::Output {
+                id: vertex,
+                stream,
+                data,
+            })
+        };
         let result = self.opts.runner.run(
             &spec,
             scratch.path(),
@@ -301,13 +360,14 @@ impl Solver<'_> {
                 } else {
                     "stderr"
                 };
-                self.event(Event::Output {
-                    id: vertex,
-                    stream,
-                    data: String::from_utf8_lossy(data).into_owned(),
-                });
+                if let Some(text) = output.push(stream, data) {
+                    emit(stream, text);
+                }
             },
         );
+        for (stream, text) in output.flush() {
+            emit(stream, text);
+        }
         self.cancels
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -317,47 +377,61 @@ impl Solver<'_> {
             Ok(0) => {}
             Ok(code) => {
                 return Err((
-                    format!(
-                        "process \"{command}\" did not complete successfully: exit code: {code}"
-                    ),
-                    tail.into_lines(),
+                    StepFailure::Exit { command, code },
+                    tail.into_lines(&secrets),
                 ));
             }
-            Err(RunError::Cancelled) => return Err(("cancelled".into(), vec![])),
-            Err(e) => {
+            Err(RunError::Cancelled) => return Err(plain(StepFailure::Cancelled)),
+            Err(source) => {
                 return Err((
-                    format!("process \"{command}\" could not run: {e}"),
-                    tail.into_lines(),
+                    StepFailure::Run { command, source },
+                    tail.into_lines(&secrets),
                 ));
             }
         }
         if let Some((tree, before)) = &copy {
             crate::snapshot::fallback::diff(tree, before, &pending.fs(), &Default::default())
-                .map_err(|e| plain(format!("finding the step's changes: {e}")))?;
+                .map_err(|source| {
+                    plain(StepFailure::Io {
+                        what: "finding the step's changes",
+                        source,
+                    })
+                })?;
         }
-        clean_stubs(&pending.fs(), &view, &stubs)
-            .map_err(|e| plain(format!("cleaning mount points: {e}")))?;
+        clean_stubs(&pending.fs(), &view, &stubs).map_err(|source| {
+            plain(StepFailure::Io {
+                what: "cleaning mount points",
+                source,
+            })
+        })?;
         Ok(())
     }
 
     /// A secret's content, from where `--secret` said; `None` when it was not given.
-    fn secret(&self, id: &str) -> Result<Option<Vec<u8>>, String> {
+    fn secret(&self, id: &str) -> Result<Option<Vec<u8>>, StepFailure> {
         match self.opts.secrets.get(id) {
             None => Ok(None),
-            Some(super::SecretSource::File(path)) => std::fs::read(path)
-                .map(Some)
-                .map_err(|e| format!("reading secret {id} from {}: {e}", path.display())),
+            Some(super::SecretSource::File(path)) => {
+                std::fs::read(path)
+                    .map(Some)
+                    .map_err(|source| StepFailure::SecretFile {
+                        id: id.to_string(),
+                        path: path.clone(),
+                        source,
+                    })
+            }
             Some(super::SecretSource::Env(var)) => match std::env::var_os(var) {
                 Some(v) => Ok(Some(v.into_encoded_bytes())),
-                None => Err(format!(
-                    "secret {id}: the environment variable {var} is not set"
-                )),
+                None => Err(StepFailure::SecretEnv {
+                    id: id.to_string(),
+                    var: var.clone(),
+                }),
             },
         }
     }
 
     /// Fill a new cache instance from `source` in a stage, an image or the context (`from=`).
-    fn seed_cache(&self, from: &Input, source: &str, dir: &Path) -> Result<(), String> {
+    fn seed_cache(&self, from: &Input, source: &str, dir: &Path) -> Result<(), StepFailure> {
         let view;
         let src = match from {
             Input::Context => crate::copy::Source::Context(self.context),
@@ -366,12 +440,12 @@ impl Solver<'_> {
                 crate::copy::Source::View(&view)
             }
             Input::Image(r) => {
-                view = self.image(r, "").map_err(|e| e.to_string())?.view(self);
+                view = self.image(r, "")?.view(self);
                 crate::copy::Source::View(&view)
             }
         };
         crate::copy::copy_tree(src, source, dir)
-            .map_err(|e| format!("seeding the cache from {source}: {e}"))
+            .map_err(|e| StepFailure::Other(format!("seeding the cache from {source}: {e}")))
     }
 
     /// An empty directory, the lower layer of a step on an empty filesystem.
@@ -391,7 +465,7 @@ impl Solver<'_> {
         n: usize,
         vertex: usize,
         guards: &mut Vec<Box<dyn std::any::Any>>,
-    ) -> Result<Option<spec::Mount>, String> {
+    ) -> Result<Option<spec::Mount>, StepFailure> {
         Ok(Some(match m {
             Mount::Bind {
                 target,
@@ -402,7 +476,9 @@ impl Solver<'_> {
                 let (layers, file) = match from {
                     Input::Context => {
                         let not_found = || {
-                            format!("bind mount source \"{source}\" not found in the build context")
+                            StepFailure::Other(format!(
+                                "bind mount source \"{source}\" not found in the build context"
+                            ))
                         };
                         let rel = self
                             .context
@@ -413,10 +489,12 @@ impl Solver<'_> {
                         let mask = scratch.join(format!("bind-{n}-mask"));
                         if found.meta.is_dir()
                             && self.context.has_ignores()
-                            && self
-                                .context
-                                .mask_ignored(&rel, &mask)
-                                .map_err(|e| format!("bind mount source \"{source}\": {e}"))?
+                            && self.context.mask_ignored(&rel, &mask).map_err(|source| {
+                                StepFailure::Io {
+                                    what: "hiding ignored files from a bind mount",
+                                    source,
+                                }
+                            })?
                         {
                             // `.dockerignore` hides files from the whole build: a layer of
                             // whiteouts over the directory hides them from the step too.
@@ -425,13 +503,12 @@ impl Solver<'_> {
                             // `!patterns` bring paths back inside excluded directories, which
                             // whiteouts cannot say: the step sees a copy without the rest.
                             let copy = scratch.join(format!("bind-{n}-context"));
-                            std::fs::create_dir_all(&copy).map_err(|e| e.to_string())?;
+                            std::fs::create_dir_all(&copy)?;
                             crate::copy::copy_tree(
                                 crate::copy::Source::Context(self.context),
                                 &rel,
                                 &copy,
-                            )
-                            .map_err(|e| format!("bind mount source \"{source}\": {e}"))?;
+                            )?;
                             (vec![copy], None)
                         } else if found.meta.is_dir() {
                             (vec![found.real], None)
@@ -442,17 +519,15 @@ impl Solver<'_> {
                     Input::Stage(_) | Input::Image(_) => {
                         let view = match from {
                             Input::Stage(j) => self.stage_view(*j)?,
-                            Input::Image(r) => {
-                                self.image(r, "").map_err(|e| e.to_string())?.view(self)
-                            }
+                            Input::Image(r) => self.image(r, "")?.view(self),
                             Input::Context => unreachable!(),
                         };
                         let rel = view
                             .resolve(Path::new(source.trim_start_matches('/')), true)
-                            .map_err(|e| e.to_string())?;
-                        let found = view
-                            .lstat(&rel)
-                            .ok_or_else(|| format!("bind mount source \"{source}\" not found"))?;
+                            .map_err(|e| StepFailure::Other(e.to_string()))?;
+                        let found = view.lstat(&rel).ok_or_else(|| {
+                            StepFailure::Other(format!("bind mount source \"{source}\" not found"))
+                        })?;
                         if found.meta.is_dir() {
                             (view.dir_layers(&rel).unwrap_or_default(), None)
                         } else {
@@ -464,7 +539,7 @@ impl Solver<'_> {
                     if *readwrite {
                         // Writes to an `rw` bind are discarded: give the step a copy.
                         let copy = scratch.join(format!("bind-{n}"));
-                        std::fs::copy(&file, &copy).map_err(|e| e.to_string())?;
+                        std::fs::copy(&file, &copy)?;
                         MountKind::Bind { source: copy }
                     } else {
                         MountKind::Bind { source: file }
@@ -473,14 +548,14 @@ impl Solver<'_> {
                     let mut lowers = layers;
                     // A second, empty lower makes overlayfs hide whiteouts even when only one
                     // layer contributes.
-                    lowers.push(self.empty_dir().map_err(|e| e.to_string())?);
+                    lowers.push(self.empty_dir()?);
                     let (upper, work) = if *readwrite {
                         let (u, w) = (
                             scratch.join(format!("bind-{n}-upper")),
                             scratch.join(format!("bind-{n}-work")),
                         );
-                        std::fs::create_dir_all(&u).map_err(|e| e.to_string())?;
-                        std::fs::create_dir_all(&w).map_err(|e| e.to_string())?;
+                        std::fs::create_dir_all(&u)?;
+                        std::fs::create_dir_all(&w)?;
                         (Some(u), Some(w))
                     } else {
                         (None, None)
@@ -488,13 +563,12 @@ impl Solver<'_> {
                     if self.opts.snapshotter == super::Snapshotter::Copy {
                         // No overlayfs: the step gets a copy, so writes are discarded with it.
                         let dir = scratch.join(format!("bind-{n}-copy"));
-                        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                        std::fs::create_dir_all(&dir)?;
                         let layers: Vec<_> = lowers
                             .into_iter()
                             .filter(|l| !l.ends_with("empty"))
                             .collect();
-                        crate::snapshot::fallback::materialize(&View::new(layers), &dir)
-                            .map_err(|e| e.to_string())?;
+                        crate::snapshot::fallback::materialize(&View::new(layers), &dir)?;
                         MountKind::Bind { source: dir }
                     } else {
                         MountKind::Overlay(Overlay {
@@ -550,9 +624,24 @@ impl Solver<'_> {
                     })
                 };
                 let cancelled = || self.failed.load(std::sync::atomic::Ordering::SeqCst);
-                let lease = CacheMounts::new(&self.opts.cache_mounts)
+                let root = crate::mounts::volumes::root_for(
+                    &self.opts.cache_volumes,
+                    &self.opts.cache_mounts,
+                    &crate::mounts::volumes::Identity {
+                        id,
+                        uid: *uid,
+                        gid: *gid,
+                        mode: *mode,
+                        from: from.as_ref(),
+                        source,
+                    },
+                );
+                let lease = CacheMounts::new(root)
                     .acquire(&key, *sharing, &seed_from, &waiting, &cancelled)
-                    .map_err(|e| format!("cache mount {id}: {e}"))?;
+                    .map_err(|source| StepFailure::CacheMount {
+                        id: id.clone(),
+                        source,
+                    })?;
                 let dir = lease.dir.clone();
                 guards.push(Box::new(lease));
                 spec::Mount {
@@ -580,15 +669,18 @@ impl Solver<'_> {
             } => {
                 let Some(source) = self.opts.ssh.get(id) else {
                     if *required {
-                        return Err(format!(
-                            "ssh key {id} is required but was not provided: pass --ssh {id}=KEYFILE or --ssh {id}=$SSH_AUTH_SOCK"
-                        ));
+                        return Err(StepFailure::MissingSsh { id: id.clone() });
                     }
                     return Ok(None);
                 };
-                let socket = scratch.join(format!("ssh-{n}.sock"));
-                let agent = crate::mounts::ssh::serve(source, &socket, *mode, *uid, *gid)
-                    .map_err(|e| e.to_string())?;
+                let agent = crate::mounts::ssh::serve(
+                    source,
+                    &scratch.join(format!("ssh-{n}")),
+                    *mode,
+                    *uid,
+                    *gid,
+                )?;
+                let socket = agent.path().to_path_buf();
                 guards.push(Box::new(agent));
                 spec::Mount {
                     target: target.clone(),
@@ -673,14 +765,33 @@ mod tests {
     #[test]
     fn tail_keeps_the_last_lines() {
         let mut t = Tail::default();
-        for i in 0..20 {
+        for i in 0..30 {
             t.push(format!("line {i}\n").as_bytes());
         }
         t.push(b"partial");
-        let lines = t.into_lines();
+        let lines = t.into_lines(&[]);
         assert_eq!(lines.len(), TAIL_LINES + 1);
         assert_eq!(lines.last().unwrap(), "partial");
-        assert_eq!(lines[0], "line 8");
+        assert_eq!(lines[0], "line 10");
+    }
+
+    #[test]
+    fn output_of_a_step_with_secrets_is_passed_in_redacted_lines() {
+        let secrets = vec![b"hunter2\n".to_vec()];
+        let mut out = Output::new(&secrets);
+        assert_eq!(out.push("stdout", b"pw: hun"), None);
+        assert_eq!(out.push("stderr", b"err\n"), Some("err\n".into()));
+        assert_eq!(
+            out.push("stdout", b"ter2\nnext: hunt"),
+            Some("pw: ****\n".into())
+        );
+        assert_eq!(out.flush(), [("stdout", "next: hunt".to_string())]);
+        let mut t = Tail::default();
+        t.push(b"pw: hunter2\n");
+        assert_eq!(t.into_lines(&secrets), ["pw: ****"]);
+        let mut plain = Output::new(&[]);
+        assert_eq!(plain.push("stdout", b"as is"), Some("as is".into()));
+        assert!(plain.flush().is_empty());
     }
 
     #[test]

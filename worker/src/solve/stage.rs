@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{BuildError, Solver, key};
+use super::{BuildError, Solver, StepError, StepFailure, key};
 use crate::copy::{self, CopyError};
 use crate::digest::Digest;
 use crate::image::config::{DEFAULT_PATH, ImageConfig};
@@ -197,18 +197,19 @@ impl Solver<'_> {
         let vertex = self.next_vertex();
         self.event(Event::Start { id: vertex, name });
         let started = Instant::now();
-        let fail = |message: String, tail: Vec<String>| {
+        let fail = |failure: StepFailure, tail: Vec<String>| {
             self.event(Event::Error {
                 id: vertex,
-                message: message.clone(),
+                message: failure.to_string(),
             });
-            BuildError::Step {
+            BuildError::Step(Box::new(StepError {
                 location: location_text(&step.location),
+                file: step.location.file.clone(),
                 line: step.location.line,
                 instruction: step.display.clone(),
-                message,
+                failure,
                 tail,
-            }
+            }))
         };
         let (kind, inputs, link) = inputs.map_err(|e| {
             if self.failed.load(std::sync::atomic::Ordering::SeqCst) {
@@ -358,14 +359,14 @@ impl Solver<'_> {
 
     /// The inputs of a step that reads other stages, with each stage's key replaced by the
     /// digest of what the step reads from it.
-    fn content_inputs(&self, op: &Op, inputs: &[Digest]) -> Result<Vec<Digest>, String> {
+    fn content_inputs(&self, op: &Op, inputs: &[Digest]) -> Result<Vec<Digest>, StepFailure> {
         match op {
             Op::Copy(c) => {
                 let Input::Stage(j) = c.from else {
                     return Ok(inputs.to_vec());
                 };
                 let view = self.stage_view(j)?;
-                let content = copy::digest_view_sources(&view, c).map_err(|e| e.to_string())?;
+                let content = copy::digest_view_sources(&view, c)?;
                 // The stage's key comes first; URL digests and the rest stay.
                 let mut out = vec![content];
                 out.extend(inputs.iter().skip(1).cloned());
@@ -403,21 +404,15 @@ impl Solver<'_> {
         }
     }
 
-    pub(super) fn input_key(&self, input: &Input) -> Result<Digest, String> {
-        match input {
-            Input::Context => Ok(Digest::of(b"context")),
-            Input::Stage(j) => self
-                .wait_stage(*j)
-                .map(|r| r.key.clone())
-                .map_err(|e| e.to_string()),
-            Input::Image(reference) => self
-                .image(reference, "")
-                .map(|b| b.key.clone())
-                .map_err(|e| e.to_string()),
-        }
+    pub(super) fn input_key(&self, input: &Input) -> Result<Digest, StepFailure> {
+        Ok(match input {
+            Input::Context => Digest::of(b"context"),
+            Input::Stage(j) => self.wait_stage(*j)?.key.clone(),
+            Input::Image(reference) => self.image(reference, "")?.key.clone(),
+        })
     }
 
-    fn copy_inputs(&self, c: &crate::plan::step::Copy) -> Result<Vec<Digest>, String> {
+    fn copy_inputs(&self, c: &crate::plan::step::Copy) -> Result<Vec<Digest>, StepFailure> {
         let mut inputs = vec![self.input_key(&c.from)?];
         for source in &c.sources {
             if let CopySource::Url(url) = source {
@@ -443,9 +438,8 @@ impl Solver<'_> {
                         // path must exist.
                         Err(_) if crate::context::glob::has_meta(p) => {}
                         Err(_) => {
-                            return Err(format!(
-                                "failed to compute cache key: \"/{}\" not found",
-                                p.trim_start_matches('/')
+                            return Err(StepFailure::NotFound(
+                                p.trim_start_matches('/').to_string(),
                             ));
                         }
                     }
@@ -453,8 +447,12 @@ impl Solver<'_> {
             }
             let mut hashes = self.hashes.lock().unwrap_or_else(|e| e.into_inner());
             inputs.push(
-                crate::context::hash::digest_paths(self.context, &rels, &mut hashes)
-                    .map_err(|e| e.to_string())?,
+                crate::context::hash::digest_paths(self.context, &rels, &mut hashes).map_err(
+                    |source| StepFailure::Io {
+                        what: "reading the context",
+                        source,
+                    },
+                )?,
             );
         }
         Ok(inputs)
@@ -465,7 +463,7 @@ impl Solver<'_> {
         state: &State,
         c: &crate::plan::step::Copy,
         pending: &Pending,
-    ) -> Result<(), String> {
+    ) -> Result<(), StepFailure> {
         let base = View::new(state.lowers(self));
         let stage_view;
         let image_view;
@@ -476,10 +474,7 @@ impl Solver<'_> {
                 copy::Source::View(&stage_view)
             }
             Input::Image(reference) => {
-                image_view = self
-                    .image(reference, "")
-                    .map_err(|e| e.to_string())?
-                    .view(self);
+                image_view = self.image(reference, "")?.view(self);
                 copy::Source::View(&image_view)
             }
         };
@@ -502,12 +497,9 @@ impl Solver<'_> {
         })
         .map_err(|e| match e {
             CopyError::Context(crate::context::ContextError::NotFound { path }) => {
-                format!(
-                    "failed to compute cache key: \"/{}\" not found",
-                    path.trim_start_matches('/')
-                )
+                StepFailure::NotFound(path.trim_start_matches('/').to_string())
             }
-            e => e.to_string(),
+            e => StepFailure::Copy(e),
         })
     }
 
@@ -518,7 +510,7 @@ impl Solver<'_> {
         path: &str,
         user: &str,
         pending: &Pending,
-    ) -> Result<(), String> {
+    ) -> Result<(), StepFailure> {
         let view = View::new(state.lowers(self));
         let passwd =
             String::from_utf8_lossy(&view.read(Path::new("etc/passwd")).unwrap_or_default())
@@ -528,16 +520,15 @@ impl Solver<'_> {
         let owner = if user.is_empty() {
             (0, 0)
         } else {
-            let u = crate::userdb::exec_user(user, &passwd, &group).map_err(|e| e.to_string())?;
+            let u = crate::userdb::exec_user(user, &passwd, &group)
+                .map_err(|e| StepFailure::Other(e.to_string()))?;
             (u.uid, u.gid)
         };
         let upper = pending.fs();
         let mut overlay = vec![upper.clone()];
         overlay.extend(view.layers().iter().cloned());
         let merged = View::new(overlay);
-        let resolved = merged
-            .resolve(Path::new(path.trim_start_matches('/')), true)
-            .map_err(|e| e.to_string())?;
+        let resolved = merged.resolve(Path::new(path.trim_start_matches('/')), true)?;
         let mut rel = PathBuf::new();
         for comp in resolved.components() {
             let parent_rel = rel.clone();
@@ -546,14 +537,12 @@ impl Solver<'_> {
                 continue;
             }
             // The parent is copied up, keeping its metadata, before the new directory appears.
-            copy_up_dirs(&view, &upper, &parent_rel).map_err(|e| e.to_string())?;
+            copy_up_dirs(&view, &upper, &parent_rel)?;
             let dir = upper.join(&rel);
-            std::fs::create_dir(&dir).map_err(|e| e.to_string())?;
-            std::os::unix::fs::lchown(&dir, Some(owner.0), Some(owner.1))
-                .map_err(|e| e.to_string())?;
+            std::fs::create_dir(&dir)?;
+            std::os::unix::fs::lchown(&dir, Some(owner.0), Some(owner.1))?;
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
-                .map_err(|e| e.to_string())?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
         }
         Ok(())
     }
@@ -565,15 +554,13 @@ impl Solver<'_> {
         &self,
         url: &str,
         checksum: Option<&str>,
-    ) -> Result<std::sync::Arc<crate::fetch::Downloaded>, String> {
+    ) -> Result<std::sync::Arc<crate::fetch::Downloaded>, StepFailure> {
         let mut cache = self.downloads.lock().unwrap_or_else(|e| e.into_inner());
         let d = match cache.get(url) {
             Some(d) => d.clone(),
             None => {
                 let dir = self.snapshots.store().root().join("tmp");
-                let d = std::sync::Arc::new(
-                    crate::fetch::fetch(url, &dir, None).map_err(|e| e.to_string())?,
-                );
+                let d = std::sync::Arc::new(crate::fetch::fetch(url, &dir, None)?);
                 cache.insert(url.to_string(), d.clone());
                 d
             }
@@ -586,7 +573,7 @@ impl Solver<'_> {
                 expected: sum.to_string(),
                 got: d.digest.clone(),
             }
-            .to_string());
+            .into());
         }
         Ok(d)
     }

@@ -71,6 +71,12 @@ impl Env {
 
     /// `kiln` with extra environment variables.
     pub fn kiln_env(&self, args: &[String], envs: &[(&str, &str)]) -> Output {
+        self.command(args, envs).output().expect("kiln runs")
+    }
+
+    /// The command [`Env::kiln_env`] runs, for a test that runs it differently (under a
+    /// terminal, with an inherited descriptor).
+    pub fn command(&self, args: &[String], envs: &[(&str, &str)]) -> Command {
         let mut cmd = if self.rootless {
             let mut c = Command::new("runuser");
             c.args(["-u", ROOTLESS_USER, "--"]).arg(kiln_bin());
@@ -89,7 +95,7 @@ impl Env {
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        cmd.output().expect("kiln runs")
+        cmd
     }
 
     pub fn new(name: &str, rootless: bool) -> Env {
@@ -159,6 +165,11 @@ impl Env {
     /// [`Env::build`] with a state directory of its own, for a test that inspects the store
     /// while other tests build.
     pub fn build_in(&self, state: &Path, context: &Path, args: &[&str]) -> Output {
+        self.kiln(&self.build_args(state, context, args))
+    }
+
+    /// The arguments of [`Env::build_in`].
+    pub fn build_args(&self, state: &Path, context: &Path, args: &[&str]) -> Vec<String> {
         let mut all = vec![
             "build".to_string(),
             "--progress=plain".into(),
@@ -170,7 +181,7 @@ impl Env {
         ];
         all.extend(args.iter().map(|a| a.to_string()));
         all.push(context.display().to_string());
-        self.kiln(&all)
+        all
     }
 
     /// A fresh context directory under this env, owned by whoever builds.
@@ -200,6 +211,14 @@ impl Drop for Env {
     }
 }
 
+/// A docker `config.json` (or a dockerconfigjson Secret's content) with basic-auth credentials
+/// for one registry.
+pub fn docker_config_json(host: &str, user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#)
+}
+
 /// Stdout and stderr of a run, for assertion messages.
 pub fn text(out: &Output) -> String {
     format!(
@@ -207,4 +226,39 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// Copy host binaries and the shared libraries they load into a directory, for COPY into a
+/// busybox image (it has no ssh).
+pub fn host_tools(dest: &Path, binaries: &[&str]) {
+    for bin in binaries {
+        let target = dest.join(bin.trim_start_matches('/'));
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(bin, &target).unwrap();
+        let ldd = Command::new("ldd").arg(bin).output().unwrap();
+        for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+            let lib = line
+                .split_whitespace()
+                .find(|w| w.starts_with('/'))
+                .map(str::to_string);
+            if let Some(lib) = lib {
+                let to = dest.join(lib.trim_start_matches('/'));
+                std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+                std::fs::copy(&lib, &to).unwrap();
+            }
+        }
+    }
+}
+
+/// The unprivileged user's uid.
+pub fn rootless_uid() -> u32 {
+    ensure_rootless_user();
+    let out = Command::new("id")
+        .args(["-u", ROOTLESS_USER])
+        .output()
+        .expect("id runs");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a numeric uid")
 }

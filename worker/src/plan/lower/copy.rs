@@ -182,7 +182,8 @@ impl Lowerer<'_> {
             exclude: c.exclude.clone(),
             checksum: checksum.map(|(v, _)| v),
             keep_git_dir: c.keep_git_dir,
-            unpack: c.is_add,
+            unpack: c.is_add && c.unpack != Some(false),
+            unpack_downloads: c.unpack == Some(true),
         });
         self.push(i, display, created_by, op);
     }

@@ -239,6 +239,20 @@ impl Lowerer<'_> {
         }
     }
 
+    /// The keys and values of an ENV or LABEL, all expanded with the variables in effect before
+    /// the instruction; `None` when one fails (the problem is recorded).
+    fn expand_pairs(
+        &mut self,
+        kvs: &[crate::dockerfile::args::KeyValue],
+        span: Span,
+    ) -> Option<Vec<(String, String)>> {
+        let mut out = Vec::with_capacity(kvs.len());
+        for kv in kvs {
+            out.push((self.expand(&kv.key, span)?, self.expand(&kv.value, span)?));
+        }
+        Some(out)
+    }
+
     fn note_unmatched(&mut self, unmatched: &std::collections::BTreeSet<String>, span: Span) {
         if unmatched.is_empty() {
             return;
@@ -329,14 +343,13 @@ impl Lowerer<'_> {
         match &i.kind {
             Kind::From(_) => {}
             Kind::Env(kvs) => {
+                // Every key and value is expanded before any is set (BuildKit expands the whole
+                // instruction, then dispatches it): `ENV abc=bye def=$abc` sees the old `abc`.
+                let Some(pairs) = self.expand_pairs(kvs, i.args_span) else {
+                    return;
+                };
                 let mut msg = String::from("ENV");
-                for kv in kvs {
-                    let (Some(k), Some(v)) = (
-                        self.expand(&kv.key, i.args_span),
-                        self.expand(&kv.value, i.args_span),
-                    ) else {
-                        return;
-                    };
+                for (k, v) in pairs {
                     msg.push_str(&format!(" {k}={v}"));
                     self.env.set(&k, &v);
                     self.scope.arg_env.retain(|(a, _)| *a != k);
@@ -345,14 +358,11 @@ impl Lowerer<'_> {
                 self.config_step(i, onbuild, msg);
             }
             Kind::Label(kvs) => {
+                let Some(pairs) = self.expand_pairs(kvs, i.args_span) else {
+                    return;
+                };
                 let mut msg = String::from("LABEL");
-                for kv in kvs {
-                    let (Some(k), Some(v)) = (
-                        self.expand(&kv.key, i.args_span),
-                        self.expand(&kv.value, i.args_span),
-                    ) else {
-                        return;
-                    };
+                for (k, v) in pairs {
                     msg.push_str(&format!(" {k}={v}"));
                     self.cfg.labels.insert(k, v);
                 }

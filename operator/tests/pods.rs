@@ -1,0 +1,291 @@
+//! The pods the operator creates, pinned as snapshots (`cargo insta review` after a deliberate
+//! change), plus the properties that must hold whatever the snapshot says.
+
+mod common;
+
+use common::*;
+use k8s_openapi::api::core::v1::Pod;
+use kiln_crds::{
+    BuildArg, BuildSecret, BuildSource, BuildSsh, CacheSpec, ConfigMapSource, GitSource,
+    LocalObjectReference, PvcSource, RegistryCache, SecretKeyRef, SecurityProfile, UrlSource,
+};
+use kiln_operator::config::Config;
+use kiln_operator::pod::{self, Inputs};
+
+fn make(b: &kiln_crds::ImageBuild, config: &Config) -> Pod {
+    pod::build_pod(
+        &Inputs {
+            build: b,
+            run: "g1",
+            config,
+            revision: None,
+        },
+        1,
+    )
+}
+
+fn rich() -> kiln_crds::ImageBuild {
+    let mut s = spec();
+    s.source = BuildSource {
+        inline: Some(inline(&[
+            ("Dockerfile", "FROM busybox\n"),
+            ("src/app.sh", "echo hi\n"),
+        ])),
+        ..Default::default()
+    };
+    s.target = Some("app".into());
+    s.build_args = vec![BuildArg {
+        name: "VERSION".into(),
+        value: Some("1.2".into()),
+    }];
+    s.output.additional_tags = vec!["latest".into()];
+    s.output.push_secret_ref = Some(LocalObjectReference {
+        name: "push-creds".into(),
+    });
+    s.pull_secret_refs = vec![LocalObjectReference {
+        name: "pull-creds".into(),
+    }];
+    s.secrets = vec![BuildSecret {
+        id: "npmrc".into(),
+        secret_ref: SecretKeyRef {
+            name: "npm".into(),
+            key: Some(".npmrc".into()),
+        },
+    }];
+    s.ssh = vec![BuildSsh {
+        id: "default".into(),
+        secret_ref: SecretKeyRef {
+            name: "deploy-key".into(),
+            key: None,
+        },
+        known_hosts: None,
+    }];
+    s.cache = Some(CacheSpec {
+        registry: Some(RegistryCache {
+            reference: "registry.example.com/team/app:cache".into(),
+            mode: kiln_crds::CacheMode::Max,
+        }),
+        ..Default::default()
+    });
+    s.timeout = "45m".into();
+    build_with(s)
+}
+
+#[test]
+fn rootless_pod_with_every_input() {
+    let p = make(&rich(), &config());
+    insta::assert_yaml_snapshot!(p);
+}
+
+#[test]
+fn userns_pod() {
+    let mut b = build();
+    b.spec.security_profile = SecurityProfile::Userns;
+    insta::assert_yaml_snapshot!(make(&b, &config()).spec.unwrap().security_context);
+    let c = make(&b, &config()).spec.unwrap();
+    assert_eq!(c.host_users, Some(false));
+    insta::assert_yaml_snapshot!(c.containers[0].security_context);
+}
+
+#[test]
+fn privileged_pod() {
+    let mut b = build();
+    b.spec.security_profile = SecurityProfile::Privileged;
+    let p = make(&b, &config());
+    let c = &p.spec.as_ref().unwrap().containers[0];
+    assert_eq!(c.security_context.as_ref().unwrap().privileged, Some(true));
+    assert!(
+        !c.args
+            .as_ref()
+            .unwrap()
+            .contains(&"--no-process-sandbox".to_string())
+    );
+}
+
+#[test]
+fn plan_pod_for_a_git_source() {
+    let mut s = spec();
+    s.source = BuildSource {
+        git: Some(GitSource {
+            url: "https://git.example.com/team/app.git".into(),
+            revision: Some("v1.2.3".into()),
+            sub_path: Some("services/api".into()),
+            secret_ref: Some(LocalObjectReference {
+                name: "git-creds".into(),
+            }),
+        }),
+        ..Default::default()
+    };
+    let b = build_with(s);
+    let p = pod::plan_pod(&Inputs {
+        build: &b,
+        run: "g1",
+        config: &config(),
+        revision: None,
+    });
+    insta::assert_yaml_snapshot!(p);
+}
+
+#[test]
+fn context_sources_become_arguments_and_volumes() {
+    let cases: Vec<(BuildSource, &str)> = vec![
+        (
+            BuildSource {
+                config_map: Some(ConfigMapSource { name: "ctx".into() }),
+                ..Default::default()
+            },
+            "/kiln/context/..data",
+        ),
+        (
+            BuildSource {
+                pvc: Some(PvcSource {
+                    claim_name: "sources".into(),
+                    sub_path: Some("app/".into()),
+                }),
+                ..Default::default()
+            },
+            "/kiln/context/app",
+        ),
+        (
+            BuildSource {
+                url: Some(UrlSource {
+                    url: "https://example.com/ctx.tar.gz".into(),
+                    sha256: Some("a".repeat(64)),
+                }),
+                ..Default::default()
+            },
+            "https://example.com/ctx.tar.gz",
+        ),
+    ];
+    for (source, want) in cases {
+        let b = build_with(with_source(spec(), source));
+        let p = make(&b, &config());
+        let args = p.spec.unwrap().containers[0].args.clone().unwrap();
+        assert_eq!(args.last().unwrap(), want);
+    }
+}
+
+#[test]
+fn config_map_keys_are_placed_at_their_paths() {
+    let b = build_with(with_source(
+        spec(),
+        BuildSource {
+            config_map: Some(ConfigMapSource { name: "ctx".into() }),
+            ..Default::default()
+        },
+    ));
+    let p = pod::with_config_map_items(
+        make(&b, &config()),
+        &["Dockerfile".into(), "src__main.go".into()],
+    );
+    let volumes = p.spec.unwrap().volumes.unwrap();
+    let cm = volumes
+        .iter()
+        .find(|v| v.name == "context")
+        .unwrap()
+        .config_map
+        .clone()
+        .unwrap();
+    let items: Vec<_> = cm
+        .items
+        .unwrap()
+        .into_iter()
+        .map(|i| (i.key, i.path))
+        .collect();
+    assert_eq!(
+        items,
+        [
+            ("Dockerfile".to_string(), "Dockerfile".to_string()),
+            ("src__main.go".to_string(), "src/main.go".to_string())
+        ]
+    );
+}
+
+/// What must hold for every pod, whatever the snapshots say.
+#[test]
+fn every_pod_is_tokenless_owned_and_never_privileged_by_default() {
+    for b in [build(), rich()] {
+        let p = make(&b, &config());
+        let spec = p.spec.as_ref().unwrap();
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        let owner = &p.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("ImageBuild", Some(true))
+        );
+        let sc = spec.security_context.as_ref().unwrap();
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.run_as_user, Some(1000));
+        let c = &spec.containers[0];
+        assert_eq!(c.security_context.as_ref().unwrap().privileged, Some(false));
+        // Build secrets and keys are on memory-backed volumes the kubelet manages, never in
+        // the pod's environment or arguments.
+        for v in spec.volumes.as_ref().unwrap() {
+            assert!(v.host_path.is_none(), "{}", v.name);
+        }
+        let text = serde_json::to_string(&p).unwrap();
+        assert!(!text.contains("hostPath"));
+    }
+    let p = make(&rich(), &config());
+    let args = p.spec.unwrap().containers[0].args.clone().unwrap();
+    for want in [
+        "--tag=registry.example.com/team/app:1.0",
+        "--tag=registry.example.com/team/app:latest",
+        "--secrets-dir=/kiln/secrets",
+        "--ssh=default=/kiln/ssh/default",
+        "--registry-auth-file=/kiln/registry/0/config.json",
+        "--registry-auth-file=/kiln/registry/1/config.json",
+        "--target=app",
+        "--build-arg=VERSION=1.2",
+        "--no-process-sandbox",
+    ] {
+        assert!(args.contains(&want.to_string()), "{want} not in {args:?}");
+    }
+}
+
+#[test]
+fn defaults_from_the_configuration_apply() {
+    let mut config = config();
+    config.defaults.state_size_limit = Some("20Gi".into());
+    config.defaults.node_selector = [("pool".to_string(), "builds".to_string())].into();
+    config.insecure_registries = vec!["10.0.0.1:5000".into()];
+    config.worker_image = "reg/kiln-worker:9".into();
+    let mut b = build();
+    b.spec.node_selector = [("disk".to_string(), "ssd".to_string())].into();
+    let p = make(&b, &config);
+    let spec = p.spec.unwrap();
+    assert_eq!(spec.node_selector.unwrap().len(), 2);
+    assert_eq!(
+        spec.containers[0].image.as_deref(),
+        Some("reg/kiln-worker:9")
+    );
+    assert_eq!(spec.active_deadline_seconds, Some(1860));
+    let state = spec
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "state")
+        .unwrap();
+    assert_eq!(state.empty_dir.unwrap().size_limit.unwrap().0, "20Gi");
+    assert!(
+        spec.containers[0]
+            .args
+            .as_ref()
+            .unwrap()
+            .contains(&"--insecure-registry=10.0.0.1:5000".to_string())
+    );
+}
+
+#[test]
+fn the_inline_context_config_map() {
+    let b = rich();
+    let cm = pod::context_config_map(&Inputs {
+        build: &b,
+        run: "g1",
+        config: &config(),
+        revision: None,
+    })
+    .unwrap();
+    insta::assert_yaml_snapshot!(cm);
+}

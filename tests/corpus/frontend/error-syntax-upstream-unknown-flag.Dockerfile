@@ -1,0 +1,3 @@
+# syntax=docker.io/docker/dockerfile-upstream:master-labs
+FROM alpine
+RUN --frobnicate=1 true
