@@ -11,6 +11,7 @@
 pub mod dockerfile;
 #[cfg(feature = "executor")]
 pub mod fetch;
+pub mod git;
 pub mod image;
 #[cfg(feature = "executor")]
 pub mod mounts;
