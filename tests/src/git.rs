@@ -272,7 +272,11 @@ fn serve(
         );
         return Ok(());
     }
-    if path.contains(".git/") || path.ends_with(".git") {
+    let git_request = path.contains(".git/")
+        || path.ends_with("/info/refs")
+        || path.ends_with("/git-upload-pack")
+        || path.ends_with("/git-receive-pack");
+    if git_request {
         let mut cmd = Command::new(format!("{exec_path}/git-http-backend"));
         cmd.env_clear()
             .env("GIT_PROJECT_ROOT", root)

@@ -41,6 +41,13 @@ pub enum ContextSource {
     Dir(PathBuf),
     /// A tarball, possibly compressed; `-` is standard input.
     Tar(PathBuf),
+    /// A Git repository, at a ref and in a subdirectory (`context::remote`).
+    Git(crate::git::GitRef),
+    /// A tarball (or a Dockerfile) downloaded from a URL; `sha256` must match it when given.
+    Url {
+        url: String,
+        sha256: Option<String>,
+    },
 }
 
 /// An output of the build.
@@ -160,6 +167,13 @@ pub struct Request {
     pub registry: RegistryOptions,
     /// A request to stop the build from outside (a signal, `--timeout`).
     pub interrupt: Interrupt,
+    /// `--git-auth-dir`: credentials for a Git context's repository (`git::auth`).
+    pub git_auth_dir: Option<PathBuf>,
+    /// Keep a Git context's `.git` directory (`BUILDKIT_CONTEXT_KEEP_GIT_DIR`).
+    pub keep_git_dir: bool,
+    /// `--ssh-known-hosts ID=FILE`: known_hosts lines for the steps that mount ssh id ID, at
+    /// `/etc/ssh/ssh_known_hosts`.
+    pub ssh_known_hosts: HashMap<String, PathBuf>,
 }
 
 /// What a successful build produced.
@@ -190,8 +204,12 @@ pub struct Outcome {
     #[serde(skip)]
     pub exported: usize,
     /// The source revision of the context (a git commit), when the context says.
-    #[serde(skip)]
+    #[serde(rename = "vcs.revision", skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
+    /// Where a remote context came from: its URL without credentials, with a Git context's
+    /// ref and subdirectory (BuildKit's `vcs:source` frontend attribute).
+    #[serde(rename = "vcs.source", skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// The push part of the result: where the image went and what moved.
@@ -246,8 +264,53 @@ impl Frontend for PlanFrontend<'_> {
     }
 }
 
+impl Request {
+    /// The credentials Git sources get: `--git-auth-dir` for the context's repository, the
+    /// `GIT_AUTH_*` secrets, and the `default` ssh id.
+    pub fn git_auth(&self) -> crate::git::GitAuth {
+        let dir = match (&self.context, &self.git_auth_dir) {
+            (ContextSource::Git(git), Some(path)) => Some(crate::git::AuthDir {
+                path: path.clone(),
+                scheme: git.scheme,
+                host: git.host.clone(),
+            }),
+            _ => None,
+        };
+        crate::git::GitAuth {
+            dir,
+            secrets: self.secrets.clone(),
+            ssh: self.ssh.get("default").cloned(),
+            home: None,
+        }
+    }
+}
+
 /// Read the context and the Dockerfile.
 pub fn load(req: &Request, store: &Store) -> Result<(Context, DockerfileText), Error> {
+    load_with(req, store, &|_| {})
+}
+
+/// [`load`], saying what a remote context does through `note`.
+pub fn load_with(
+    req: &Request,
+    store: &Store,
+    note: &dyn Fn(String),
+) -> Result<(Context, DockerfileText), Error> {
+    let in_context = |ctx: &Context| -> PathBuf {
+        let rel = req
+            .dockerfile
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("Dockerfile"));
+        if rel.is_absolute() {
+            rel
+        } else {
+            ctx.root().join(rel)
+        }
+    };
+    let rel = req
+        .dockerfile
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("Dockerfile"));
     let (context, dockerfile_path) = match &req.context {
         ContextSource::Dir(dir) => {
             let path = req
@@ -269,17 +332,48 @@ pub fn load(req: &Request, store: &Store) -> Result<(Context, DockerfileText), E
             } else {
                 Box::new(File::open(file)?)
             };
-            let rel = req
-                .dockerfile
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("Dockerfile"));
             let ctx = Context::from_tar(reader, store, Some(&rel))?;
-            let path = if rel.is_absolute() {
-                rel
-            } else {
-                ctx.root().join(rel)
-            };
+            let path = in_context(&ctx);
             (ctx, path)
+        }
+        ContextSource::Git(git) => {
+            note(format!("fetching the Git context {}", git.describe()));
+            let remote = crate::context::remote::git(
+                git,
+                &req.git_auth(),
+                req.keep_git_dir,
+                store,
+                Some(&rel),
+            )?;
+            if let Some(rev) = remote.context.origin().and_then(|o| o.revision.clone()) {
+                note(format!("Git context {} at commit {rev}", git.describe()));
+            }
+            if remote.submodules > 0 {
+                note(format!(
+                    "warning: the Git context has {} submodules; Kiln does not fetch submodules, their directories are empty",
+                    remote.submodules
+                ));
+            }
+            let path = in_context(&remote.context);
+            (remote.context, path)
+        }
+        ContextSource::Url { url, sha256 } => {
+            note(format!(
+                "downloading the context {}",
+                crate::git::reference::redact(url)
+            ));
+            let remote = crate::context::remote::url(url, sha256.as_deref(), store, Some(&rel))?;
+            let path = match &remote.dockerfile {
+                Some(p) => {
+                    note(
+                        "the URL is not an archive: it is the Dockerfile, and the context is empty"
+                            .into(),
+                    );
+                    p.clone()
+                }
+                None => in_context(&remote.context),
+            };
+            (remote.context, path)
         }
     };
     let text = std::fs::read_to_string(&dockerfile_path).map_err(|source| Error::Dockerfile {
@@ -426,7 +520,8 @@ pub fn run(req: &Request, progress: &dyn Sink) -> Result<Outcome, Error> {
 }
 
 fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, Error> {
-    let (context, dockerfile) = load(req, store)?;
+    let note = |message: String| progress.event(Event::Info { message });
+    let (context, dockerfile) = load_with(req, store, &note)?;
     let plan = make_plan(req, &dockerfile)?;
     check_required(req, &plan)?;
     let no_cache_stages = no_cache_stages(req, &plan)?;
@@ -459,6 +554,8 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
         cache_from,
         registry: registries.clone(),
         interrupt: req.interrupt.clone(),
+        git_auth: req.git_auth(),
+        ssh_known_hosts: req.ssh_known_hosts.clone(),
         snapshotter: match req.snapshotter {
             Some(s) => s,
             None if overlay_usable(store.root()) => Snapshotter::Overlay,
@@ -558,7 +655,8 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
         push,
         tags: req.tags.clone(),
         exported,
-        revision: None,
+        revision: context.origin().and_then(|o| o.revision.clone()),
+        source: context.origin().map(|o| o.source.clone()),
     };
     if let Some(path) = &req.metadata_file {
         std::fs::write(

@@ -517,7 +517,8 @@ fn finish(path: &Path, uid: u32, gid: u32, mode: u32, mtime: Option<i64>) -> io:
     Ok(())
 }
 
-fn is_archive(path: &Path) -> io::Result<bool> {
+/// Whether a file is a tar archive, compressed or not (its first block is a tar header).
+pub(crate) fn is_archive(path: &Path) -> io::Result<bool> {
     let mut head = [0u8; 512];
     let mut f = File::open(path)?;
     let n = read_up_to(&mut f, &mut head)?;

@@ -132,9 +132,29 @@ struct DuArgs {
 /// `kiln build`.
 #[derive(clap::Args)]
 struct BuildArgs {
-    /// The build context: a directory, a tarball, or `-` for a tarball on standard input.
+    /// The build context: a directory, a tarball, `-` for a tarball on standard input, a Git
+    /// URL (`https://host/org/repo.git#ref:subdir`, `git@host:org/repo.git#ref`, `ssh://…`,
+    /// `git://…`, `?ref=…&subdir=…`), or the URL of a tarball (or of a Dockerfile).
     #[arg(default_value = ".")]
     context: PathBuf,
+    /// What the context argument is: auto (a local path if it exists, else a Git URL by
+    /// BuildKit's rules, else an http(s) download), git (a Git URL whatever its form, such as
+    /// https://host/org/repo without .git), url (a download) or local.
+    #[arg(long, value_name = "auto|git|url|local", default_value = "auto")]
+    context_type: String,
+    /// The sha256 (64 hex digits) a URL context must have; checked while downloading, and a
+    /// mismatch is refused before the download is used.
+    #[arg(long, value_name = "HEX")]
+    context_sha256: Option<String>,
+    /// Credentials for a Git context's repository: a mounted Kubernetes Secret, with `username`
+    /// and `password` (or `token`) for https, or `ssh-privatekey` and optionally `known_hosts`
+    /// for ssh. Only the context's host gets them.
+    #[arg(long, value_name = "DIR", env = "KILN_GIT_AUTH_DIR")]
+    git_auth_dir: Option<PathBuf>,
+    /// known_hosts lines for the RUN steps that mount ssh id ID (`RUN --mount=type=ssh,id=ID`),
+    /// seen at /etc/ssh/ssh_known_hosts (read-only, never in a layer). Repeatable.
+    #[arg(long = "ssh-known-hosts", value_name = "ID=FILE")]
+    ssh_known_hosts: Vec<String>,
     /// The Dockerfile (default: Dockerfile in the context).
     #[arg(short = 'f', long = "file")]
     file: Option<PathBuf>,
@@ -302,9 +322,26 @@ struct BuildArgs {
 /// `kiln plan`.
 #[derive(clap::Args)]
 struct PlanArgs {
-    /// The build context directory, or a Dockerfile.
+    /// The build context directory, or a Dockerfile, or a Git or tarball URL as for `kiln
+    /// build` (fetched to read its Dockerfile; a Git context's commit is in the plan).
     #[arg(default_value = ".")]
     context: PathBuf,
+    /// What the context argument is: auto, git, url or local (as for `kiln build`).
+    #[arg(long, value_name = "auto|git|url|local", default_value = "auto")]
+    context_type: String,
+    /// The sha256 a URL context must have (as for `kiln build`).
+    #[arg(long, value_name = "HEX")]
+    context_sha256: Option<String>,
+    /// Credentials for a Git context's repository (as for `kiln build`).
+    #[arg(long, value_name = "DIR", env = "KILN_GIT_AUTH_DIR")]
+    git_auth_dir: Option<PathBuf>,
+    /// An ssh key source for an ssh Git context: `default` (the agent of $SSH_AUTH_SOCK) or
+    /// `default=KEYFILE|SOCKET`.
+    #[arg(long = "ssh", value_name = "default[=PATH]")]
+    ssh: Vec<String>,
+    /// Where fetched Git repositories are kept (as for `kiln build`).
+    #[arg(long, env = "KILN_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
     /// The Dockerfile (default: CONTEXT/Dockerfile); `-` reads standard input.
     #[arg(short = 'f', long = "file")]
     file: Option<PathBuf>,
@@ -647,9 +684,112 @@ fn plan_options(args: &PlanArgs) -> anyhow::Result<PlanOptions> {
     Ok(opts)
 }
 
+/// A Git or URL context of `kiln plan`, fetched: what holds it, and where its Dockerfile is.
+struct PlanRemote {
+    context: kiln_worker::context::Context,
+    dockerfile: Option<PathBuf>,
+}
+
+/// Fetch the context of `kiln plan` when it is remote; `Ok(None)` for a local one.
+fn plan_remote(args: &PlanArgs) -> Result<Option<PlanRemote>, (Reason, anyhow::Error)> {
+    use build::ContextSource;
+    use kiln_worker::context::remote;
+    let usage = |e: anyhow::Error| (Reason::InvalidArgument, e);
+    let source = context_source(
+        &args.context,
+        &args.context_type,
+        args.context_sha256.as_deref(),
+    )
+    .map_err(usage)?;
+    if matches!(source, ContextSource::Dir(_) | ContextSource::Tar(_)) {
+        return Ok(None);
+    }
+    let state = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(build::default_state_dir);
+    let store = kiln_worker::store::Store::open(&state)
+        .with_context(|| format!("opening the state directory {}", state.display()))
+        .map_err(|e| (Reason::Internal, e))?;
+    let rel = args
+        .file
+        .clone()
+        .filter(|f| f.as_os_str() != "-")
+        .unwrap_or_else(|| PathBuf::from("Dockerfile"));
+    let context_failure = |e: kiln_worker::context::ContextError| {
+        let reason = if e.is_missing() {
+            Reason::MissingContext
+        } else {
+            Reason::ContextFailed
+        };
+        (reason, anyhow::Error::new(e))
+    };
+    let fetched = match source {
+        ContextSource::Git(git) => {
+            let ssh = parse_ssh(&args.ssh).map_err(|e| (Reason::MissingSecret, e))?;
+            let auth = kiln_worker::git::GitAuth {
+                dir: args
+                    .git_auth_dir
+                    .clone()
+                    .map(|path| kiln_worker::git::AuthDir {
+                        path,
+                        scheme: git.scheme,
+                        host: git.host.clone(),
+                    }),
+                secrets: HashMap::new(),
+                ssh: ssh.get("default").cloned(),
+                home: None,
+            };
+            eprintln!("fetching the Git context {}", git.describe());
+            remote::git(&git, &auth, false, &store, Some(&rel)).map_err(context_failure)?
+        }
+        ContextSource::Url { url, sha256 } => {
+            remote::url(&url, sha256.as_deref(), &store, Some(&rel)).map_err(context_failure)?
+        }
+        ContextSource::Dir(_) | ContextSource::Tar(_) => {
+            unreachable!("local contexts return early")
+        }
+    };
+    Ok(Some(PlanRemote {
+        context: fetched.context,
+        dockerfile: fetched.dockerfile,
+    }))
+}
+
 fn run_plan(args: &PlanArgs) -> ExitCode {
-    let (path, name) = locate(args);
     let result_file = ResultFile::new(args.result_file.clone());
+    let remote = match plan_remote(args) {
+        Ok(r) => r,
+        Err((reason, e)) => {
+            eprintln!("error: {e:#}");
+            let f = result::Failure::new(reason, format!("{e:#}"));
+            result_file.write(&result::PlanResult::Failure(f).to_json(result::MAX_BYTES));
+            return if reason == Reason::InvalidArgument {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            };
+        }
+    };
+    let (path, name) = match &remote {
+        None => locate(args),
+        Some(r) => match (&r.dockerfile, &args.file) {
+            (Some(downloaded), _) => (Some(downloaded.clone()), "Dockerfile".to_string()),
+            (None, Some(f)) if f.as_os_str() == "-" => (None, "<stdin>".into()),
+            (None, Some(f)) => (Some(r.context.root().join(f)), f.display().to_string()),
+            (None, None) => (
+                Some(r.context.root().join("Dockerfile")),
+                "Dockerfile".to_string(),
+            ),
+        },
+    };
+    let revision = remote
+        .as_ref()
+        .and_then(|r| r.context.origin())
+        .and_then(|o| o.revision.clone());
+    if let Some(rev) = &revision {
+        eprintln!("Git context at commit {rev}");
+    }
     let prepared = read_dockerfile(path.as_deref())
         .map_err(|e| (Reason::InvalidDockerfile, e))
         .and_then(|text| {
@@ -669,7 +809,8 @@ fn run_plan(args: &PlanArgs) -> ExitCode {
     let result = plan::from_text(&name, &text, &opts);
     match result {
         Ok(plan) => {
-            let compact = result::CompactPlan::from_summary(&summary::summarize(&plan));
+            let mut compact = result::CompactPlan::from_summary(&summary::summarize(&plan));
+            compact.revision = revision.clone();
             result_file.write(&result::PlanResult::Plan(compact).to_json(result::MAX_BYTES));
             if args.json {
                 match serde_json::to_string_pretty(&summary::summarize(&plan)) {
@@ -716,12 +857,83 @@ fn key_values(items: &[String], what: &str) -> anyhow::Result<BTreeMap<String, S
     Ok(out)
 }
 
-fn build_request(args: &BuildArgs) -> anyhow::Result<build::Request> {
-    let context = if args.context.as_os_str() == "-" || args.context.is_file() {
-        build::ContextSource::Tar(args.context.clone())
-    } else {
-        build::ContextSource::Dir(args.context.clone())
+/// What a context argument names, by `--context-type` (see `kiln build --help`).
+fn context_source(
+    arg: &Path,
+    kind: &str,
+    sha256: Option<&str>,
+) -> anyhow::Result<build::ContextSource> {
+    use build::ContextSource;
+    use kiln_worker::git::GitRef;
+    let text = arg.to_string_lossy();
+    let local = || {
+        if arg.as_os_str() == "-" || arg.is_file() {
+            ContextSource::Tar(arg.to_path_buf())
+        } else {
+            ContextSource::Dir(arg.to_path_buf())
+        }
     };
+    let is_http = text.starts_with("http://") || text.starts_with("https://");
+    let source = match kind {
+        "local" => local(),
+        "git" => match GitRef::parse_forced(&text)? {
+            Some(git) => ContextSource::Git(git),
+            None => bail!(
+                "--context-type=git: {text:?} is not a Git URL (https://, http://, ssh://, git:// or user@host:path)"
+            ),
+        },
+        "url" if is_http => ContextSource::Url {
+            url: text.into_owned(),
+            sha256: None,
+        },
+        "url" => bail!("--context-type=url: {text:?} is not an http(s) URL"),
+        "auto" if arg.as_os_str() == "-" || arg.exists() => local(),
+        "auto" => match GitRef::parse(&text, true)? {
+            Some(git) => ContextSource::Git(git),
+            None if is_http => ContextSource::Url {
+                url: text.into_owned(),
+                sha256: None,
+            },
+            None => local(),
+        },
+        other => bail!("--context-type {other:?}: use auto, git, url or local"),
+    };
+    match (source, sha256) {
+        (ContextSource::Url { url, .. }, Some(sum)) => {
+            if !kiln_worker::context::remote::valid_sha256(sum) {
+                bail!("--context-sha256 {sum:?}: expected 64 lower-case hex digits");
+            }
+            Ok(ContextSource::Url {
+                url,
+                sha256: Some(sum.to_string()),
+            })
+        }
+        (_, Some(_)) => {
+            bail!("--context-sha256 is for a URL context (a tarball over http or https)")
+        }
+        (source, None) => Ok(source),
+    }
+}
+
+/// `--ssh-known-hosts ID=FILE`.
+fn parse_known_hosts(specs: &[String]) -> anyhow::Result<HashMap<String, PathBuf>> {
+    let mut out = HashMap::new();
+    for spec in specs {
+        let (id, file) = spec
+            .split_once('=')
+            .filter(|(id, file)| !id.is_empty() && !file.is_empty())
+            .with_context(|| format!("--ssh-known-hosts {spec:?}: expected ID=FILE"))?;
+        out.insert(id.to_string(), PathBuf::from(file));
+    }
+    Ok(out)
+}
+
+fn build_request(args: &BuildArgs) -> anyhow::Result<build::Request> {
+    let context = context_source(
+        &args.context,
+        &args.context_type,
+        args.context_sha256.as_deref(),
+    )?;
     let mut build_args = BTreeMap::new();
     for a in &args.build_args {
         match a.split_once('=') {
@@ -866,6 +1078,9 @@ fn build_request(args: &BuildArgs) -> anyhow::Result<build::Request> {
         },
         registry: registry_options(args)?,
         interrupt: Interrupt::default(),
+        git_auth_dir: args.git_auth_dir.clone(),
+        keep_git_dir: false,
+        ssh_known_hosts: parse_known_hosts(&args.ssh_known_hosts)?,
     })
 }
 
@@ -1014,7 +1229,8 @@ fn split_layout_ref(rest: &str) -> (&str, Option<String>) {
 }
 
 /// BuildKit's built-in build arguments that stand for flags (`plan::buildkit_args`):
-/// `BUILDKIT_CACHE_MOUNT_NS`, `SOURCE_DATE_EPOCH`, `BUILDKIT_INLINE_CACHE`. A flag wins.
+/// `BUILDKIT_CACHE_MOUNT_NS`, `SOURCE_DATE_EPOCH`, `BUILDKIT_INLINE_CACHE`,
+/// `BUILDKIT_CONTEXT_KEEP_GIT_DIR`. A flag wins.
 fn with_buildkit_args(mut req: build::Request) -> anyhow::Result<build::Request> {
     use kiln_worker::cache::transfer::CacheExport;
     let b = plan::buildkit_args::BuildkitArgs::from_build_args(&req.build_args)
@@ -1023,6 +1239,7 @@ fn with_buildkit_args(mut req: build::Request) -> anyhow::Result<build::Request>
         req.cache_mount_ns = b.cache_mount_ns.unwrap_or_default();
     }
     req.source_date_epoch = req.source_date_epoch.or(b.source_date_epoch);
+    req.keep_git_dir = b.keep_git_dir;
     if b.inline_cache && !req.cache_to.iter().any(|c| c.spec == CacheSpec::Inline) {
         req.cache_to.push(CacheExport {
             spec: CacheSpec::Inline,

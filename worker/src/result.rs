@@ -371,6 +371,10 @@ pub struct CompactPlan {
     pub secrets: Vec<IdUse>,
     /// The distinct ssh ids; `required` when any use requires it.
     pub ssh: Vec<IdUse>,
+    /// The commit a Git context resolved to: the operator builds exactly this commit and
+    /// records it in `status.revision`. Absent for other contexts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
     /// Lists were cut to fit: the full plan is in the container's log (standard output of
     /// `kiln plan --json`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -468,6 +472,7 @@ impl CompactPlan {
             caches,
             secrets: ids(&mut s.secrets.iter().map(|u| (&u.id, u.required))),
             ssh: ids(&mut s.ssh.iter().map(|u| (&u.id, u.required))),
+            revision: None,
             truncated: false,
         }
     }
@@ -739,6 +744,27 @@ mod tests {
         f.log_tail = Some("hunter2\nmore".into());
         f.redact(&r);
         assert!(!serde_json::to_string(&f).unwrap().contains("hunter2"));
+    }
+
+    #[test]
+    fn the_compact_plan_carries_a_git_revision_only_when_there_is_one() {
+        let plan = crate::plan::from_text(
+            "Dockerfile",
+            "FROM scratch\n",
+            &crate::plan::PlanOptions::default(),
+        )
+        .unwrap();
+        let mut compact = CompactPlan::from_summary(&crate::plan::summary::summarize(&plan));
+        let json = PlanResult::Plan(compact.clone()).to_json(MAX_BYTES);
+        assert!(!json.contains("revision"), "{json}");
+        compact.revision = Some("a".repeat(40));
+        let json = PlanResult::Plan(compact.clone()).to_json(MAX_BYTES);
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["revision"], "a".repeat(40));
+        assert_eq!(
+            serde_json::from_str::<PlanResult>(&json).unwrap(),
+            PlanResult::Plan(compact)
+        );
     }
 
     #[test]

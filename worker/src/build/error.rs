@@ -93,9 +93,7 @@ impl Error {
             return Reason::DiskFull;
         }
         match self {
-            Error::Context(ContextError::NotADirectory(_) | ContextError::NotFound { .. }) => {
-                Reason::MissingContext
-            }
+            Error::Context(e) if e.is_missing() => Reason::MissingContext,
             Error::Context(_) => Reason::ContextFailed,
             // A Dockerfile the context does not have is the spec's mistake, like a bad line.
             Error::Dockerfile { .. } | Error::Plan(_) => Reason::InvalidDockerfile,

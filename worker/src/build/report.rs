@@ -99,10 +99,16 @@ impl Request {
     /// A redactor for every secret this build was given: the values are read again (a file
     /// that cannot be read has nothing to hide).
     pub fn secret_redactor(&self) -> Redactor {
-        let values = self.secrets.values().filter_map(|s| match s {
-            SecretSource::File(p) => std::fs::read(p).ok(),
-            SecretSource::Env(var) => std::env::var_os(var).map(|v| v.into_encoded_bytes()),
-        });
+        let values: Vec<Vec<u8>> = self
+            .secrets
+            .values()
+            .filter_map(|s| match s {
+                SecretSource::File(p) => std::fs::read(p).ok(),
+                SecretSource::Env(var) => std::env::var_os(var).map(|v| v.into_encoded_bytes()),
+            })
+            // The Git credentials (`--git-auth-dir`), and the headers made of them.
+            .chain(self.git_auth().values())
+            .collect();
         Redactor::new(values)
     }
 }

@@ -296,6 +296,41 @@ pub fn records(root: &Path) -> io::Result<Vec<Record>> {
         }
     }
 
+    // Git repositories fetched for Git contexts and `ADD <git-url>` (`git::fetch`); the lock
+    // file is touched at each fetch, and held while one runs.
+    if let Ok(entries) = fs::read_dir(root.join("git")) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !path.is_dir() || path.extension().is_some() {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let lock = root.join("git").join(format!("{name}.lock"));
+            let in_use = File::open(&lock)
+                .map(|f| {
+                    let free =
+                        rustix::fs::flock(&f, FlockOperation::NonBlockingLockExclusive).is_ok();
+                    if free {
+                        let _ = rustix::fs::flock(&f, FlockOperation::Unlock);
+                    }
+                    !free
+                })
+                .unwrap_or(false);
+            let remote = fs::read_to_string(path.join("kiln-remote")).unwrap_or_default();
+            out.push(Record {
+                kind: Kind::Source,
+                id: format!("git-{name}"),
+                size: disk_usage(&path),
+                last_used: mtime_secs(&lock).or_else(|| mtime_secs(&path)).unwrap_or(0),
+                description: format!("git repository {}", remote.trim()),
+                in_use,
+                paths: vec![path, lock],
+                refers: vec![],
+                lock: None,
+            });
+        }
+    }
+
     // Blobs no snapshot owns.
     if let Ok(entries) = fs::read_dir(&blob_dir) {
         for entry in entries.flatten() {

@@ -8,6 +8,7 @@
 pub mod glob;
 pub mod hash;
 pub mod ignore;
+pub mod remote;
 
 use std::fs;
 use std::io::{self, Read};
@@ -30,8 +31,45 @@ pub enum ContextError {
     Extract(#[from] extract::ExtractError),
     #[error("{path}: not found in the build context")]
     NotFound { path: String },
+    /// A Git context could not be fetched or checked out.
+    #[error("{0}")]
+    Git(#[from] crate::git::GitError),
+    /// A URL context could not be downloaded.
+    #[error("{0}")]
+    Download(#[from] crate::fetch::FetchError),
     #[error("{0}")]
     Io(#[from] io::Error),
+}
+
+impl ContextError {
+    /// The context is not there, or not what the spec pins, and will not be on a retry: a
+    /// directory that does not exist, a Git ref or subdirectory the repository lacks, a commit
+    /// or a download whose checksum differs, a URL that is not found.
+    pub fn is_missing(&self) -> bool {
+        match self {
+            ContextError::NotADirectory(_) | ContextError::NotFound { .. } => true,
+            ContextError::Git(e) => e.is_missing(),
+            ContextError::Download(e) => matches!(
+                e,
+                crate::fetch::FetchError::Checksum { .. }
+                    | crate::fetch::FetchError::Status {
+                        status: 404 | 410,
+                        ..
+                    }
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// Where a remote context came from: what the result's `revision` and the metadata file's
+/// `vcs.revision` and `vcs.source` say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The URL without credentials, with a Git context's ref and subdirectory.
+    pub source: String,
+    /// The commit of a Git context.
+    pub revision: Option<String>,
 }
 
 /// A build context.
@@ -39,6 +77,7 @@ pub enum ContextError {
 pub struct Context {
     root: PathBuf,
     ignore: Ignore,
+    origin: Option<Origin>,
     _unpacked: Option<TempDir>,
 }
 
@@ -52,8 +91,31 @@ impl Context {
         Ok(Context {
             root: dir.to_path_buf(),
             ignore,
+            origin: None,
             _unpacked: None,
         })
+    }
+
+    /// A context fetched into `root`, a directory inside `dir` (removed with the context).
+    fn fetched(
+        dir: TempDir,
+        root: PathBuf,
+        dockerfile: Option<&Path>,
+        origin: Origin,
+    ) -> Result<Context, ContextError> {
+        let dockerfile = dockerfile.map(|d| root.join(d));
+        let ignore = load_ignore(&root, dockerfile.as_deref())?;
+        Ok(Context {
+            root,
+            ignore,
+            origin: Some(origin),
+            _unpacked: Some(dir),
+        })
+    }
+
+    /// Where a remote context came from; `None` for a directory or a local tarball.
+    pub fn origin(&self) -> Option<&Origin> {
+        self.origin.as_ref()
     }
 
     /// A tarball context (`-` on stdin, or a `.tar[.gz|.zst|...]` file), unpacked into the store.
@@ -77,6 +139,7 @@ impl Context {
         Ok(Context {
             root: dir.path().to_path_buf(),
             ignore,
+            origin: None,
             _unpacked: Some(dir),
         })
     }

@@ -16,6 +16,8 @@
 //!   against the auth directory's `known_hosts`, else `~/.ssh/known_hosts` and
 //!   `/etc/ssh/ssh_known_hosts`.
 //!
+//! Credentials in an `http(s)` URL itself (`https://user:password@host/…`) come first.
+//!
 //! `http(s)` credentials are sent with the first request, as BuildKit sends its secrets, and
 //! only to the remote's own host: `gix` follows no redirect once a request carries headers.
 //! Trailing line ends of a file or secret are dropped.
@@ -73,6 +75,12 @@ impl GitAuth {
     pub(super) fn http(&self, git: &GitRef) -> Result<Option<HttpAuth>, GitError> {
         if !matches!(git.scheme, Scheme::Http | Scheme::Https) {
             return Ok(None);
+        }
+        if let (_, Some((user, password))) = git.without_userinfo() {
+            return Ok(Some(HttpAuth {
+                header: basic(&user, &password),
+                from: "the URL's user information".into(),
+            }));
         }
         if let Some(dir) = self.dir_for(git) {
             let read = |key: &str| read_value(&dir.path, key);

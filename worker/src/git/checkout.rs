@@ -105,7 +105,20 @@ pub fn checkout(
     )
     .map_err(|e| io(e.into()))?;
     let keep = if git.keeps_git_dir(opts.keep_git_dir) {
-        Some(gix::init(dest).map_err(gix_err)?)
+        gix::init(dest).map_err(gix_err)?;
+        // No reflog (nobody to sign it): the ref is written as a fetch leaves it.
+        let overrides = [
+            "core.logAllRefUpdates=false",
+            "user.name=kiln",
+            "user.email=kiln@localhost",
+        ];
+        Some(
+            gix::open_opts(
+                dest,
+                gix::open::Options::isolated().config_overrides(overrides),
+            )
+            .map_err(gix_err)?,
+        )
     } else {
         None
     };
@@ -273,7 +286,7 @@ impl From<gix::Error> for Finish {
     }
 }
 
-/// Complete the kept `.git` directory: the tag object, the ref, `HEAD` detached at the
+/// Complete the kept `.git` directory: the commit (and tag) object, the ref, `HEAD` detached at the
 /// commit, the shallow boundary, the index and `origin`.
 fn finish_git_dir(
     repo: &gix::Repository,
@@ -284,10 +297,14 @@ fn finish_git_dir(
     dest: &Path,
 ) -> Result<(), Finish> {
     use gix::objs::Write as _;
+    let mut ids = vec![fetched.commit];
     if fetched.tip != fetched.commit {
-        let tag = repo.find_object(fetched.tip)?;
+        ids.push(fetched.tip);
+    }
+    for id in ids {
+        let object = repo.find_object(id)?;
         kept.objects
-            .write_buf(tag.kind, &tag.data)
+            .write_buf(object.kind, &object.data)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
     }
     let dot_git = dest.join(".git");

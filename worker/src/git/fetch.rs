@@ -197,6 +197,8 @@ fn pick(refs: &[Ref], want: &str) -> Option<(Option<String>, ObjectId)> {
 /// connections need.
 struct Session<'a> {
     git: &'a GitRef,
+    /// The URL gix connects to: without user information (sent as a header instead).
+    url: String,
     dir: PathBuf,
     repo: gix::Repository,
     http: Option<(String, String)>,
@@ -228,6 +230,8 @@ impl<'a> Session<'a> {
             .open(repos.join(format!("{id}.lock")))
             .map_err(io)?;
         crate::fsroot::lock(&lock, true, true).map_err(io)?;
+        // When the repository was last used, for `kiln prune --filter until=…`.
+        let _ = lock.set_modified(std::time::SystemTime::now());
         let fetch_err = |e: gix::Error| GitError::Fetch {
             remote: git.redacted(),
             message: chain(&e),
@@ -263,6 +267,7 @@ impl<'a> Session<'a> {
         let http = auth.http(git)?.map(|h| (h.header, h.from));
         Ok(Session {
             git,
+            url: git.without_userinfo().0,
             dir,
             repo,
             http,
@@ -356,7 +361,7 @@ impl<'a> Session<'a> {
         let result = (|| -> Result<Vec<Ref>, gix::Error> {
             let remote = self
                 .repo
-                .remote_at(self.git.remote.as_str())?
+                .remote_at(self.url.as_str())?
                 .with_fetch_tags(gix::remote::fetch::Tags::None)
                 .with_refspecs(specs.iter().map(String::as_str), Direction::Fetch)?;
             let connection = self.connect(&remote, &asked)?;
@@ -418,7 +423,7 @@ impl<'a> Session<'a> {
         let result = (|| -> Result<(), gix::Error> {
             let remote = self
                 .repo
-                .remote_at(self.git.remote.as_str())?
+                .remote_at(self.url.as_str())?
                 .with_fetch_tags(gix::remote::fetch::Tags::None)
                 .with_refspecs(specs.iter().map(String::as_str), Direction::Fetch)?;
             let connection = self.connect(&remote, &asked)?;

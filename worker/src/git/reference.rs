@@ -272,6 +272,34 @@ impl GitRef {
         redact(&self.remote)
     }
 
+    /// An `http(s)` URL's user information, taken out: the URL without it, and the user and
+    /// password (percent-decoded; the password may be empty). Kiln sends them itself, as an
+    /// `Authorization` header (`git::auth`), so that they are never part of a URL it shows or
+    /// hands on. Other URLs are returned as they are.
+    pub fn without_userinfo(&self) -> (String, Option<(String, String)>) {
+        if !matches!(self.scheme, Scheme::Http | Scheme::Https) {
+            return (self.remote.clone(), None);
+        }
+        let Some((proto, rest)) = self.remote.split_once("://") else {
+            return (self.remote.clone(), None);
+        };
+        let end = rest.find('/').unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+                let decode = |s: &str| {
+                    percent_decode(&s.replace('+', "%2B")).unwrap_or_else(|_| s.to_string())
+                };
+                (
+                    format!("{proto}://{host}{tail}"),
+                    Some((decode(user), decode(password))),
+                )
+            }
+            None => (self.remote.clone(), None),
+        }
+    }
+
     /// The URL, redacted, with the ref and subdirectory: what messages and `vcs.source` show.
     pub fn describe(&self) -> String {
         let mut s = self.redacted();
@@ -495,6 +523,12 @@ mod tests {
         assert_eq!(redact("https://tok@host/r.git"), "https://xxxxx@host/r.git");
         assert_eq!(redact("ssh://git@host/r.git"), "ssh://git@host/r.git");
         assert_eq!(redact("git@host:r.git"), "git@host:r.git");
+        let (url, user) = git("https://u%40x:p%2Bw+@host/r.git").without_userinfo();
+        assert_eq!(url, "https://host/r.git");
+        assert_eq!(user, Some(("u@x".into(), "p+w+".into())));
+        let (_, user) = git("https://TOKEN@host/r.git").without_userinfo();
+        assert_eq!(user, Some(("TOKEN".into(), String::new())));
+        assert_eq!(git("ssh://git@h/r.git").without_userinfo().1, None);
     }
 
     #[test]

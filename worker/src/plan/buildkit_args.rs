@@ -10,6 +10,7 @@
 //! | `BUILDKIT_CACHE_MOUNT_NS` | `--cache-mount-ns` |
 //! | `SOURCE_DATE_EPOCH` | `--source-date-epoch` (seconds only: not BuildKit's newer `context` or stage names) |
 //! | `BUILDKIT_INLINE_CACHE` | a true value adds `--cache-to type=inline` (docker and buildx do this client-side) |
+//! | `BUILDKIT_CONTEXT_KEEP_GIT_DIR` | a true value keeps the `.git` directory of a Git context (not of a subdirectory) |
 //! | the others | no effect; a warning says why |
 //!
 //! An explicit flag wins over the argument.
@@ -21,10 +22,6 @@ use crate::dockerfile::directives::parse_go_bool;
 /// What Kiln does with a built-in build argument it has no feature for: the reason it changes
 /// nothing, said in a warning when one is passed.
 const WITHOUT_EFFECT: &[(&str, &str)] = &[
-    (
-        "BUILDKIT_CONTEXT_KEEP_GIT_DIR",
-        "there are no Git build contexts yet",
-    ),
     (
         "BUILDKIT_MULTI_PLATFORM",
         "one platform is built, and no image index is written for it",
@@ -45,6 +42,7 @@ const WITH_EFFECT: &[&str] = &[
     "BUILDKIT_CACHE_MOUNT_NS",
     "SOURCE_DATE_EPOCH",
     "BUILDKIT_INLINE_CACHE",
+    "BUILDKIT_CONTEXT_KEEP_GIT_DIR",
     "BUILDKIT_BUILD_NAME",
 ];
 
@@ -83,6 +81,9 @@ pub struct BuildkitArgs {
     /// `BUILDKIT_INLINE_CACHE` with a true value (Go's `strconv.ParseBool`; other values count
     /// as false, as in buildx).
     pub inline_cache: bool,
+    /// `BUILDKIT_CONTEXT_KEEP_GIT_DIR` with a true value (`strconv.ParseBool`, as BuildKit's
+    /// `dockerui` reads it).
+    pub keep_git_dir: bool,
 }
 
 impl BuildkitArgs {
@@ -105,6 +106,10 @@ impl BuildkitArgs {
             source_date_epoch,
             inline_cache: args
                 .get("BUILDKIT_INLINE_CACHE")
+                .and_then(|v| parse_go_bool(v))
+                .unwrap_or(false),
+            keep_git_dir: args
+                .get("BUILDKIT_CONTEXT_KEEP_GIT_DIR")
                 .and_then(|v| parse_go_bool(v))
                 .unwrap_or(false),
         })
@@ -159,8 +164,11 @@ mod tests {
             ("BUILDKIT_INLINE_CACHE", "1"),
             ("BUILDKIT_SYNTAX", "docker/dockerfile:1"),
             ("BUILDKIT_DOCKERFILE_CHECK", "skip=all"),
+            ("BUILDKIT_CONTEXT_KEEP_GIT_DIR", "true"),
         ]))
         .unwrap();
+        assert!(b.keep_git_dir);
+        assert_eq!(without_effect("BUILDKIT_CONTEXT_KEEP_GIT_DIR"), None);
         assert_eq!(b.cache_mount_ns.as_deref(), Some("team-a"));
         assert_eq!(b.source_date_epoch, Some(1_700_000_000));
         assert!(b.inline_cache);

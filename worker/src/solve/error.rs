@@ -109,6 +109,9 @@ pub enum StepFailure {
     /// An `ADD <url>` that could not be downloaded.
     #[error("{0}")]
     Fetch(#[from] crate::fetch::FetchError),
+    /// An `ADD <git-url>` that could not be fetched or checked out.
+    #[error("{0}")]
+    Git(#[source] Box<crate::git::GitError>),
     /// An image or a stage that the step reads could not be had.
     #[error("{0}")]
     Base(#[source] Arc<BaseError>),
@@ -128,6 +131,12 @@ pub enum StepFailure {
     /// What the step's inputs, mounts or user made impossible, said in words.
     #[error("{0}")]
     Other(String),
+}
+
+impl From<crate::git::GitError> for StepFailure {
+    fn from(e: crate::git::GitError) -> Self {
+        StepFailure::Git(Box::new(e))
+    }
 }
 
 impl From<io::Error> for StepFailure {

@@ -136,6 +136,10 @@ pub struct Options {
     pub registry: Arc<crate::registry::Registries>,
     /// A request to stop the build (a signal, `--timeout`): running steps are killed.
     pub interrupt: Interrupt,
+    /// The credentials of `ADD <git-url>` sources.
+    pub git_auth: crate::git::GitAuth,
+    /// `--ssh-known-hosts`: known_hosts files by ssh id, for the steps that mount the id.
+    pub ssh_known_hosts: HashMap<String, PathBuf>,
 }
 
 /// A stage's outcome, shared by the stages that wait for it.
@@ -163,6 +167,8 @@ pub struct Solver<'a> {
     images: Mutex<HashMap<String, ImageCell>>,
     /// `ADD <url>` downloads of this build, by URL.
     downloads: Mutex<HashMap<String, Arc<crate::fetch::Downloaded>>>,
+    /// `ADD <git-url>` commits of this build, fetched once each, by URL and checksum.
+    git: Mutex<HashMap<String, Arc<crate::git::Fetched>>>,
     /// Step results this build took from an imported cache, by id.
     remote: Mutex<HashMap<String, Arc<remote::RemoteLayer>>>,
     /// The steps of this build (stage, snapshot id), in order, for `--cache-to`.
@@ -225,6 +231,7 @@ impl<'a> Solver<'a> {
             exported,
             images: Mutex::new(HashMap::new()),
             downloads: Mutex::new(HashMap::new()),
+            git: Mutex::new(HashMap::new()),
             remote: Mutex::new(HashMap::new()),
             steps_done: Mutex::new(Vec::new()),
             aliases: Mutex::new(HashMap::new()),

@@ -415,6 +415,28 @@ impl Solver<'_> {
     fn copy_inputs(&self, c: &crate::plan::step::Copy) -> Result<Vec<Digest>, StepFailure> {
         let mut inputs = vec![self.input_key(&c.from)?];
         for source in &c.sources {
+            if let CopySource::Git(url) = source {
+                // The commit names the content (BuildKit keys a Git source on the commit, the
+                // subdirectory and whether `.git` is kept), so a moved branch is a miss and an
+                // unchanged one a hit, without a checkout.
+                let (git, fetched) = self.git_source(url, c.checksum.as_deref())?;
+                let mut h = crate::digest::KeyHasher::new("git-source");
+                h.str(&fetched.commit.to_string())
+                    .str(&git.subdir)
+                    .str(if git.keeps_git_dir(c.keep_git_dir) {
+                        "keep-git-dir"
+                    } else {
+                        ""
+                    })
+                    .str(if git.mtime == crate::git::MTime::Commit {
+                        "mtime=commit"
+                    } else {
+                        ""
+                    });
+                inputs.push(h.finish());
+            }
+        }
+        for source in &c.sources {
             if let CopySource::Url(url) = source {
                 // With --checksum the content is known without downloading it (BuildKit keys
                 // the step on the checksum too).
@@ -488,6 +510,67 @@ impl Solver<'_> {
             }
         }
         let upper = pending.fs();
+        let not_found = |e| match e {
+            CopyError::Context(crate::context::ContextError::NotFound { path }) => {
+                StepFailure::NotFound(path.trim_start_matches('/').to_string())
+            }
+            e => StepFailure::Copy(e),
+        };
+        // A Git source is its checkout, copied as a directory's content is (BuildKit copies the
+        // Git source's state to the destination); the other sources follow.
+        for source in &c.sources {
+            let CopySource::Git(url) = source else {
+                continue;
+            };
+            let (git, fetched) = self.git_source(url, c.checksum.as_deref())?;
+            let tmp = self.snapshots.store().temp_dir("git-add")?;
+            let tree = tmp.path().join("tree");
+            crate::git::checkout(
+                &fetched,
+                &git,
+                &crate::git::Options {
+                    keep_git_dir: c.keep_git_dir,
+                    checksum: None,
+                },
+                &tree,
+            )?;
+            let view = View::new(vec![tree]);
+            let op = crate::plan::step::Copy {
+                is_add: false,
+                sources: vec![CopySource::Path("/".into())],
+                unpack: false,
+                unpack_downloads: false,
+                parents: false,
+                ..c.clone()
+            };
+            copy::copy(&copy::Request {
+                downloads: &downloads,
+                op: &op,
+                source: copy::Source::View(&view),
+                base: &base,
+                upper: &upper,
+            })
+            .map_err(not_found)?;
+        }
+        let rest: Vec<CopySource> = c
+            .sources
+            .iter()
+            .filter(|s| !matches!(s, CopySource::Git(_)))
+            .cloned()
+            .collect();
+        if rest.is_empty() {
+            return Ok(());
+        }
+        let op;
+        let c = if rest.len() == c.sources.len() {
+            c
+        } else {
+            op = crate::plan::step::Copy {
+                sources: rest,
+                ..c.clone()
+            };
+            &op
+        };
         copy::copy(&copy::Request {
             downloads: &downloads,
             op: c,
@@ -549,6 +632,35 @@ impl Solver<'_> {
 }
 
 impl Solver<'_> {
+    /// Resolve and fetch an `ADD <git-url>` source once per build (its commit is then fixed for
+    /// the whole build); check `checksum` (`ADD --checksum`) against the commit.
+    fn git_source(
+        &self,
+        url: &str,
+        checksum: Option<&str>,
+    ) -> Result<(crate::git::GitRef, std::sync::Arc<crate::git::Fetched>), StepFailure> {
+        let git = crate::git::GitRef::parse(url, false)
+            .map_err(crate::git::GitError::from)?
+            .ok_or_else(|| StepFailure::Other(format!("{url} is not a Git URL")))?;
+        let key = format!("{url}\n{}", checksum.unwrap_or_default());
+        let mut cache = self.git.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = cache.get(&key) {
+            return Ok((git, f.clone()));
+        }
+        self.progress.event(crate::progress::Event::Info {
+            message: format!("fetching {}", git.describe()),
+        });
+        let repos = self.snapshots.store().root().join("git");
+        let fetched = std::sync::Arc::new(crate::git::fetch(
+            &git,
+            &self.opts.git_auth,
+            checksum,
+            &repos,
+        )?);
+        cache.insert(key, fetched.clone());
+        Ok((git, fetched))
+    }
+
     /// Download a URL once per build; check `checksum` when given.
     fn download(
         &self,

@@ -10,43 +10,16 @@ pub(super) enum SourceKind {
     Git,
 }
 
-/// BuildKit's `ParseGitRef` and `isHTTPSource`: `git://`, `ssh://`, `user@host:path` and
-/// `http(s)://...` URLs whose path ends in `.git` are git repositories; other `http(s)://`
+/// BuildKit's `ParseGitRef` and `isHTTPSource` (`crate::git::reference`): `git://`, `ssh://`,
+/// `user@host:path` and `http(s)://...` URLs whose path ends in `.git` are git repositories
+/// (a malformed query too: it fails when fetched, naming the problem); other `http(s)://`
 /// URLs are downloads; everything else is a path.
 pub(super) fn classify_source(s: &str) -> SourceKind {
-    if s.starts_with("./") || s.starts_with("../") {
-        return SourceKind::Path;
+    match crate::git::GitRef::parse(s, false) {
+        Ok(Some(_)) | Err(_) => SourceKind::Git,
+        Ok(None) if s.starts_with("http://") || s.starts_with("https://") => SourceKind::Url,
+        Ok(None) => SourceKind::Path,
     }
-    if s.starts_with("git://") || s.starts_with("ssh://") {
-        return SourceKind::Git;
-    }
-    if let Some(rest) = s
-        .strip_prefix("http://")
-        .or_else(|| s.strip_prefix("https://"))
-    {
-        let path_part = rest.split(['#', '?']).next().unwrap_or_default();
-        let path = path_part.split_once('/').map_or("", |(_, p)| p);
-        return if path.ends_with(".git") {
-            SourceKind::Git
-        } else {
-            SourceKind::Url
-        };
-    }
-    if let Some((user, rest)) = s.split_once('@')
-        && !user.is_empty()
-        && user
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        && let Some((host, path)) = rest.split_once(':')
-        && !host.is_empty()
-        && !path.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-    {
-        return SourceKind::Git;
-    }
-    SourceKind::Path
 }
 
 pub(super) fn is_commit(s: &str) -> bool {
