@@ -571,10 +571,25 @@ fn ssh_mounts(env: &Env, name: &str) {
         "FROM kiln-ref/busybox:1\nCOPY tools/ /\n\
          RUN --mount=type=ssh ssh-add -l > /listed\n\
          RUN --mount=type=ssh,id=deploy,target=/agent.sock,uid=1000,gid=50,mode=0660 stat -c '%u %g %a' /agent.sock > /sock && echo $SSH_AUTH_SOCK > /env\n\
-         RUN --mount=type=ssh ssh -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -p {} root@127.0.0.1 echo hello-over-ssh > /remote\n\
-         RUN --mount=type=ssh,id=absent echo optional-ok > /optional\n",
+         RUN --mount=type=ssh ssh -o StrictHostKeyChecking=yes -o UserKnownHostsFile=/dev/null -o BatchMode=yes -p {} root@127.0.0.1 echo hello-over-ssh > /remote\n\
+         RUN --mount=type=ssh,id=absent echo optional-ok > /optional\n\
+         RUN test ! -e /etc/ssh/ssh_known_hosts && echo none > /no-known-hosts\n",
         server.port
     );
+    // The server's host key, for `--ssh-known-hosts`: the step above checks it strictly.
+    let host_pub = std::fs::read_to_string(keydir.join("host_ed25519.pub")).unwrap();
+    let mut fields = host_pub.split_whitespace();
+    let known_hosts = keydir.join("known_hosts");
+    std::fs::write(
+        &known_hosts,
+        format!(
+            "[127.0.0.1]:{} {} {}\n",
+            server.port,
+            fields.next().unwrap(),
+            fields.next().unwrap()
+        ),
+    )
+    .unwrap();
     let ctx = env.context(name, &[("Dockerfile", &dockerfile)]);
     host_tools(&ctx.join("tools"), &["/usr/bin/ssh", "/usr/bin/ssh-add"]);
     if env.rootless {
@@ -593,6 +608,7 @@ fn ssh_mounts(env: &Env, name: &str) {
             "--no-cache",
             &format!("--ssh=default={}", key.display()),
             &format!("--ssh=deploy={}", key.display()),
+            &format!("--ssh-known-hosts=default={}", known_hosts.display()),
             &format!("--output=type=oci,dest={}", layout.display()),
             &format!("--output=type=local,dest={}", fs.display()),
         ],
@@ -607,6 +623,11 @@ fn ssh_mounts(env: &Env, name: &str) {
     assert_eq!(read(&fs, "env"), "/agent.sock");
     assert_eq!(read(&fs, "remote"), "hello-over-ssh");
     assert_eq!(read(&fs, "optional"), "optional-ok");
+    assert_eq!(read(&fs, "no-known-hosts"), "none");
+    assert!(
+        !fs.join("etc/ssh/ssh_known_hosts").exists(),
+        "the known hosts are in no layer"
+    );
     assert!(!fs.join("run/buildkit").exists() && !fs.join("agent.sock").exists());
     let private = std::fs::read_to_string(&key).unwrap();
     let body = private.lines().nth(1).unwrap().as_bytes().to_vec();

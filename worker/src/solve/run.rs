@@ -24,6 +24,8 @@ const HOSTS: &str =
 const HOSTNAME: &str = "buildkitsandbox";
 /// Lines of output kept for the error report of a failed step.
 const TAIL_LINES: usize = 20;
+/// Where `--ssh-known-hosts` puts the known hosts of a step's ssh ids (OpenSSH's global file).
+const SSH_KNOWN_HOSTS: &str = "/etc/ssh/ssh_known_hosts";
 
 /// The last lines of a step's output.
 #[derive(Default)]
@@ -268,6 +270,45 @@ impl Solver<'_> {
                 mounts.push(mount);
             }
         }
+        // What is redacted from the step's output: the secrets, not the known hosts below.
+        let redacted = secrets.len();
+        // `--ssh-known-hosts ID=FILE`: a step that mounts ssh id ID sees those lines at
+        // /etc/ssh/ssh_known_hosts, a read-only file on the step's own tmpfs (never in a layer).
+        let mut known_hosts: Vec<u8> = Vec::new();
+        let mut seen: Vec<&str> = Vec::new();
+        for m in &run.mounts {
+            if let Mount::Ssh { id, .. } = m
+                && self.opts.ssh.contains_key(id)
+                && !seen.contains(&id.as_str())
+                && let Some(file) = self.opts.ssh_known_hosts.get(id)
+            {
+                seen.push(id);
+                let lines = std::fs::read(file).map_err(|source| {
+                    plain(StepFailure::SecretFile {
+                        id: format!("ssh known hosts {id}"),
+                        path: file.clone(),
+                        source,
+                    })
+                })?;
+                known_hosts.extend_from_slice(&lines);
+                if !known_hosts.ends_with(b"\n") {
+                    known_hosts.push(b'\n');
+                }
+            }
+        }
+        if !known_hosts.is_empty() {
+            mounts.push(spec::Mount {
+                target: SSH_KNOWN_HOSTS.into(),
+                kind: MountKind::Secret {
+                    index: secrets.len(),
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                },
+                readonly: true,
+            });
+            secrets.push(known_hosts);
+        }
         // Mount points the image lacks are created for the step and removed after it, as
         // BuildKit's mount stub cleaner does; /dev, /proc and /sys stay, as in BuildKit.
         let stubs: Vec<PathBuf> = mounts
@@ -340,7 +381,7 @@ impl Solver<'_> {
             .runs
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut tail = Tail::default();
-        let mut output = Output::new(&secrets);
+        let mut output = Output::new(&secrets[..redacted]);
         let emit = |stream: &'static str, data: String| {
             self.event(Event::Output {
                 id: vertex,
@@ -378,14 +419,14 @@ impl Solver<'_> {
             Ok(code) => {
                 return Err((
                     StepFailure::Exit { command, code },
-                    tail.into_lines(&secrets),
+                    tail.into_lines(&secrets[..redacted]),
                 ));
             }
             Err(RunError::Cancelled) => return Err(plain(StepFailure::Cancelled)),
             Err(source) => {
                 return Err((
                     StepFailure::Run { command, source },
-                    tail.into_lines(&secrets),
+                    tail.into_lines(&secrets[..redacted]),
                 ));
             }
         }
