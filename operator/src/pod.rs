@@ -182,7 +182,8 @@ impl Inputs<'_> {
             }
             let mut volumes = vec![];
             let mut mounts = vec![];
-            let mut flags = vec![];
+            // The URL is Git whatever its form (https://host/org/repo without .git too).
+            let mut flags = vec!["--context-type=git".to_string()];
             if let Some(secret) = &git.secret_ref {
                 volumes.push(secret_volume("git-auth", &secret.name, None));
                 mounts.push(read_only_mount("git-auth", GIT_AUTH_DIR));
@@ -190,7 +191,8 @@ impl Inputs<'_> {
             }
             (arg, volumes, mounts, flags)
         } else if let Some(url) = &source.url {
-            let mut flags = vec![];
+            // A tarball, even at a URL ending in .git.
+            let mut flags = vec!["--context-type=url".to_string()];
             if let Some(sha) = &url.sha256 {
                 flags.push(format!("--context-sha256={sha}"));
             }

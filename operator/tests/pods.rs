@@ -166,6 +166,56 @@ fn context_sources_become_arguments_and_volumes() {
 }
 
 #[test]
+fn git_and_url_sources_say_what_their_url_is() {
+    let git = BuildSource {
+        git: Some(GitSource {
+            url: "https://git.example.com/team/app".into(),
+            revision: Some("main".into()),
+            sub_path: None,
+            secret_ref: None,
+        }),
+        ..Default::default()
+    };
+    let b = build_with(with_source(spec(), git));
+    // The plan resolved the branch: the build fetches exactly that commit.
+    let commit = "c".repeat(40);
+    let p = pod::build_pod(
+        &Inputs {
+            build: &b,
+            run: "r1",
+            config: &config(),
+            revision: Some(&commit),
+        },
+        1,
+    );
+    let args = p.spec.unwrap().containers[0].args.clone().unwrap();
+    assert_eq!(
+        args.last().unwrap(),
+        &format!("https://git.example.com/team/app#{commit}")
+    );
+    assert!(args.contains(&"--context-type=git".to_string()), "{args:?}");
+    assert!(!args.iter().any(|a| a.starts_with("--git-auth-dir")));
+
+    let url = BuildSource {
+        url: Some(UrlSource {
+            url: "https://example.com/ctx.tar.gz".into(),
+            sha256: Some("a".repeat(64)),
+        }),
+        ..Default::default()
+    };
+    let b = build_with(with_source(spec(), url));
+    let args = make(&b, &config()).spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert!(args.contains(&"--context-type=url".to_string()), "{args:?}");
+    assert!(
+        args.contains(&format!("--context-sha256={}", "a".repeat(64))),
+        "{args:?}"
+    );
+}
+
+#[test]
 fn config_map_keys_are_placed_at_their_paths() {
     let b = build_with(with_source(
         spec(),
