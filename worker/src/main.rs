@@ -137,20 +137,8 @@ struct BuildArgs {
     /// `git://…`, `?ref=…&subdir=…`), or the URL of a tarball (or of a Dockerfile).
     #[arg(default_value = ".")]
     context: PathBuf,
-    /// What the context argument is: auto (a local path if it exists, else a Git URL by
-    /// BuildKit's rules, else an http(s) download), git (a Git URL whatever its form, such as
-    /// https://host/org/repo without .git), url (a download) or local.
-    #[arg(long, value_name = "auto|git|url|local", default_value = "auto")]
-    context_type: String,
-    /// The sha256 (64 hex digits) a URL context must have; checked while downloading, and a
-    /// mismatch is refused before the download is used.
-    #[arg(long, value_name = "HEX")]
-    context_sha256: Option<String>,
-    /// Credentials for a Git context's repository: a mounted Kubernetes Secret, with `username`
-    /// and `password` (or `token`) for https, or `ssh-privatekey` and optionally `known_hosts`
-    /// for ssh. Only the context's host gets them.
-    #[arg(long, value_name = "DIR", env = "KILN_GIT_AUTH_DIR")]
-    git_auth_dir: Option<PathBuf>,
+    #[command(flatten)]
+    remote: RemoteContextArgs,
     /// known_hosts lines for the RUN steps that mount ssh id ID (`RUN --mount=type=ssh,id=ID`),
     /// seen at /etc/ssh/ssh_known_hosts (read-only, never in a layer). Repeatable.
     #[arg(long = "ssh-known-hosts", value_name = "ID=FILE")]
@@ -319,6 +307,25 @@ struct BuildArgs {
     fetch_read_timeout: Option<u64>,
 }
 
+/// How `kiln build` and `kiln plan` read a Git or URL context (docs/contexts.md).
+#[derive(clap::Args)]
+struct RemoteContextArgs {
+    /// What the context argument is: auto (a local path if it exists, else a Git URL by
+    /// BuildKit's rules, else an http(s) download), git (a Git URL whatever its form, such as
+    /// https://host/org/repo without .git), url (a download) or local.
+    #[arg(long, value_name = "auto|git|url|local", default_value = "auto")]
+    context_type: String,
+    /// The sha256 (64 hex digits) a URL context must have; checked while downloading, and a
+    /// mismatch is refused before the download is used.
+    #[arg(long, value_name = "HEX")]
+    context_sha256: Option<String>,
+    /// Credentials for a Git context's repository: a mounted Kubernetes Secret, with `username`
+    /// and `password` (or `token`) for https, or `ssh-privatekey` and optionally `known_hosts`
+    /// for ssh. Only the context's host gets them.
+    #[arg(long, value_name = "DIR", env = "KILN_GIT_AUTH_DIR")]
+    git_auth_dir: Option<PathBuf>,
+}
+
 /// `kiln plan`.
 #[derive(clap::Args)]
 struct PlanArgs {
@@ -326,15 +333,8 @@ struct PlanArgs {
     /// build` (fetched to read its Dockerfile; a Git context's commit is in the plan).
     #[arg(default_value = ".")]
     context: PathBuf,
-    /// What the context argument is: auto, git, url or local (as for `kiln build`).
-    #[arg(long, value_name = "auto|git|url|local", default_value = "auto")]
-    context_type: String,
-    /// The sha256 a URL context must have (as for `kiln build`).
-    #[arg(long, value_name = "HEX")]
-    context_sha256: Option<String>,
-    /// Credentials for a Git context's repository (as for `kiln build`).
-    #[arg(long, value_name = "DIR", env = "KILN_GIT_AUTH_DIR")]
-    git_auth_dir: Option<PathBuf>,
+    #[command(flatten)]
+    remote: RemoteContextArgs,
     /// An ssh key source for an ssh Git context: `default` (the agent of $SSH_AUTH_SOCK) or
     /// `default=KEYFILE|SOCKET`.
     #[arg(long = "ssh", value_name = "default[=PATH]")]
@@ -697,8 +697,8 @@ fn plan_remote(args: &PlanArgs) -> Result<Option<PlanRemote>, (Reason, anyhow::E
     let usage = |e: anyhow::Error| (Reason::InvalidArgument, e);
     let source = context_source(
         &args.context,
-        &args.context_type,
-        args.context_sha256.as_deref(),
+        &args.remote.context_type,
+        args.remote.context_sha256.as_deref(),
     )
     .map_err(usage)?;
     if matches!(source, ContextSource::Dir(_) | ContextSource::Tar(_)) {
@@ -729,6 +729,7 @@ fn plan_remote(args: &PlanArgs) -> Result<Option<PlanRemote>, (Reason, anyhow::E
             let ssh = parse_ssh(&args.ssh).map_err(|e| (Reason::MissingSecret, e))?;
             let auth = kiln_worker::git::GitAuth {
                 dir: args
+                    .remote
                     .git_auth_dir
                     .clone()
                     .map(|path| kiln_worker::git::AuthDir {
@@ -931,8 +932,8 @@ fn parse_known_hosts(specs: &[String]) -> anyhow::Result<HashMap<String, PathBuf
 fn build_request(args: &BuildArgs) -> anyhow::Result<build::Request> {
     let context = context_source(
         &args.context,
-        &args.context_type,
-        args.context_sha256.as_deref(),
+        &args.remote.context_type,
+        args.remote.context_sha256.as_deref(),
     )?;
     let mut build_args = BTreeMap::new();
     for a in &args.build_args {
@@ -1078,7 +1079,7 @@ fn build_request(args: &BuildArgs) -> anyhow::Result<build::Request> {
         },
         registry: registry_options(args)?,
         interrupt: Interrupt::default(),
-        git_auth_dir: args.git_auth_dir.clone(),
+        git_auth_dir: args.remote.git_auth_dir.clone(),
         keep_git_dir: false,
         ssh_known_hosts: parse_known_hosts(&args.ssh_known_hosts)?,
     })

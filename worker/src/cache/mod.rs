@@ -131,6 +131,20 @@ pub fn touch(snapshot_dir: &Path) {
     }
 }
 
+/// Whether a process holds the lock file `lock` (a step its cache-mount instance, a fetch its
+/// Git repository).
+fn held(lock: &Path) -> bool {
+    File::open(lock)
+        .map(|f| {
+            let free = rustix::fs::flock(&f, FlockOperation::NonBlockingLockExclusive).is_ok();
+            if free {
+                let _ = rustix::fs::flock(&f, FlockOperation::Unlock);
+            }
+            !free
+        })
+        .unwrap_or(false)
+}
+
 fn mtime_secs(path: &Path) -> Option<u64> {
     fs::metadata(path)
         .ok()?
@@ -250,16 +264,7 @@ pub fn records(root: &Path) -> io::Result<Vec<Record>> {
                     continue;
                 }
                 let lock = dir.join(format!("{name}.lock"));
-                let in_use = File::open(&lock)
-                    .map(|f| {
-                        let free =
-                            rustix::fs::flock(&f, FlockOperation::NonBlockingLockExclusive).is_ok();
-                        if free {
-                            let _ = rustix::fs::flock(&f, FlockOperation::Unlock);
-                        }
-                        !free
-                    })
-                    .unwrap_or(false);
+                let in_use = held(&lock);
                 let used = dir.join(format!("{name}.used"));
                 out.push(Record {
                     kind: Kind::CacheMount,
@@ -306,16 +311,7 @@ pub fn records(root: &Path) -> io::Result<Vec<Record>> {
             }
             let name = entry.file_name().to_string_lossy().into_owned();
             let lock = root.join("git").join(format!("{name}.lock"));
-            let in_use = File::open(&lock)
-                .map(|f| {
-                    let free =
-                        rustix::fs::flock(&f, FlockOperation::NonBlockingLockExclusive).is_ok();
-                    if free {
-                        let _ = rustix::fs::flock(&f, FlockOperation::Unlock);
-                    }
-                    !free
-                })
-                .unwrap_or(false);
+            let in_use = held(&lock);
             let remote = fs::read_to_string(path.join("kiln-remote")).unwrap_or_default();
             out.push(Record {
                 kind: Kind::Source,

@@ -48,15 +48,7 @@ pub fn git(
     let fetched = git::fetch(git, auth, None, &repos_dir(store))?;
     let dir = store.temp_dir("context")?;
     let root = dir.path().join("tree");
-    let checkout = git::checkout(
-        &fetched,
-        git,
-        &git::Options {
-            keep_git_dir,
-            checksum: None,
-        },
-        &root,
-    )?;
+    let checkout = git::checkout(&fetched, git, &git::Options { keep_git_dir }, &root)?;
     let origin = Origin {
         source: git.describe(),
         revision: Some(checkout.commit.clone()),

@@ -315,7 +315,15 @@ impl<'a> Session<'a> {
         GitError::Fetch { remote, message }
     }
 
-    /// A connection with this remote's credentials, for `refspecs`.
+    /// The remote, for fetching `specs` and no tags.
+    fn remote(&self, specs: &[String]) -> Result<gix::Remote<'_>, gix::Error> {
+        self.repo
+            .remote_at(self.url.as_str())?
+            .with_fetch_tags(gix::remote::fetch::Tags::None)
+            .with_refspecs(specs.iter().map(String::as_str), Direction::Fetch)
+    }
+
+    /// A connection to `remote` with this remote's credentials.
     fn connect<'r>(
         &'r self,
         remote: &'r gix::Remote<'r>,
@@ -359,11 +367,7 @@ impl<'a> Session<'a> {
         let short_hash =
             (7..40).contains(&want.len()) && want.bytes().all(|b| b.is_ascii_hexdigit());
         let result = (|| -> Result<Vec<Ref>, gix::Error> {
-            let remote = self
-                .repo
-                .remote_at(self.url.as_str())?
-                .with_fetch_tags(gix::remote::fetch::Tags::None)
-                .with_refspecs(specs.iter().map(String::as_str), Direction::Fetch)?;
+            let remote = self.remote(&specs)?;
             let connection = self.connect(&remote, &asked)?;
             let (map, _) = connection.ref_map(
                 gix::progress::Discard,
@@ -421,11 +425,7 @@ impl<'a> Session<'a> {
         let asked = Asked::default();
         let interrupt = AtomicBool::new(false);
         let result = (|| -> Result<(), gix::Error> {
-            let remote = self
-                .repo
-                .remote_at(self.url.as_str())?
-                .with_fetch_tags(gix::remote::fetch::Tags::None)
-                .with_refspecs(specs.iter().map(String::as_str), Direction::Fetch)?;
+            let remote = self.remote(specs)?;
             let connection = self.connect(&remote, &asked)?;
             connection
                 .prepare_fetch(gix::progress::Discard, Default::default())?

@@ -117,24 +117,14 @@ mod executor {
                     | GitError::Url(_)
             )
         }
-
-        /// An I/O error under this one (for ENOSPC).
-        pub fn io(&self) -> Option<&std::io::Error> {
-            match self {
-                GitError::Io { source, .. } => Some(source),
-                _ => None,
-            }
-        }
     }
 
-    /// What to fetch and how to lay it out.
+    /// How to lay a checkout out.
     #[derive(Debug, Clone, Default)]
     pub struct Options {
         /// Keep the `.git` directory when the URL does not say (`ADD --keep-git-dir`,
         /// `BUILDKIT_CONTEXT_KEEP_GIT_DIR`).
         pub keep_git_dir: bool,
-        /// `ADD --checksum`: the commit must start with it (as the URL's `checksum=`).
-        pub checksum: Option<String>,
     }
 
     pub use super::checkout::checkout;

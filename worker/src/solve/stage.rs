@@ -530,7 +530,6 @@ impl Solver<'_> {
                 &git,
                 &crate::git::Options {
                     keep_git_dir: c.keep_git_dir,
-                    checksum: None,
                 },
                 &tree,
             )?;
