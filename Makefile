@@ -31,7 +31,7 @@ build:
 
 # Debian packages the image contexts come from (images/mkcontext): newuidmap/newgidmap, setcap,
 # CA certificates, strip.
-IMAGE_PACKAGES := uidmap libcap2-bin ca-certificates binutils
+IMAGE_PACKAGES := uidmap libcap2-bin ca-certificates binutils openssh-client
 
 # The images, built by Kiln itself from the release binaries (images/build).
 export IMAGE_TAG IMAGE_REGISTRY IMAGE_FLAGS
