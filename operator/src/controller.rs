@@ -546,9 +546,11 @@ fn admission_for(ctx: &Context, me: &ImageBuild, inflight: &mut Inflight) -> Adm
             active_uids.insert(uid.clone(), ());
         }
     }
-    inflight
-        .started
-        .retain(|_, (at, _)| at.elapsed() < Duration::from_secs(120));
+    // Once the cache shows a pod, the cache is the truth about it (it may have ended already).
+    inflight.started.retain(|_, (at, pod)| {
+        let seen = ctx.pods.get(&ObjectRef::from_obj(pod)).is_some();
+        !seen && at.elapsed() < Duration::from_secs(120)
+    });
     let entries: Vec<Entry> = ctx
         .builds
         .state()
