@@ -60,6 +60,7 @@ pub fn observed() -> Observed {
         admission: Admission::Admitted,
         cache_claims: vec![],
         cache_pods: vec![],
+        cluster_minor: Some(33),
     }
 }
 
