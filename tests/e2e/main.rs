@@ -1,4 +1,5 @@
 //! Kiln's end-to-end suite, against a real Kubernetes cluster (`make e2e`).
 
 mod crd;
+mod helm;
 mod operator;

@@ -11,25 +11,25 @@ use kiln_tests::facts;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-const BUILD_TIMEOUT: Duration = Duration::from_secs(420);
+pub(crate) const BUILD_TIMEOUT: Duration = Duration::from_secs(420);
 
-fn registry() -> String {
+pub(crate) fn registry() -> String {
     std::env::var("KILN_E2E_REGISTRY").expect("KILN_E2E_REGISTRY: run the suite with `make e2e`")
 }
 
-fn base() -> String {
+pub(crate) fn base() -> String {
     std::env::var("KILN_E2E_BASE").expect("KILN_E2E_BASE: run the suite with `make e2e`")
 }
 
-fn operator_namespace() -> String {
+pub(crate) fn operator_namespace() -> String {
     std::env::var("KILN_NAMESPACE_DEPLOY").unwrap_or_else(|_| "kiln-system".into())
 }
 
-fn phase(ib: &Value) -> &str {
+pub(crate) fn phase(ib: &Value) -> &str {
     ib["status"]["phase"].as_str().unwrap_or("")
 }
 
-fn ready_reason(ib: &Value) -> String {
+pub(crate) fn ready_reason(ib: &Value) -> String {
     ib["status"]["conditions"]
         .as_array()
         .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
@@ -38,7 +38,7 @@ fn ready_reason(ib: &Value) -> String {
         .to_string()
 }
 
-fn wait_phase(ns: &str, name: &str, want: &str, timeout: Duration) -> Value {
+pub(crate) fn wait_phase(ns: &str, name: &str, want: &str, timeout: Duration) -> Value {
     wait_for(ns, "imagebuild", name, timeout, want, |ib| {
         let p = phase(ib);
         assert!(
@@ -52,7 +52,7 @@ fn wait_phase(ns: &str, name: &str, want: &str, timeout: Duration) -> Value {
 }
 
 /// An ImageBuild with an inline context.
-fn inline_build(name: &str, image: &str, files: &[(&str, &str)], extra: &str) -> String {
+pub(crate) fn inline_build(name: &str, image: &str, files: &[(&str, &str)], extra: &str) -> String {
     let mut files_yaml = String::new();
     for (path, content) in files {
         files_yaml.push_str(&format!("        {path}: |\n"));
@@ -65,7 +65,7 @@ fn inline_build(name: &str, image: &str, files: &[(&str, &str)], extra: &str) ->
     )
 }
 
-fn pods_of(ns: &str, build: &str) -> Vec<Value> {
+pub(crate) fn pods_of(ns: &str, build: &str) -> Vec<Value> {
     list_json(ns, "pods", Some(&format!("kiln.dev/build={build}")))
 }
 
