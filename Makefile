@@ -5,7 +5,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 
 # Debian packages the test suites need; `make test` installs the missing ones.
-TEST_PACKAGES := busybox-static uidmap skopeo umoci podman openssh-client openssh-server docker-registry apache2-utils openssl libcap2-bin
+TEST_PACKAGES := busybox-static uidmap skopeo umoci podman openssh-client openssh-server docker-registry apache2-utils openssl libcap2-bin lua5.1
 
 .PHONY: help build test lint crds chart demo e2e bench deps fuzz deploy undeploy images
 

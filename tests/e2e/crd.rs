@@ -41,7 +41,8 @@ fn yaml_files(dir: &str) -> Vec<std::path::PathBuf> {
 fn every_example_is_accepted_by_a_server_side_dry_run() {
     install_crd();
     let ns = Namespace::new("kiln-e2e-examples");
-    for file in yaml_files("examples") {
+    let gitops = [repo_root().join("examples/gitops/app/imagebuild.yaml")];
+    for file in yaml_files("examples").into_iter().chain(gitops) {
         let run = kubectl(
             &[
                 "apply",
