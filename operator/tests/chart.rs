@@ -73,7 +73,7 @@ fn every_value_of_the_full_set_reaches_the_operator() {
         config.worker_env.get("HTTPS_PROXY").map(String::as_str),
         Some("http://proxy.example.com:3128")
     );
-    assert_eq!(config.default_security_profile, SecurityProfile::Userns);
+    assert_eq!(config.default_security_profile, SecurityProfile::Privileged);
     assert!(config.allow_privileged);
     assert_eq!(config.concurrency.cluster, 20);
     assert_eq!(config.concurrency.per_namespace, 3);
