@@ -3,3 +3,4 @@
 mod crd;
 mod helm;
 mod operator;
+mod quickstart;
