@@ -21,7 +21,7 @@ help:
 	@echo "make demo    a local registry, a base pushed to it, the example built from it and pushed"
 	@echo "make bench   Kiln against BuildKit and buildah (bench/bench.py), then registry push/pull against skopeo"
 	@echo "             (BENCH_ONLY=cold,noop,... BENCH_PEERS=kiln,buildkit BENCH_QUICK=1 BENCH_SIZES=\"200 500\")"
-	@echo "make fuzz    fuzz the Dockerfile front end for FUZZ_SECONDS (default 60) with cargo-fuzz"
+	@echo "make fuzz    run every fuzz target (fuzz/fuzz_targets) for FUZZ_SECONDS each (default 40) with cargo-fuzz"
 	@echo "make images  the worker and operator images, built by Kiln: target/images/kiln-{worker,operator}.tar"
 	@echo "             (IMAGE_TAG=dev, IMAGE_REGISTRY=host:port to name and push them, IMAGE_FLAGS=more kiln build flags)"
 
@@ -77,12 +77,23 @@ demo:
 bench:
 	python3 bench/bench.py
 
-# Fuzz the Dockerfile parser and planner. cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the
-# stable toolchain accept them. New inputs go to fuzz/corpus/parse_plan, seeded from the
-# front-end corpus; a crash leaves its input in fuzz/artifacts/parse_plan.
-FUZZ_SECONDS ?= 60
+# Fuzz every target for FUZZ_SECONDS each (default 40): the Dockerfile parse/plan, tar reading
+# and extraction (nothing may appear outside the root), .dockerignore matching, word expansion
+# and registry documents. cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable
+# toolchain accept them. Seeds are checked in under fuzz/seeds/<target> (parse_plan's are the
+# front-end corpus); new inputs go to fuzz/corpus/<target>; a crash leaves its input in
+# fuzz/artifacts/<target>. Each target's clean run time is printed at the end.
+FUZZ_SECONDS ?= 40
+FUZZ_TARGETS := parse_plan tar_extract dockerignore word_expand registry_manifest
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	mkdir -p fuzz/corpus/parse_plan
-	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run parse_plan corpus/parse_plan ../tests/corpus/frontend \
-		-- -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -timeout=10
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz build
+	@cd fuzz && for t in $(FUZZ_TARGETS); do \
+		mkdir -p corpus/$$t; \
+		seeds=seeds/$$t; [ $$t = parse_plan ] && seeds=../tests/corpus/frontend; \
+		start=$$(date +%s); \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t corpus/$$t $$seeds \
+			-- -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=10 -rss_limit_mb=4096 \
+			|| exit 1; \
+		echo "fuzz $$t: $$(( $$(date +%s) - start ))s without a finding"; \
+	done

@@ -656,11 +656,12 @@ impl<'a> Decider<'a> {
 
     fn succeed(&mut self, r: &result::Success, pod: &Pod) {
         let digest = r.digest.clone();
-        let image = r.image.clone().or_else(|| {
-            kiln_crds::reference::Reference::parse(&self.build.spec.output.image)
-                .ok()
-                .map(|reference| reference.with_digest(&digest).to_string())
-        });
+        // `repository@digest`, without the tag: what pulls exactly this image everywhere
+        // (several tools refuse a reference with both).
+        let image = kiln_crds::reference::Reference::parse(&self.build.spec.output.image)
+            .ok()
+            .map(|reference| reference.with_digest(&digest).to_string())
+            .or_else(|| r.image.clone());
         self.new.short_digest = digest
             .split_once(':')
             .map(|(_, hex)| hex.chars().take(12).collect());

@@ -63,7 +63,13 @@ fn a_pushed_image_ends_the_build_with_its_digest() {
     assert_eq!(s.phase, Some(Phase::Succeeded));
     assert!(s.digest.as_deref().unwrap().starts_with("sha256:0123"));
     assert_eq!(s.short_digest.as_deref(), Some("0123456789ab"));
-    assert!(s.image.as_deref().unwrap().contains("@sha256:"));
+    assert_eq!(
+        s.image.as_deref(),
+        Some(
+            "registry.example.com/team/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+        ),
+        "pinned by digest, without the tag"
+    );
     assert_eq!(s.steps.map(|x| (x.total, x.cached)), Some((3, 1)));
     assert_eq!(s.duration.as_deref(), Some("1m5s"));
     assert_eq!(s.completion_time.as_ref().map(|t| t.0), Some(t(165)));

@@ -1,5 +1,6 @@
 //! Kiln's end-to-end suite, against a real Kubernetes cluster (`make e2e`).
 
+mod cache;
 mod crd;
 mod helm;
 mod operator;

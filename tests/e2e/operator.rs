@@ -11,25 +11,25 @@ use kiln_tests::facts;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-pub(crate) const BUILD_TIMEOUT: Duration = Duration::from_secs(420);
+pub const BUILD_TIMEOUT: Duration = Duration::from_secs(420);
 
-pub(crate) fn registry() -> String {
+pub fn registry() -> String {
     std::env::var("KILN_E2E_REGISTRY").expect("KILN_E2E_REGISTRY: run the suite with `make e2e`")
 }
 
-pub(crate) fn base() -> String {
+pub fn base() -> String {
     std::env::var("KILN_E2E_BASE").expect("KILN_E2E_BASE: run the suite with `make e2e`")
 }
 
-pub(crate) fn operator_namespace() -> String {
+pub fn operator_namespace() -> String {
     std::env::var("KILN_NAMESPACE_DEPLOY").unwrap_or_else(|_| "kiln-system".into())
 }
 
-pub(crate) fn phase(ib: &Value) -> &str {
+pub fn phase(ib: &Value) -> &str {
     ib["status"]["phase"].as_str().unwrap_or("")
 }
 
-pub(crate) fn ready_reason(ib: &Value) -> String {
+pub fn ready_reason(ib: &Value) -> String {
     ib["status"]["conditions"]
         .as_array()
         .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
@@ -38,7 +38,7 @@ pub(crate) fn ready_reason(ib: &Value) -> String {
         .to_string()
 }
 
-pub(crate) fn wait_phase(ns: &str, name: &str, want: &str, timeout: Duration) -> Value {
+pub fn wait_phase(ns: &str, name: &str, want: &str, timeout: Duration) -> Value {
     wait_for(ns, "imagebuild", name, timeout, want, |ib| {
         let p = phase(ib);
         assert!(
@@ -52,7 +52,7 @@ pub(crate) fn wait_phase(ns: &str, name: &str, want: &str, timeout: Duration) ->
 }
 
 /// An ImageBuild with an inline context.
-pub(crate) fn inline_build(name: &str, image: &str, files: &[(&str, &str)], extra: &str) -> String {
+pub fn inline_build(name: &str, image: &str, files: &[(&str, &str)], extra: &str) -> String {
     let mut files_yaml = String::new();
     for (path, content) in files {
         files_yaml.push_str(&format!("        {path}: |\n"));
@@ -65,12 +65,12 @@ pub(crate) fn inline_build(name: &str, image: &str, files: &[(&str, &str)], extr
     )
 }
 
-pub(crate) fn pods_of(ns: &str, build: &str) -> Vec<Value> {
+pub fn pods_of(ns: &str, build: &str) -> Vec<Value> {
     list_json(ns, "pods", Some(&format!("kiln.dev/build={build}")))
 }
 
 /// Pulls an image by digest into an OCI layout with skopeo.
-fn pull(image_by_digest: &str, dir: &Path) {
+pub fn pull(image_by_digest: &str, dir: &Path) {
     let out = Command::new("skopeo")
         .args(["copy", "-q", "--src-tls-verify=false"])
         .arg(format!("docker://{image_by_digest}"))

@@ -505,6 +505,19 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
             solver.fetch_missing_blobs(&solver.layers(&result)?)?;
         }
         write_output(&solver, &result, store, &artifact, output, &req.tags)?;
+        if let Output::Local { dest } = output {
+            let notable = export::privileged_files(&result.view(&solver));
+            if !notable.is_empty() {
+                progress.event(Event::Info {
+                    message: format!(
+                        "warning: {} holds files that grant privileges to whoever can reach them ({}); keep it where only you can: {}",
+                        dest.display(),
+                        "setuid/setgid files and device nodes",
+                        notable.join(", ")
+                    ),
+                });
+            }
+        }
     }
     let mut exported = 0;
     for export in &req.cache_to {

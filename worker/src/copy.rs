@@ -20,13 +20,16 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
+use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
+use rustix::fs::OFlags;
 use thiserror::Error;
 
 use crate::context::ignore::{self, Ignore};
 use crate::context::{Context, ContextError, glob};
+use crate::fsroot::{self, Root};
 use crate::plan::step::{Copy, CopySource};
 use crate::snapshot::extract::{self, ExtractError, UnpackOptions, set_mtime};
 use crate::snapshot::view::View;
@@ -367,9 +370,21 @@ pub fn copy(req: &Request<'_>) -> Result<(), CopyError> {
             }
         }
     }
-    for (path, mode, mtime) in w.dirs.iter().rev() {
-        fs::set_permissions(path, fs::Permissions::from_mode(*mode))?;
-        set_mtime(path, *mtime)?;
+    apply_dir_meta(req.upper, &w.dirs)
+}
+
+/// Give the directories a COPY made or copied up their modes and times, last and deepest
+/// first (their children are written by then). Each is opened again from the snapshot's root
+/// without following any symlink, and changed through that descriptor: a later source may
+/// have replaced a directory with a symlink (two sources, `dir/` and a `dir` symlink to a host
+/// file), and a `chmod` by path would then land on the host.
+fn apply_dir_meta(upper: &Path, dirs: &[(PathBuf, u32, i64)]) -> Result<(), CopyError> {
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    let root = Root::open(upper)?;
+    for (path, mode, mtime) in dirs.iter().rev() {
+        root.set_dir_meta(path.strip_prefix(upper).unwrap_or(path), *mode, *mtime)?;
     }
     Ok(())
 }
@@ -484,11 +499,20 @@ fn join(base: &str, name: &str) -> String {
     }
 }
 
+/// Owner, mode and time of a file just made at `path` (whose parents hold no symlink), through
+/// a descriptor that does not follow its last component.
 fn finish(path: &Path, uid: u32, gid: u32, mode: u32, mtime: Option<i64>) -> io::Result<()> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    let fd = rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    fsroot::set_owner(fd.as_fd(), uid, gid)?;
+    if rustix::fs::fstat(&fd)?.st_mode & libc::S_IFMT != libc::S_IFLNK {
+        fsroot::set_mode(fd.as_fd(), mode)?;
+    }
     if let Some(t) = mtime {
-        set_mtime(path, t)?;
+        fsroot::set_times(fd.as_fd(), t)?;
     }
     Ok(())
 }
@@ -657,6 +681,8 @@ impl Writer<'_> {
             chown: None,
             ignore_chown_errors: crate::userns::current()
                 .is_some_and(|m| matches!(m, crate::userns::Mapping::Single { .. })),
+            // An archive's unpacked size is not pinned by any digest: bounded, as a download.
+            limits: Some(crate::fetch::Limits::current()),
         };
         extract::unpack(File::open(archive)?, &dest_dir, &opts)
             .map_err(|e| CopyError::Extract(name.into(), e))?;
@@ -673,8 +699,12 @@ impl Writer<'_> {
         excludes: &Ignore,
     ) -> Result<(), CopyError> {
         let root = ctx.root();
-        // The source path itself is followed if it is a symlink, but only inside the context.
-        let real = resolve_in(root, rel)?;
+        // The source path itself is followed if it is a symlink, but only inside the context,
+        // and not to a file `.dockerignore` hides.
+        let real = PathBuf::from(
+            ctx.resolve(rel, true)
+                .map_err(|_| CopyError::NotFound(rel.to_string()))?,
+        );
         let meta =
             fs::metadata(root.join(&real)).map_err(|_| CopyError::NotFound(rel.to_string()))?;
         let owner = self.owner.unwrap_or((0, 0));
@@ -948,12 +978,6 @@ fn copy_xattrs(src: &Path, dst: &File) {
             }
         }
     }
-}
-
-/// Resolve a context path, following symlinks, without leaving the context root.
-fn resolve_in(root: &Path, rel: &str) -> Result<PathBuf, CopyError> {
-    let view = View::new(vec![root.to_path_buf()]);
-    Ok(view.resolve(Path::new(rel), true)?)
 }
 
 #[cfg(test)]

@@ -74,6 +74,37 @@ pub fn assemble(
     })
 }
 
+/// The setuid and setgid files and the device nodes of a filesystem, by path (at most 20, then
+/// a count): a local output copies them as they are, and whoever can reach the directory can
+/// run them or open the devices, so the build says so.
+pub fn privileged_files(view: &crate::snapshot::view::View) -> Vec<String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = Vec::new();
+    let mut more = 0;
+    let _ = view.walk(Path::new(""), &mut |p, f| {
+        let ft = f.meta.file_type();
+        let why = if ft.is_char_device() || ft.is_block_device() {
+            "device"
+        } else if ft.is_file() && f.meta.mode() & 0o4000 != 0 {
+            "setuid"
+        } else if ft.is_file() && f.meta.mode() & 0o2000 != 0 {
+            "setgid"
+        } else {
+            return Ok(());
+        };
+        if out.len() < 20 {
+            out.push(format!("/{} ({why})", p.display()));
+        } else {
+            more += 1;
+        }
+        Ok(())
+    });
+    if more > 0 {
+        out.push(format!("and {more} more"));
+    }
+    out
+}
+
 /// Write the final filesystem of a result into a directory (`--output type=local`).
 pub fn write_local(
     solver: &Solver<'_>,

@@ -30,6 +30,61 @@ pub enum FetchError {
     },
     #[error("writing the download of {url}: {source}")]
     Io { url: String, source: std::io::Error },
+    #[error(
+        "downloading {url}: larger than the limit of {limit} bytes (raise it with --add-max-bytes or {ADD_MAX_BYTES})"
+    )]
+    TooLarge { url: String, limit: u64 },
+}
+
+/// The variable that caps what an `ADD` may bring in: a download's size, and an archive's
+/// unpacked size.
+pub const ADD_MAX_BYTES: &str = "KILN_ADD_MAX_BYTES";
+/// The variable that caps an `ADD` archive's unpacked size as a multiple of its packed size.
+pub const ADD_MAX_RATIO: &str = "KILN_ADD_MAX_RATIO";
+/// The variable that bounds the wait for the next bytes of a download, in seconds.
+pub const FETCH_READ_TIMEOUT: &str = "KILN_FETCH_READ_TIMEOUT";
+
+static SET: OnceLock<Limits> = OnceLock::new();
+
+/// Bounds on what `ADD` brings into a build: an 8 KiB `.tar.zst` must not become gigabytes on
+/// the builder's disk, nor a download hang or grow without end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of one download, and unpacked bytes of one archive (default 8 GiB).
+    pub max_bytes: u64,
+    /// Unpacked bytes per packed byte of an archive, checked past 64 MiB unpacked (default
+    /// 1000: real archives compress by far less; bombs by far more).
+    pub max_ratio: u64,
+    /// The longest wait for a download's next bytes (default 60 s).
+    pub read_timeout: Duration,
+}
+
+impl Limits {
+    /// Set the limits for the rest of the process (the CLI's `--add-max-bytes` and friends);
+    /// the first call wins.
+    pub fn set(limits: Limits) {
+        let _ = SET.set(limits);
+    }
+
+    /// The limits in force: what [`Limits::set`] said, else the defaults or what the
+    /// `KILN_ADD_*` variables say.
+    pub fn current() -> Limits {
+        if let Some(l) = SET.get() {
+            return *l;
+        }
+        let var = |name: &str, default: u64| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|&v| v > 0)
+                .unwrap_or(default)
+        };
+        Limits {
+            max_bytes: var(ADD_MAX_BYTES, 8 << 30),
+            max_ratio: var(ADD_MAX_RATIO, 1000),
+            read_timeout: Duration::from_secs(var(FETCH_READ_TIMEOUT, 60)),
+        }
+    }
 }
 
 /// A downloaded file.
@@ -87,9 +142,15 @@ pub fn fetch(url: &str, dir: &Path, checksum: Option<&str>) -> Result<Downloaded
         source: e,
     };
     let path = dir.join(format!("download-{}", Digest::of(url.as_bytes()).hex()));
+    let limits = Limits::current();
+    let too_large = || FetchError::TooLarge {
+        url: url.to_string(),
+        limit: limits.max_bytes,
+    };
     runtime().block_on(async {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(30))
+            .read_timeout(limits.read_timeout)
             .build()
             .map_err(http)?;
         let response = client.get(url).send().await.map_err(http)?;
@@ -106,11 +167,22 @@ pub fn fetch(url: &str, dir: &Path, checksum: Option<&str>) -> Result<Downloaded
             .and_then(|v| httpdate::parse_http_date(v).ok())
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_secs() as i64);
+        if response
+            .content_length()
+            .is_some_and(|n| n > limits.max_bytes)
+        {
+            return Err(too_large());
+        }
         let file = std::fs::File::create(&path).map_err(io)?;
         let mut out = HashingWriter::new(std::io::BufWriter::new(file));
         let mut body = response.bytes_stream();
         while let Some(chunk) = body.next().await {
             out.write_all(&chunk.map_err(http)?).map_err(io)?;
+            if out.count() > limits.max_bytes {
+                drop(out);
+                let _ = std::fs::remove_file(&path);
+                return Err(too_large());
+            }
         }
         let (digest, _, buf) = out.finish();
         buf.into_inner().map_err(|e| io(e.into_error()))?;
@@ -181,5 +253,12 @@ mod tests {
         let url = serve(b"hello");
         let err = fetch(&url, dir.path(), Some(Digest::of(b"other").as_str())).unwrap_err();
         assert!(matches!(err, FetchError::Checksum { .. }), "{err}");
+    }
+
+    #[test]
+    fn limits_default_and_parse() {
+        let l = Limits::current();
+        assert!(l.max_bytes >= 1 << 30 && l.max_ratio >= 100);
+        assert!(l.read_timeout >= Duration::from_secs(1));
     }
 }

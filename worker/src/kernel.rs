@@ -199,6 +199,10 @@ impl MountAttrs {
 
 /// `mount_setattr(2)`: add `attrs` to the mount at `target`, and with `recursive` to every
 /// mount below it too (which a `MS_REMOUNT|MS_BIND` cannot do).
+///
+/// A symlink at `target` is not followed, except a descriptor's own `/proc/self/fd/N`
+/// ([`crate::fsroot::proc_path`]): that is how a mount target resolved inside a container's
+/// root is named, and following it reaches the mount on the very directory resolved.
 pub fn mount_setattr(target: &Path, attrs: MountAttrs, recursive: bool) -> io::Result<()> {
     let path = CString::new(target.as_os_str().as_bytes())
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
@@ -208,7 +212,12 @@ pub fn mount_setattr(target: &Path, attrs: MountAttrs, recursive: bool) -> io::R
         propagation: 0,
         userns_fd: 0,
     };
-    let flags = if recursive { libc::AT_RECURSIVE } else { 0 } | libc::AT_SYMLINK_NOFOLLOW;
+    let nofollow = if crate::fsroot::is_proc_path(target) {
+        0
+    } else {
+        libc::AT_SYMLINK_NOFOLLOW
+    };
+    let flags = if recursive { libc::AT_RECURSIVE } else { 0 } | nofollow;
     // SAFETY: `path` is NUL-terminated and `attr` a complete `struct mount_attr` whose size is
     // passed with it; the kernel only reads both during the call.
     let r = unsafe {

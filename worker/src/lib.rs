@@ -32,6 +32,8 @@ pub mod digest;
 #[cfg(feature = "executor")]
 pub mod export;
 #[cfg(feature = "executor")]
+pub mod fsroot;
+#[cfg(feature = "executor")]
 pub mod kernel;
 #[cfg(feature = "executor")]
 pub mod progress;

@@ -279,6 +279,24 @@ struct BuildArgs {
     /// Attempts per registry request when it fails with 429, 5xx or a broken connection.
     #[arg(long = "registry-retries", value_name = "N", default_value_t = 6)]
     registry_retries: u32,
+    /// The most bytes one ADD may download, or one ADD archive may unpack to (default 8 GiB).
+    #[arg(
+        long = "add-max-bytes",
+        value_name = "BYTES",
+        env = "KILN_ADD_MAX_BYTES"
+    )]
+    add_max_bytes: Option<u64>,
+    /// The most an ADD archive may grow when unpacked, as a multiple of its size, checked past
+    /// 64 MiB (default 1000).
+    #[arg(long = "add-max-ratio", value_name = "N", env = "KILN_ADD_MAX_RATIO")]
+    add_max_ratio: Option<u64>,
+    /// The longest wait, in seconds, for the next bytes of an ADD download (default 60).
+    #[arg(
+        long = "fetch-read-timeout",
+        value_name = "SECONDS",
+        env = "KILN_FETCH_READ_TIMEOUT"
+    )]
+    fetch_read_timeout: Option<u64>,
 }
 
 /// `kiln plan`.
@@ -332,13 +350,16 @@ fn main() -> ExitCode {
             e.exit()
         }
     };
-    match cli.command {
+    let code = match cli.command {
         Command::Plan(args) => run_plan(&args),
         Command::Build(args) => run_build(&args),
         Command::Prune(args) => run_prune(&args),
         Command::Du(args) => run_du(&args),
         Command::PrepareVolumes(args) => run_prepare_volumes(&args),
-    }
+    };
+    // A clean exit takes its owner locks along; a crash leaves them to the next build's sweep.
+    kiln_worker::store::owner::release_all();
+    code
 }
 
 /// `kiln prepare-volumes`.
@@ -1021,6 +1042,14 @@ fn run_build(args: &BuildArgs) -> ExitCode {
         ExitCode::from(2)
     };
     let usage_error = |e: String| refuse(Reason::InvalidArgument, e);
+    let defaults = kiln_worker::fetch::Limits::current();
+    kiln_worker::fetch::Limits::set(kiln_worker::fetch::Limits {
+        max_bytes: args.add_max_bytes.unwrap_or(defaults.max_bytes),
+        max_ratio: args.add_max_ratio.unwrap_or(defaults.max_ratio),
+        read_timeout: args
+            .fetch_read_timeout
+            .map_or(defaults.read_timeout, std::time::Duration::from_secs),
+    });
     let request = match build_request(args).and_then(with_buildkit_args) {
         Ok(r) => r,
         Err(e) if e.is::<SecretInput>() => return refuse(Reason::MissingSecret, format!("{e:#}")),

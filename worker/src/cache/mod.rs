@@ -328,7 +328,14 @@ pub fn open_for_build(root: &Path) -> io::Result<StoreLock> {
     if let Some(exclusive) = StoreLock::try_exclusive(root)? {
         if let Ok(entries) = fs::read_dir(root.join("tmp")) {
             for entry in entries.flatten() {
-                let _ = crate::store::remove_tree(&entry.path());
+                // Our own owner lock stays (it is held, and names our entries to come).
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if crate::store::owner::lock_token(&name)
+                    .is_some_and(|t| crate::store::owner::is_live(&root.join("tmp"), t))
+                {
+                    continue;
+                }
+                let _ = crate::store::remove_entry(&entry.path());
             }
         }
         drop(exclusive);
@@ -338,20 +345,34 @@ pub fn open_for_build(root: &Path) -> io::Result<StoreLock> {
     StoreLock::shared(root)
 }
 
-/// Remove what crashed processes left in `tmp/`: entries named after a pid that is gone.
+/// Remove what crashed processes left in `tmp/`: entries whose owner (the token in their name,
+/// `<prefix>-<owner>-<n>`) no longer holds its lock. Never decided by pid: a live build in
+/// another pid namespace on the same volume looks dead by pid (see [`crate::store::owner`]).
 pub fn clean_tmp(root: &Path) {
-    let Ok(entries) = fs::read_dir(root.join("tmp")) else {
+    use crate::store::owner;
+    let tmp = root.join("tmp");
+    let Ok(entries) = fs::read_dir(&tmp) else {
         return;
     };
+    let mut dead = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let pid = name.split('-').find_map(|p| p.parse::<i32>().ok());
-        if let Some(pid) = pid
-            && pid > 0
-            && let Some(pid) = rustix::process::Pid::from_raw(pid)
-            && rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH)
-        {
-            let _ = crate::store::remove_tree(&entry.path());
+        if let Some(token) = owner::lock_token(&name) {
+            dead.push(token.to_string());
+            continue;
+        }
+        let mut parts = name.rsplitn(3, '-');
+        let (Some(_n), Some(token), Some(_prefix)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if !owner::is_live(&tmp, token) {
+            let _ = crate::store::remove_entry(&entry.path());
+        }
+    }
+    for token in dead {
+        if !owner::is_live(&tmp, &token) {
+            owner::remove_dead(&tmp, &token);
         }
     }
 }

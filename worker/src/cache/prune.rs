@@ -268,7 +268,8 @@ fn clean_dangling_aliases(root: &Path) {
     }
 }
 
-/// Cache-mount instances half made by a crashed process (`<n>.new-<pid>`).
+/// Cache-mount instances half made by a crashed process (`<n>.new-<owner>-<seq>`, the owner's
+/// lock no longer held).
 fn clean_cache_mount_leftovers(root: &Path) {
     let Ok(keys) = fs::read_dir(root.join("cache-mounts")) else {
         return;
@@ -282,12 +283,8 @@ fn clean_cache_mount_leftovers(root: &Path) {
             let Some((_, rest)) = name.split_once(".new-") else {
                 continue;
             };
-            let pid = rest.split('-').next().unwrap_or_default();
-            if let Ok(pid) = pid.parse::<i32>()
-                && pid > 0
-                && let Some(pid) = rustix::process::Pid::from_raw(pid)
-                && rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH)
-            {
+            let token = rest.split('-').next().unwrap_or_default();
+            if !crate::store::owner::is_live(&key.path(), token) {
                 let _ = remove_tree(&entry.path());
             }
         }

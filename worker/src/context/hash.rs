@@ -106,7 +106,17 @@ impl HashCache {
             fs::create_dir_all(dir)?;
         }
         let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-        let mut out = io::BufWriter::new(fs::File::create(&tmp)?);
+        // Digests of the user's files: for this user's eyes (the store is 0700 too).
+        let created = {
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?
+        };
+        let mut out = io::BufWriter::new(created);
         for (path, (s, d)) in &self.entries {
             let Some(p) = path.to_str() else { continue };
             if p.contains(['\t', '\n']) {

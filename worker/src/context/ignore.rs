@@ -70,6 +70,12 @@ impl Ignore {
         self.patterns.is_empty()
     }
 
+    /// Whether a `!pattern` brings back something an earlier pattern excluded (so that an
+    /// excluded directory may still hold paths that exist).
+    pub fn has_reincludes(&self) -> bool {
+        self.patterns.iter().any(|p| p.exclusion)
+    }
+
     /// Whether a path (relative to the context root, `/`-separated) is excluded.
     pub fn excludes(&self, path: &str) -> bool {
         let mut excluded = false;

@@ -68,6 +68,7 @@ impl Context {
             dir.path(),
             &UnpackOptions {
                 ignore_chown_errors: true,
+                limits: Some(crate::fetch::Limits::current()),
                 ..Default::default()
             },
         )?;
@@ -82,6 +83,47 @@ impl Context {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Whether a `.dockerignore` applies at all.
+    pub fn has_ignores(&self) -> bool {
+        !self.ignore.is_empty()
+    }
+
+    /// Make `mask` an overlay layer that hides, over the context directory `rel`, every path
+    /// `.dockerignore` excludes: an overlayfs whiteout (a 0:0 character device) for each
+    /// excluded entry whose directory is not excluded itself. `Ok(false)` when no such layer
+    /// can say it: a `!pattern` may bring back a path inside an excluded directory, which a
+    /// whiteout would hide too.
+    pub fn mask_ignored(&self, rel: &str, mask: &Path) -> io::Result<bool> {
+        if self.ignore.has_reincludes() {
+            return Ok(false);
+        }
+        fs::create_dir_all(mask)?;
+        let rel = self.resolve(rel, true)?;
+        let mut stack = vec![rel.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in fs::read_dir(self.root.join(&dir))? {
+                let entry = entry?;
+                let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                let child = join(&dir, &name);
+                let sub = Path::new(&child)
+                    .strip_prefix(&rel)
+                    .unwrap_or(Path::new(&child))
+                    .to_path_buf();
+                if self.is_ignored(&child) {
+                    if let Some(parent) = sub.parent() {
+                        fs::create_dir_all(mask.join(parent))?;
+                    }
+                    crate::snapshot::extract::mknod_whiteout(&mask.join(&sub))?;
+                } else if entry.file_type()?.is_dir() {
+                    stack.push(child);
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// Whether `.dockerignore` hides this path (relative, `/`-separated).
@@ -118,8 +160,10 @@ impl Context {
                     }
                 } else {
                     let rel = join(base, comp);
-                    let exists = fs::symlink_metadata(self.root.join(&rel)).is_ok();
-                    if exists && !self.is_ignored(&rel) {
+                    let exists = self
+                        .resolve(&rel, false)
+                        .is_ok_and(|r| fs::symlink_metadata(self.root.join(r)).is_ok());
+                    if exists {
                         next.push(rel);
                     }
                 }
@@ -134,15 +178,42 @@ impl Context {
         Ok(found)
     }
 
+    /// Resolve symlinks in `rel` inside the context (the last component too when
+    /// `follow_last`), refusing what `.dockerignore` hides, under its own name or an alias.
+    /// Errors name the path as the Dockerfile gave it, never where a symlink pointed.
+    pub fn resolve(&self, rel: &str, follow_last: bool) -> io::Result<String> {
+        let not_found = || {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{rel}: no such file or directory in the build context"),
+            )
+        };
+        let resolved = crate::snapshot::view::View::new(vec![self.root.clone()])
+            .resolve(Path::new(rel), follow_last)
+            .map_err(|_| not_found())?;
+        let resolved = resolved.to_string_lossy().into_owned();
+        if self.is_ignored(&resolved) || self.is_ignored(&ignore::clean(rel)) {
+            return Err(not_found());
+        }
+        Ok(resolved)
+    }
+
     /// Visit a context path and, for a directory, everything below it that is not ignored,
     /// depth-first in byte order. Paths are relative to the context root. An ignored directory
     /// that holds a re-included path (`build/` then `!build/dist`) is visited just before that
     /// path, so that it exists to hold it.
+    ///
+    /// `rel`'s directories are resolved inside the context, as a chroot at its root would (a
+    /// symlink to `/etc` there is the context's `etc`, never the host's), and the paths visited
+    /// are the resolved ones. A path that is ignored, or that resolves to an ignored one through
+    /// a symlink alias, does not exist.
     pub fn walk(
         &self,
         rel: &str,
         visit: &mut dyn FnMut(&str, &fs::Metadata) -> io::Result<()>,
     ) -> io::Result<()> {
+        let resolved = self.resolve(rel, false)?;
+        let rel = resolved.as_str();
         let meta = fs::symlink_metadata(self.root.join(rel))?;
         visit(rel, &meta)?;
         if meta.is_dir() {

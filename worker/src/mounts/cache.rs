@@ -125,10 +125,12 @@ impl CacheMounts {
         let dir = self.root.join(key.digest().hex());
         fs::create_dir_all(&dir)?;
         static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        // Named after this process's owner token (held as a lock in `dir`), which is what the
+        // leftover cleaner checks: never a pid, which another pod's namespace does not share.
+        let token = crate::store::owner::claim(&dir)?;
         let unique = || {
             format!(
-                "{}-{}",
-                std::process::id(),
+                "{token}-{}",
                 SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             )
         };

@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags};
@@ -91,19 +91,39 @@ pub fn root_for<'a>(volumes: &'a [CacheVolume], default: &'a Path, m: &Identity<
 /// It works on the directory through one descriptor opened without following a symlink, and
 /// touches nothing below it.
 pub fn prepare(dir: &Path, uid: u32, gid: u32) -> io::Result<()> {
-    let fd = rustix::fs::open(
+    let named = |e: rustix::io::Errno, what: &str| {
+        io::Error::new(
+            io::Error::from(e).kind(),
+            format!("{what} {}: {e}", dir.display()),
+        )
+    };
+    // O_PATH: the directory's own permissions do not matter to look at it, and a volume that
+    // an earlier build prepared (0700, the worker's) must not fail the next one.
+    let path_fd = rustix::fs::open(
         dir,
-        OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDONLY,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("{}: {e}", dir.display())))?;
-    let file = File::from(fd);
-    let st = rustix::fs::fstat(file.as_fd())?;
+    .map_err(|e| named(e, "opening"))?;
+    let st = rustix::fs::fstat(&path_fd).map_err(|e| named(e, "stat"))?;
+    if st.st_uid == uid && st.st_gid == gid && st.st_mode & 0o7777 == 0o700 {
+        return Ok(());
+    }
+    // The same inode, opened for real through the descriptor (no path lookup that a swap could
+    // redirect): root owns a fresh volume, so it may read it.
+    let file = File::from(
+        rustix::fs::open(
+            format!("/proc/self/fd/{}", path_fd.as_raw_fd()),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| named(e, "opening"))?,
+    );
     // The mode first: once the directory is given away, only CAP_FOWNER could change it, and
     // the init container holds CAP_CHOWN alone.
     if st.st_mode & 0o7777 != 0o700 {
         rustix::fs::fchmod(file.as_fd(), Mode::from_raw_mode(0o700))
-            .map_err(|e| io::Error::other(format!("chmod {}: {e}", dir.display())))?;
+            .map_err(|e| named(e, "chmod"))?;
     }
     if st.st_uid != uid || st.st_gid != gid {
         rustix::fs::fchown(
@@ -111,7 +131,7 @@ pub fn prepare(dir: &Path, uid: u32, gid: u32) -> io::Result<()> {
             Some(rustix::fs::Uid::from_raw(uid)),
             Some(rustix::fs::Gid::from_raw(gid)),
         )
-        .map_err(|e| io::Error::other(format!("chown {}: {e}", dir.display())))?;
+        .map_err(|e| named(e, "chown"))?;
     }
     Ok(())
 }

@@ -167,7 +167,7 @@ impl Puller {
 }
 
 /// Whether a manifest document is an index (OCI) or a manifest list (Docker).
-fn is_index(bytes: &[u8]) -> bool {
+pub fn is_index(bytes: &[u8]) -> bool {
     #[derive(serde::Deserialize)]
     struct Probe {
         #[serde(rename = "mediaType")]

@@ -6,12 +6,11 @@
 //! `/run` is a symlink to `/etc` gets its mount under the container's `/etc`, never under the
 //! host's, because nothing here follows a symlink out of the root.
 
-use std::ffi::OsString;
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 
 use super::spec::{MountKind, Rootfs, Spec};
-use super::syscall::{MountAttrs, MountFlags, Syscall};
+use super::syscall::{MountAttrs, MountFlags, MountTarget, Syscall};
 
 /// Device nodes bound from the host into the container's `/dev`: runc's defaults without `tty`.
 /// The host's `/dev/tty` is the controlling terminal of whoever opens it; a step has none (it
@@ -85,22 +84,27 @@ pub fn setup(sys: &dyn Syscall, spec: &Spec, secrets: &[Vec<u8>]) -> io::Result<
     }
     sys.mount_setattr(root, NODEV, true)?;
 
-    let proc_dir = dir_target(sys, root, "/proc")?;
+    let proc_target = sys.mount_target(root, "/proc", false)?;
     if spec.process_sandbox {
-        sys.mount("proc", &proc_dir, "proc", MountFlags::LOCKED, "")?;
+        sys.mount("proc", &proc_target.mount, "proc", MountFlags::LOCKED, "")?;
     } else {
-        sys.mount("/proc", &proc_dir, "", MountFlags::RBIND, "")?;
-        sys.mount_setattr(&proc_dir, locked(false), true)?;
+        sys.mount("/proc", &proc_target.mount, "", MountFlags::RBIND, "")?;
+    }
+    let proc = mounted(sys, root, "/proc", false)?;
+    if !spec.process_sandbox {
+        sys.mount_setattr(&proc.mount, locked(false), true)?;
     }
 
-    let dev = dir_target(sys, root, "/dev")?;
+    let dev_target = sys.mount_target(root, "/dev", false)?;
     sys.mount(
         "tmpfs",
-        &dev,
+        &dev_target.mount,
         "tmpfs",
         MountFlags::LOCKED,
         "mode=755,size=65536k",
     )?;
+    // A fresh tmpfs now: nothing of the image's is below, so paths into it are safe.
+    let dev = dev_target.inside.clone();
     for name in DEVICES {
         let node = dev.join(name);
         sys.touch(&node)?;
@@ -144,17 +148,24 @@ pub fn setup(sys: &dyn Syscall, spec: &Spec, secrets: &[Vec<u8>]) -> io::Result<
         "",
     )?;
 
-    let sys_dir = dir_target(sys, root, "/sys")?;
+    let sys_target = sys.mount_target(root, "/sys", false)?;
     if spec.isolate_network {
-        sys.mount("sysfs", &sys_dir, "sysfs", MountFlags::LOCKED_RO, "")?;
+        sys.mount(
+            "sysfs",
+            &sys_target.mount,
+            "sysfs",
+            MountFlags::LOCKED_RO,
+            "",
+        )?;
     } else {
         // A sysfs of the host's network namespace may not be mounted from a user namespace;
         // bind the host's. Read-only all the way down: a `MS_REMOUNT|MS_BIND` would leave the
         // cgroup trees mounted below it (`release_agent`, `devices.allow`) writable.
-        sys.mount("/sys", &sys_dir, "", MountFlags::RBIND, "")?;
+        sys.mount("/sys", &sys_target.mount, "", MountFlags::RBIND, "")?;
     }
-    sys.mount_setattr(&sys_dir, locked(true), true)?;
-    mask_kernel_state(sys, &proc_dir, &sys_dir)?;
+    let sysfs = mounted(sys, root, "/sys", false)?;
+    sys.mount_setattr(&sysfs.mount, locked(true), true)?;
+    mask_kernel_state(sys, &proc.mount, &sysfs.mount)?;
 
     sys.sethostname(&spec.hostname)?;
 
@@ -179,11 +190,9 @@ pub fn setup(sys: &dyn Syscall, spec: &Spec, secrets: &[Vec<u8>]) -> io::Result<
             MountKind::Secret { .. } => true,
             _ => false,
         };
-        let target = if is_file {
-            file_target(sys, root, &m.target)?
-        } else {
-            dir_target(sys, root, &m.target)?
-        };
+        let pinned = sys.mount_target(root, &m.target, is_file)?;
+        let target = pinned.mount.clone();
+        let again = || mounted(sys, root, &m.target, is_file);
         match &m.kind {
             MountKind::Bind { source } => {
                 sys.mount(
@@ -195,7 +204,7 @@ pub fn setup(sys: &dyn Syscall, spec: &Spec, secrets: &[Vec<u8>]) -> io::Result<
                 )?;
                 // Recursive: a bound directory may hold mounts of its own.
                 sys.mount_setattr(
-                    &target,
+                    &again()?.mount,
                     MountAttrs {
                         readonly: m.readonly,
                         ..NODEV
@@ -229,7 +238,7 @@ pub fn setup(sys: &dyn Syscall, spec: &Spec, secrets: &[Vec<u8>]) -> io::Result<
                     o.work.as_deref(),
                     o.userxattr,
                 )?;
-                sys.mount_setattr(&target, NODEV, false)?;
+                sys.mount_setattr(&again()?.mount, NODEV, false)?;
             }
             MountKind::Secret {
                 index,
@@ -249,15 +258,23 @@ pub fn setup(sys: &dyn Syscall, spec: &Spec, secrets: &[Vec<u8>]) -> io::Result<
                     MountFlags::BIND,
                     "",
                 )?;
-                sys.mount_setattr(&target, locked(true), false)?;
+                sys.mount_setattr(&again()?.mount, locked(true), false)?;
             }
         }
     }
 
-    let cwd = dir_target(sys, root, &spec.cwd)?;
+    let cwd = sys.mount_target(root, &spec.cwd, false)?.inside;
     sys.pivot_root(root)?;
     let inside = Path::new("/").join(cwd.strip_prefix(root).unwrap_or(Path::new("")));
     sys.chdir(&inside)
+}
+
+/// The mount just made on `path`, resolved inside the root again. The descriptor a mount was
+/// made through names the directory below it, so its `/proc/self/fd/N` would reach that
+/// directory's mount, not the new one: attributes and masks are applied through a descriptor
+/// taken after the mount.
+fn mounted(sys: &dyn Syscall, root: &Path, path: &str, file: bool) -> io::Result<MountTarget> {
+    sys.mount_target(root, path, file)
 }
 
 /// Hide [`MASKED`] and make [`READONLY`] read-only, under the container's `/proc` and `/sys`
@@ -296,84 +313,6 @@ fn mask_kernel_state(sys: &dyn Syscall, proc_dir: &Path, sys_dir: &Path) -> io::
         }
     }
     Ok(())
-}
-
-/// A directory mount target inside `root`, created if missing.
-fn dir_target(sys: &dyn Syscall, root: &Path, path: &str) -> io::Result<PathBuf> {
-    let target = resolve_in_root(sys, root, path)?;
-    if !sys.is_dir(&target) {
-        sys.mkdir_all(&target, 0o755)?;
-    }
-    Ok(target)
-}
-
-/// A file mount target inside `root`: its directory created if missing, then an empty file.
-fn file_target(sys: &dyn Syscall, root: &Path, path: &str) -> io::Result<PathBuf> {
-    let target = resolve_in_root(sys, root, path)?;
-    if let Some(parent) = target.parent()
-        && !sys.is_dir(parent)
-    {
-        sys.mkdir_all(parent, 0o755)?;
-    }
-    sys.touch(&target)?;
-    Ok(target)
-}
-
-/// Resolve `path` as the kernel would inside a chroot at `root`, following symlinks but never
-/// leaving `root`.
-pub fn resolve_in_root(sys: &dyn Syscall, root: &Path, path: &str) -> io::Result<PathBuf> {
-    let mut resolved: Vec<OsString> = Vec::new();
-    let mut pending: Vec<OsString> = components(Path::new(path));
-    pending.reverse();
-    let mut hops = 0;
-    while let Some(comp) = pending.pop() {
-        if comp == ".." {
-            resolved.pop();
-            continue;
-        }
-        let mut candidate = root.to_path_buf();
-        candidate.extend(&resolved);
-        candidate.push(&comp);
-        match sys_read_link(sys, &candidate) {
-            Some(target) => {
-                hops += 1;
-                if hops > 255 {
-                    return Err(io::Error::from_raw_os_error(libc::ELOOP));
-                }
-                if target.is_absolute() {
-                    resolved.clear();
-                }
-                let mut more = components(&target);
-                more.reverse();
-                pending.extend(more);
-            }
-            None => resolved.push(comp),
-        }
-    }
-    let mut out = root.to_path_buf();
-    out.extend(resolved);
-    Ok(out)
-}
-
-fn sys_read_link(sys: &dyn Syscall, path: &Path) -> Option<PathBuf> {
-    // The recorder has no symlinks; the real kernel answers readlink.
-    if !sys.exists(path) {
-        return None;
-    }
-    std::fs::symlink_metadata(path)
-        .ok()
-        .filter(|m| m.file_type().is_symlink())
-        .and_then(|_| std::fs::read_link(path).ok())
-}
-
-fn components(path: &Path) -> Vec<OsString> {
-    path.components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_os_string()),
-            Component::ParentDir => Some(OsString::from("..")),
-            _ => None,
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -535,14 +474,13 @@ mod tests {
         std::os::unix::fs::symlink("/etc", root.join("run")).unwrap();
         std::os::unix::fs::symlink("../../../../../tmp", root.join("etc/up")).unwrap();
         let sys = super::super::syscall::Linux;
-        assert_eq!(
-            resolve_in_root(&sys, root, "/run/secrets/x").unwrap(),
-            root.join("etc/secrets/x")
-        );
-        assert_eq!(
-            resolve_in_root(&sys, root, "/etc/up/f").unwrap(),
-            root.join("tmp/f")
-        );
+        let t = sys.mount_target(root, "/run/secrets/x", true).unwrap();
+        assert_eq!(t.inside, root.join("etc/secrets/x"));
+        assert!(root.join("etc/secrets/x").is_file());
+        let t = sys.mount_target(root, "/etc/up/f", false).unwrap();
+        assert_eq!(t.inside, root.join("tmp/f"));
+        assert!(t.mount.starts_with("/proc/self/fd/"));
+        assert!(root.join("tmp/f").is_dir());
     }
 }
 

@@ -93,10 +93,18 @@ impl Runner {
             return Err(RunError::Cancelled);
         }
         let spec_path = scratch.join("sandbox.json");
-        std::fs::write(
-            &spec_path,
-            serde_json::to_vec(spec).map_err(io::Error::other)?,
-        )?;
+        // Build arguments and the environment are in it: for the helper's eyes only.
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&spec_path)?
+                .write_all(&serde_json::to_vec(spec).map_err(io::Error::other)?)?;
+        }
         let _ = std::fs::remove_file(&spec.error_file);
         let mut command = Command::new(&self.helper);
         // The helper dies with the engine, even when the engine is killed outright: a killed

@@ -140,6 +140,10 @@ pub trait Syscall {
     ) -> io::Result<()>;
     /// Write to an existing file (a `/proc/PID/uid_map`).
     fn write(&self, path: &Path, content: &str) -> io::Result<()>;
+    /// Resolve the mount target `path` inside `root` (symlinks followed, never out of it) and
+    /// create it if missing: a directory, or an empty file when `file`. The real kernel
+    /// resolves with `openat2(RESOLVE_IN_ROOT)` and hands back a descriptor to mount on.
+    fn mount_target(&self, root: &Path, path: &str, file: bool) -> io::Result<MountTarget>;
 
     // Namespaces.
     fn unshare(&self, ns: Namespaces) -> io::Result<()>;
@@ -165,6 +169,18 @@ pub trait Syscall {
     fn seccomp(&self, filters: &[seccompiler::BpfProgram]) -> io::Result<()>;
 }
 
+/// A mount target resolved inside a container's root.
+#[derive(Debug)]
+pub struct MountTarget {
+    /// What to hand to `mount(2)`: `/proc/self/fd/N` of the descriptor the target was resolved
+    /// to, so the mount lands there even if a path component is swapped for a symlink since.
+    pub mount: PathBuf,
+    /// The path it resolved to: for joins into a filesystem just mounted on it, and messages.
+    pub inside: PathBuf,
+    /// Held open for as long as `mount` is used.
+    _fd: Option<std::os::fd::OwnedFd>,
+}
+
 /// The error of `what` on `path`, keeping the kind.
 fn context(e: io::Error, what: String) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
@@ -174,6 +190,32 @@ fn context(e: io::Error, what: String) -> io::Error {
 pub struct Linux;
 
 impl Syscall for Linux {
+    fn mount_target(&self, root: &Path, path: &str, file: bool) -> io::Result<MountTarget> {
+        use crate::fsroot::{Follow, Root};
+        use rustix::fs::OFlags;
+        let r = Root::open(root)?;
+        let rel = Path::new(path);
+        let fd = if file {
+            match r.open_path(rel, Follow::InRoot) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    if let Some(parent) = rel.parent() {
+                        r.mkdir_all(parent, 0o755, Follow::InRoot)?;
+                    }
+                    r.open_at(rel, Follow::InRoot, OFlags::CREATE | OFlags::RDONLY)?
+                }
+                other => other?,
+            }
+        } else {
+            r.mkdir_all(rel, 0o755, Follow::InRoot)?
+        };
+        let inside = root.join(r.resolve_fd(std::os::fd::AsFd::as_fd(&fd))?);
+        Ok(MountTarget {
+            mount: crate::fsroot::proc_path(std::os::fd::AsFd::as_fd(&fd)),
+            inside,
+            _fd: Some(fd),
+        })
+    }
+
     fn mount(
         &self,
         source: &str,
@@ -459,7 +501,9 @@ fn overlay_fsmount(
         "",
         rustix::fs::CWD,
         target,
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        // The target is `/proc/self/fd/N` of a descriptor resolved inside the container's
+        // root: a magic link, which must be followed to reach it.
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_SYMLINKS,
     )?;
     Ok(())
 }
@@ -603,6 +647,33 @@ impl Syscall for Recorder {
     fn write(&self, path: &Path, content: &str) -> io::Result<()> {
         self.log(format!("write {} {content}", path.display()));
         Ok(())
+    }
+
+    /// Lexical, through the calls above (the recorder has no symlinks), so that creating a
+    /// missing target is recorded; `mount` is the path itself.
+    fn mount_target(&self, root: &Path, path: &str, file: bool) -> io::Result<MountTarget> {
+        let rel: PathBuf = crate::fsroot::normal_components(Path::new(path))
+            .unwrap_or_default()
+            .iter()
+            .collect();
+        let target = root.join(rel);
+        if file {
+            if let Some(parent) = target.parent()
+                && !self.is_dir(parent)
+            {
+                self.mkdir_all(parent, 0o755)?;
+            }
+            if !self.exists(&target) {
+                self.touch(&target)?;
+            }
+        } else if !self.is_dir(&target) {
+            self.mkdir_all(&target, 0o755)?;
+        }
+        Ok(MountTarget {
+            mount: target.clone(),
+            inside: target,
+            _fd: None,
+        })
     }
 
     fn unshare(&self, ns: Namespaces) -> io::Result<()> {

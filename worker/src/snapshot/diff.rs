@@ -199,7 +199,8 @@ impl<W: Write> LayerWriter<W> {
         }
         if let Some(link) = link {
             let bytes = link.as_os_str().as_bytes();
-            if bytes.len() > 100 || header.set_link_name(link).is_err() {
+            // Literally: a symlink's target is kept byte for byte (`x/.` is not `x`).
+            if bytes.len() > 100 || header.set_link_name_literal(bytes).is_err() {
                 pax.push(("linkpath".into(), bytes.to_vec()));
                 header.as_ustar_mut().expect("ustar").linkname[..100]
                     .copy_from_slice(&truncated(bytes, 100));

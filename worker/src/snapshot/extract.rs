@@ -2,27 +2,36 @@
 //!
 //! Nothing a tarball says may reach outside the destination:
 //! - entry names are cleaned lexically, and a `..` that would climb above the root is refused;
-//! - every parent directory is checked with `lstat` before use, so a symlink planted by an
-//!   earlier entry (`a -> /etc`, then `a/passwd`) is refused instead of followed;
-//! - hardlink targets are resolved the same way and must be regular files inside the root.
+//! - every parent directory is reached one name at a time from the destination's descriptor
+//!   ([`crate::fsroot`]), never through a symlink, so one planted by an earlier entry
+//!   (`a -> /etc`, then `a/passwd`) is refused instead of followed;
+//! - hardlink targets are resolved the same way and must be non-directories inside the root;
+//! - owners, modes, times and xattrs are set through the descriptor of what was just created,
+//!   or `*at` calls that do not follow; directories' modes and times, applied at the end, are
+//!   applied to the directory opened again without following anything, so an entry that
+//!   replaced a directory with a symlink does not redirect a `chmod` to the host;
+//! - only the extended attributes an image may carry are applied ([`xattr_allowed`]).
 //!
 //! In layer mode, OCI whiteouts become overlayfs whiteouts (a 0:0 character device, which Linux
 //! lets anyone create since 5.8) and opaque markers become the `overlay.opaque` xattr, so the
 //! directory can serve directly as an overlayfs lower layer.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufReader, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt, symlink};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, linkat, mkdirat, mknodat, statat, symlinkat};
+use rustix::io::Errno;
 use tar::EntryType;
 use thiserror::Error;
 
 use super::diff::{OPAQUE_MARKER, WHITEOUT_PREFIX};
 use crate::digest::{Digest, HashingReader};
+use crate::fsroot::{self, Follow, Root};
 
 /// Why a tarball could not be unpacked.
 #[derive(Debug, Error)]
@@ -35,6 +44,14 @@ pub enum ExtractError {
     BadLink(String, String),
     #[error("reading the archive: {0}")]
     Io(#[from] io::Error),
+    #[error("{0}")]
+    TooLarge(String),
+}
+
+impl From<Errno> for ExtractError {
+    fn from(e: Errno) -> Self {
+        ExtractError::Io(e.into())
+    }
 }
 
 /// How to unpack.
@@ -50,6 +67,9 @@ pub struct UnpackOptions {
     pub chown: Option<(u32, u32)>,
     /// Ignore ownership changes the process may not make (a single-id user namespace).
     pub ignore_chown_errors: bool,
+    /// Stop with [`ExtractError::TooLarge`] past these bounds (`ADD` of an archive; a layer is
+    /// bounded by its digest-checked size instead).
+    pub limits: Option<crate::fetch::Limits>,
 }
 
 /// What an unpack produced.
@@ -100,10 +120,32 @@ pub fn unpack(
     dest: &Path,
     opts: &UnpackOptions,
 ) -> Result<Unpacked, ExtractError> {
-    let mut hashing = HashingReader::new(decompress(reader)?);
-    let entries = unpack_tar(&mut hashing, dest, opts)?;
-    // Read the end-of-archive blocks and padding too: the diff id covers the whole stream.
-    io::copy(&mut hashing, &mut io::sink())?;
+    let packed = Rc::new(std::cell::Cell::new(0u64));
+    let exceeded = Rc::new(std::cell::Cell::new(None::<String>));
+    let counted = Counted {
+        inner: reader,
+        count: packed.clone(),
+    };
+    let unpacked: Box<dyn Read> = match opts.limits {
+        None => decompress(counted)?,
+        Some(limits) => Box::new(Bounded {
+            inner: decompress(counted)?,
+            read: 0,
+            packed,
+            limits,
+            exceeded: exceeded.clone(),
+        }),
+    };
+    let mut hashing = HashingReader::new(unpacked);
+    let result = unpack_tar(&mut hashing, dest, opts).and_then(|entries| {
+        // Read the end-of-archive blocks and padding too: the diff id covers the whole stream.
+        io::copy(&mut hashing, &mut io::sink())?;
+        Ok(entries)
+    });
+    if let Some(why) = exceeded.take() {
+        return Err(ExtractError::TooLarge(why));
+    }
+    let entries = result?;
     let (diff_id, size) = hashing.finish();
     Ok(Unpacked {
         diff_id,
@@ -112,15 +154,69 @@ pub fn unpack(
     })
 }
 
+/// Counts the bytes read through it (the packed size of an archive).
+struct Counted<R> {
+    inner: R,
+    count: Rc<std::cell::Cell<u64>>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// Fails the read that takes an archive's unpacked size past [`crate::fetch::Limits`].
+struct Bounded<R> {
+    inner: R,
+    read: u64,
+    packed: Rc<std::cell::Cell<u64>>,
+    limits: crate::fetch::Limits,
+    exceeded: Rc<std::cell::Cell<Option<String>>>,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        let packed = self.packed.get().max(1);
+        let why = if self.read > self.limits.max_bytes {
+            Some(format!(
+                "the archive unpacks to more than {} bytes (raise the limit with --add-max-bytes or {})",
+                self.limits.max_bytes,
+                crate::fetch::ADD_MAX_BYTES
+            ))
+        } else if self.read > 64 << 20 && self.read / packed > self.limits.max_ratio {
+            Some(format!(
+                "the archive unpacks to more than {} times its size ({packed} bytes became over {}; raise the limit with --add-max-ratio or {})",
+                self.limits.max_ratio,
+                self.read,
+                crate::fetch::ADD_MAX_RATIO
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            self.exceeded.set(Some(why.clone()));
+            return Err(io::Error::other(why));
+        }
+        Ok(n)
+    }
+}
+
 fn unpack_tar(
     reader: &mut impl Read,
     dest: &Path,
     opts: &UnpackOptions,
 ) -> Result<u64, ExtractError> {
+    let root = Root::open(dest)?;
     let mut archive = tar::Archive::new(reader);
     let mut dirs: Vec<(PathBuf, u32, i64)> = Vec::new();
     let mut count = 0;
-    let mut hardlinks: HashMap<PathBuf, PathBuf> = HashMap::new();
+    let mut parents = Parents::default();
+    let mut dropped: Vec<String> = Vec::new();
     for entry in archive.entries()? {
         let mut entry = entry?;
         let raw = entry.path_bytes().into_owned();
@@ -132,57 +228,72 @@ fn unpack_tar(
         };
         count += 1;
         let header = entry.header().clone();
-        let name = rel
-            .file_name()
-            .map(|n| n.as_bytes().to_vec())
-            .unwrap_or_default();
+        let name = rel.file_name().unwrap_or_default().to_os_string();
         let parent_rel = rel.parent().unwrap_or(Path::new("")).to_path_buf();
-        let parent = ensure_dirs(dest, &parent_rel, &display)?;
+        let parent = parents.get(&root, &parent_rel, &display)?;
+        let parent = parent.as_fd();
 
-        if opts.layer && name == OPAQUE_MARKER.as_bytes() {
-            set_opaque(&parent, opts.overlay_xattr_prefix)?;
+        if opts.layer && name.as_bytes() == OPAQUE_MARKER.as_bytes() {
+            fsroot::set_xattr(
+                parent,
+                &format!("{}.overlay.opaque", opts.overlay_xattr_prefix),
+                b"y",
+            )?;
             continue;
         }
-        if opts.layer && name.starts_with(WHITEOUT_PREFIX.as_bytes()) {
-            let target = parent.join(OsStr::from_bytes(&name[WHITEOUT_PREFIX.len()..]));
-            remove_any(&target)?;
-            mknod_whiteout(&target)?;
+        if opts.layer && name.as_bytes().starts_with(WHITEOUT_PREFIX.as_bytes()) {
+            let target = OsStr::from_bytes(&name.as_bytes()[WHITEOUT_PREFIX.len()..]);
+            parents.forget(&parent_rel.join(target));
+            fsroot::remove_at(parent, target)?;
+            mknodat(parent, target, FileType::CharacterDevice, Mode::empty(), 0)?;
             continue;
         }
 
-        let path = parent.join(OsStr::from_bytes(&name));
         let kind = header.entry_type();
         // An entry replaces what was there, except a directory over a directory, which merges.
-        if let Ok(existing) = fs::symlink_metadata(&path)
-            && !(existing.is_dir() && kind == EntryType::Directory)
-        {
-            remove_any(&path)?;
+        let existing = statat(parent, &name, AtFlags::SYMLINK_NOFOLLOW).ok();
+        let is_dir = |st: &rustix::fs::Stat| st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        let merge = existing.as_ref().is_some_and(is_dir) && kind == EntryType::Directory;
+        if existing.is_some() && !merge {
+            parents.forget(&rel);
+            fsroot::remove_at(parent, &name)?;
         }
         let mode = header.mode()? & 0o7777;
         let mtime = header.mtime()? as i64;
         let (uid, gid) = opts
             .chown
             .unwrap_or((header.uid()? as u32, header.gid()? as u32));
-        match kind {
+        let xattrs = xattrs_of(&mut entry, &mut dropped);
+        // What the entry became: a descriptor of it, or its name in `parent` for what cannot be
+        // opened without side effects (a symlink, a fifo, a device).
+        let fd: Option<OwnedFd> = match kind {
             EntryType::Directory => {
-                if !path.is_dir() {
-                    fs::create_dir(&path)?;
+                if !merge {
+                    mkdirat(parent, &name, Mode::from_raw_mode(0o755))?;
                 }
-                dirs.push((path.clone(), mode, mtime));
+                dirs.push((rel.clone(), mode, mtime));
+                Some(open_child(
+                    parent,
+                    &name,
+                    OFlags::RDONLY | OFlags::DIRECTORY,
+                )?)
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                let mut file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&path)?;
+                let fd = open_child(
+                    parent,
+                    &name,
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
+                )?;
+                let mut file = File::from(fd);
                 io::copy(&mut entry, &mut file)?;
+                Some(file.into())
             }
             EntryType::Symlink => {
                 let target = entry
-                    .link_name()?
+                    .link_name_bytes()
                     .ok_or_else(|| ExtractError::Escape(display.clone()))?;
-                symlink(&target, &path)?;
+                symlinkat(OsStr::from_bytes(&target), parent, &name)?;
+                None
             }
             EntryType::Link => {
                 let target_raw = entry
@@ -190,65 +301,203 @@ fn unpack_tar(
                     .ok_or_else(|| ExtractError::BadLink(display.clone(), String::new()))?
                     .into_owned();
                 let target_display = String::from_utf8_lossy(&target_raw).into_owned();
+                let bad = || ExtractError::BadLink(display.clone(), target_display.clone());
                 let target_rel = clean(OsStr::from_bytes(&target_raw))
                     .ok()
                     .flatten()
-                    .ok_or_else(|| {
-                        ExtractError::BadLink(display.clone(), target_display.clone())
-                    })?;
-                let target_parent = target_rel.parent().unwrap_or(Path::new(""));
-                check_no_symlinks(dest, target_parent, &display)?;
-                let target = dest.join(&target_rel);
-                match fs::symlink_metadata(&target) {
-                    Ok(m) if !m.is_dir() => fs::hard_link(&target, &path)?,
-                    _ => return Err(ExtractError::BadLink(display, target_display)),
+                    .ok_or_else(bad)?;
+                let (tparent, tname) = match root.open_parent(&target_rel, Follow::Never) {
+                    Ok(p) => p,
+                    Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                        return Err(ExtractError::ThroughSymlink(display, target_display));
+                    }
+                    Err(_) => return Err(bad()),
+                };
+                match statat(&tparent, &tname, AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) if !is_dir(&st) => {
+                        linkat(&tparent, &tname, parent, &name, AtFlags::empty())?
+                    }
+                    _ => return Err(bad()),
                 }
-                hardlinks.insert(path.clone(), target);
                 continue; // a hardlink shares its target's metadata
             }
-            EntryType::Fifo => mknod(&path, libc::S_IFIFO | mode, 0)?,
+            EntryType::Fifo => {
+                mknodat(
+                    parent,
+                    &name,
+                    FileType::Fifo,
+                    Mode::from_raw_mode(mode & 0o777),
+                    0,
+                )?;
+                None
+            }
             EntryType::Char | EntryType::Block => {
                 let major = header.device_major()?.unwrap_or(0);
                 let minor = header.device_minor()?.unwrap_or(0);
                 let ty = if kind == EntryType::Char {
-                    libc::S_IFCHR
+                    FileType::CharacterDevice
                 } else {
-                    libc::S_IFBLK
+                    FileType::BlockDevice
                 };
-                if let Err(e) = mknod(&path, ty | mode, libc::makedev(major, minor)) {
+                if let Err(e) = mknodat(
+                    parent,
+                    &name,
+                    ty,
+                    Mode::from_raw_mode(mode & 0o777),
+                    rustix::fs::makedev(major, minor),
+                ) {
                     // Device nodes need CAP_MKNOD in the initial namespace; rootless builders
                     // skip them, as BuildKit and buildah do.
-                    if e.raw_os_error() != Some(libc::EPERM) {
-                        return Err(e.into());
+                    if e != Errno::PERM {
+                        return Err(io::Error::from(e).into());
                     }
                     continue;
                 }
-            }
-            EntryType::XGlobalHeader
-            | EntryType::XHeader
-            | EntryType::GNULongName
-            | EntryType::GNULongLink => {
-                continue;
+                None
             }
             _ => continue,
-        }
-        chown(&path, uid, gid, opts.ignore_chown_errors)?;
-        if kind != EntryType::Symlink && kind != EntryType::Directory {
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
-        }
-        // After the chown, which clears `security.capability`.
-        set_xattrs(&mut entry, &path);
-        if kind != EntryType::Directory {
-            set_mtime(&path, mtime)?;
+        };
+        // Owner, then mode, then xattrs: a chown clears `security.capability`, so the xattrs
+        // are set after it; the times last.
+        match &fd {
+            Some(fd) => {
+                chown_ok(fsroot::set_owner(fd.as_fd(), uid, gid), opts)?;
+                if kind != EntryType::Directory {
+                    fsroot::set_mode(fd.as_fd(), mode)?;
+                }
+                for (k, v) in &xattrs {
+                    // Some namespaces are off limits without privilege; an image is still
+                    // usable without them, as BuildKit's rootless mode also accepts.
+                    let _ = fsroot::set_xattr(fd.as_fd(), k, v);
+                }
+                if kind != EntryType::Directory {
+                    fsroot::set_times(fd.as_fd(), mtime)?;
+                }
+            }
+            None => {
+                chown_ok(fsroot::set_owner_at(parent, &name, uid, gid), opts)?;
+                if kind != EntryType::Symlink {
+                    fsroot::set_mode_at(parent, &name, mode)?;
+                }
+                if !xattrs.is_empty()
+                    && let Ok(fd) = open_child(parent, &name, OFlags::PATH)
+                {
+                    for (k, v) in &xattrs {
+                        let _ = fsroot::set_xattr(fd.as_fd(), k, v);
+                    }
+                }
+                fsroot::set_times_at(parent, &name, mtime)?;
+            }
         }
     }
+    drop(parents);
     // Directories last and deepest first: creating their children changed their mtimes, and a
-    // read-only mode must not stop the children from being written.
-    for (path, mode, mtime) in dirs.into_iter().rev() {
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
-        set_mtime(&path, mtime)?;
+    // read-only mode must not stop the children from being written. Each is opened again from
+    // the root without following any symlink: a later entry may have replaced it with one
+    // (the RUSTSEC-2026-0067 shape), and then there is nothing of ours left to change.
+    for (rel, mode, mtime) in dirs.into_iter().rev() {
+        root.set_dir_meta(&rel, mode, mtime)?;
+    }
+    if !dropped.is_empty() {
+        dropped.sort();
+        dropped.dedup();
+        tracing::warn!(
+            "ignored extended attributes an image may not set: {}",
+            dropped.join(", ")
+        );
     }
     Ok(count)
+}
+
+/// The directory descriptor of the last parent used: entries come grouped by directory, so one
+/// cached descriptor saves the lookup of nearly every entry's parent.
+#[derive(Default)]
+struct Parents {
+    last: Option<(PathBuf, Rc<OwnedFd>)>,
+}
+
+impl Parents {
+    /// The directory `rel` (created as needed) as a descriptor, reached without passing through
+    /// any symlink.
+    fn get(&mut self, root: &Root, rel: &Path, entry: &str) -> Result<Rc<OwnedFd>, ExtractError> {
+        if let Some((p, fd)) = &self.last
+            && p == rel
+        {
+            return Ok(fd.clone());
+        }
+        let fd = Rc::new(ensure_dirs(root, rel, entry)?);
+        self.last = Some((rel.to_path_buf(), fd.clone()));
+        Ok(fd)
+    }
+
+    /// `rel` is about to be removed or replaced: drop the cached descriptor if it lies below.
+    fn forget(&mut self, rel: &Path) {
+        if self.last.as_ref().is_some_and(|(p, _)| p.starts_with(rel)) {
+            self.last = None;
+        }
+    }
+}
+
+/// `openat` of one name in `dir`, never following a symlink.
+fn open_child(dir: BorrowedFd<'_>, name: &OsStr, flags: OFlags) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        dir,
+        name,
+        flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )?)
+}
+
+fn chown_ok(r: io::Result<()>, opts: &UnpackOptions) -> io::Result<()> {
+    match r {
+        Err(e)
+            if opts.ignore_chown_errors
+                && matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EPERM)) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Whether an image layer or archive may set this extended attribute.
+///
+/// containerd's archive applier refuses every `trusted.*` attribute from an archive, and
+/// Docker's layer writer records only `security.capability`; overlayfs gives `trusted.overlay.*`
+/// (and, in a user namespace, `user.overlay.*`) a meaning of its own (opaque directories,
+/// redirects to other paths, metacopy), so an image could reshape the filesystem it lands on.
+/// Kept: `user.*` (not overlay's), `security.capability` (file capabilities: the image's own
+/// business, as with setuid bits) and the POSIX ACLs. Dropped: the rest, `security.selinux`
+/// and friends included (labels are the host's policy, not the image's).
+pub fn xattr_allowed(name: &str) -> bool {
+    (name.starts_with("user.") && !name.starts_with("user.overlay."))
+        || name == "security.capability"
+        || name == "system.posix_acl_access"
+        || name == "system.posix_acl_default"
+}
+
+/// The entry's `SCHILY.xattr.*` records that [`xattr_allowed`] keeps; the names of the others go
+/// to `dropped`.
+fn xattrs_of<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    dropped: &mut Vec<String>,
+) -> Vec<(String, Vec<u8>)> {
+    let Ok(Some(exts)) = entry.pax_extensions() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for ext in exts.flatten() {
+        if let Ok(key) = ext.key()
+            && let Some(name) = key.strip_prefix("SCHILY.xattr.")
+        {
+            if xattr_allowed(name) {
+                out.push((name.to_string(), ext.value_bytes().to_vec()));
+            } else if dropped.len() < 64 {
+                dropped.push(name.to_string());
+            }
+        }
+    }
+    out
 }
 
 /// A path that climbs above its root with `..`.
@@ -258,69 +507,46 @@ pub struct EscapesRoot;
 
 /// Clean a tar entry name lexically. `None` is the root itself; `..` above the root is an error.
 pub fn clean(name: &OsStr) -> Result<Option<PathBuf>, EscapesRoot> {
-    let mut out = PathBuf::new();
-    for c in Path::new(name).components() {
-        match c {
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-            Component::ParentDir => {
-                if !out.pop() {
-                    return Err(EscapesRoot);
-                }
-            }
-            Component::Normal(n) => out.push(n),
-        }
-    }
-    Ok((!out.as_os_str().is_empty()).then_some(out))
+    let comps = fsroot::normal_components(Path::new(name)).ok_or(EscapesRoot)?;
+    Ok((!comps.is_empty()).then(|| comps.iter().collect()))
 }
 
-/// Create the directories of `rel` under `root` as needed, refusing to pass through a symlink
-/// or a non-directory.
-fn ensure_dirs(root: &Path, rel: &Path, entry: &str) -> Result<PathBuf, ExtractError> {
-    let mut path = root.to_path_buf();
+/// Create the directories of `rel` under `root` as needed, one name at a time from the root's
+/// descriptor, refusing to pass through a symlink; a non-directory in the way is replaced.
+fn ensure_dirs(root: &Root, rel: &Path, entry: &str) -> Result<OwnedFd, ExtractError> {
+    let dir = OFlags::PATH | OFlags::DIRECTORY;
+    match root.open_at(rel, Follow::Never, dir) {
+        Ok(fd) => return Ok(fd),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
+            ) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut current = root.open_at(Path::new(""), Follow::Never, dir)?;
+    let mut done = PathBuf::new();
     for c in rel.components() {
-        path.push(c);
-        match fs::symlink_metadata(&path) {
-            Ok(m) if m.is_dir() => {}
-            Ok(m) if m.file_type().is_symlink() => {
+        let name = c.as_os_str();
+        done.push(name);
+        match statat(&current, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {}
+            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => {
                 return Err(ExtractError::ThroughSymlink(
                     entry.into(),
-                    path.display().to_string(),
+                    done.display().to_string(),
                 ));
             }
             Ok(_) => {
                 // A whiteout or a file where a directory must be: the directory wins.
-                remove_any(&path)?;
-                fs::create_dir(&path)?;
+                fsroot::remove_at(current.as_fd(), name)?;
+                mkdirat(&current, name, Mode::from_raw_mode(0o755))?;
             }
-            Err(_) => fs::create_dir(&path)?,
+            Err(_) => mkdirat(&current, name, Mode::from_raw_mode(0o755))?,
         }
+        current = open_child(current.as_fd(), name, dir)?;
     }
-    Ok(path)
-}
-
-fn check_no_symlinks(root: &Path, rel: &Path, entry: &str) -> Result<(), ExtractError> {
-    let mut path = root.to_path_buf();
-    for c in rel.components() {
-        path.push(c);
-        if let Ok(m) = fs::symlink_metadata(&path)
-            && m.file_type().is_symlink()
-        {
-            return Err(ExtractError::ThroughSymlink(
-                entry.into(),
-                path.display().to_string(),
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn remove_any(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => crate::store::remove_tree(path),
-        Ok(_) => fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
+    Ok(current)
 }
 
 fn mknod(path: &Path, mode: u32, dev: u64) -> io::Result<()> {
@@ -345,14 +571,6 @@ pub fn set_opaque(dir: &Path, prefix: &str) -> io::Result<()> {
     xattr::set(dir, format!("{prefix}.overlay.opaque"), b"y")
 }
 
-fn chown(path: &Path, uid: u32, gid: u32, ignore_errors: bool) -> io::Result<()> {
-    match std::os::unix::fs::lchown(path, Some(uid), Some(gid)) {
-        Err(e) if ignore_errors && e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
-        Err(e) if ignore_errors && e.raw_os_error() == Some(libc::EPERM) => Ok(()),
-        other => other,
-    }
-}
-
 /// Set a path's modification time (and access time to the same), without following symlinks.
 pub fn set_mtime(path: &Path, secs: i64) -> io::Result<()> {
     let t = rustix::fs::Timespec {
@@ -372,36 +590,11 @@ pub fn set_mtime(path: &Path, secs: i64) -> io::Result<()> {
     Ok(())
 }
 
-fn set_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>, path: &Path) {
-    let Ok(Some(exts)) = entry.pax_extensions() else {
-        return;
-    };
-    for ext in exts.flatten() {
-        if let Ok(key) = ext.key()
-            && let Some(name) = key.strip_prefix("SCHILY.xattr.")
-        {
-            // Some namespaces are off limits without privilege; an image is still usable
-            // without them, as BuildKit's rootless mode also accepts.
-            let _ = xattr::set(path, name, ext.value_bytes());
-        }
-    }
-}
-
-/// Open a file inside `root` by a relative path that has already been cleaned, refusing
-/// symlinks in its parents.
-pub fn open_in_root(root: &Path, rel: &Path) -> io::Result<File> {
-    check_no_symlinks(root, rel.parent().unwrap_or(Path::new("")), "")
-        .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e.to_string()))?;
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(root.join(rel))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::fs;
     use std::io::Write;
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     use tar::Header;
 
@@ -445,6 +638,7 @@ mod tests {
             overlay_xattr_prefix: if root { "trusted" } else { "user" },
             chown: None,
             ignore_chown_errors: !root,
+            limits: None,
         }
     }
 
@@ -611,5 +805,117 @@ mod tests {
             assert_eq!(out.diff_id, Digest::of(&tar));
             assert_eq!(fs::read(dest.path().join("f")).unwrap(), b"z");
         }
+    }
+
+    /// RUSTSEC-2026-0067's shape: a directory entry, then a symlink of the same name to a host
+    /// file. The directory's mode, applied at the end, must not reach the host file.
+    #[test]
+    fn a_directory_replaced_by_a_symlink_does_not_chmod_the_target() {
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        fs::write(&victim, b"host").unwrap();
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o644)).unwrap();
+        let before = fs::metadata(&victim).unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = header(EntryType::Directory, 0o6777, 0);
+        h.set_path("d/").unwrap();
+        h.set_cksum();
+        b.append(&h, io::empty()).unwrap();
+        let mut h = header(EntryType::Symlink, 0o777, 0);
+        h.set_path("d").unwrap();
+        h.set_link_name(&victim).unwrap();
+        h.set_mtime(7);
+        h.set_cksum();
+        b.append(&h, io::empty()).unwrap();
+        let tar = b.into_inner().unwrap();
+        for opts in [layer_opts(), UnpackOptions::default()] {
+            let _ = unpack(&tar[..], dest.path(), &opts);
+            let after = fs::metadata(&victim).unwrap();
+            assert_eq!(after.mode() & 0o7777, 0o644);
+            assert_eq!(after.mtime(), before.mtime());
+            assert_eq!(fs::read(&victim).unwrap(), b"host");
+            assert!(
+                fs::symlink_metadata(dest.path().join("d"))
+                    .unwrap()
+                    .is_symlink()
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_xattrs_an_image_may_carry_are_applied() {
+        let dest = tempfile::tempdir().unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([
+            ("SCHILY.xattr.user.keep", &b"1"[..]),
+            ("SCHILY.xattr.user.overlay.opaque", &b"y"[..]),
+            ("SCHILY.xattr.trusted.overlay.redirect", &b"/etc"[..]),
+        ])
+        .unwrap();
+        let mut h = header(EntryType::Directory, 0o755, 0);
+        h.set_path("x/").unwrap();
+        h.set_cksum();
+        b.append(&h, io::empty()).unwrap();
+        let tar = b.into_inner().unwrap();
+        unpack(&tar[..], dest.path(), &UnpackOptions::default()).unwrap();
+        let names: Vec<String> = xattr::list(dest.path().join("x"))
+            .unwrap()
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.iter().any(|n| n.contains("overlay")), "{names:?}");
+        if xattr::SUPPORTED_PLATFORM {
+            assert_eq!(
+                xattr::get(dest.path().join("x"), "user.keep")
+                    .ok()
+                    .flatten(),
+                Some(b"1".to_vec()),
+                "{names:?}"
+            );
+        }
+        assert!(xattr_allowed("security.capability"));
+        assert!(!xattr_allowed("security.selinux"));
+        assert!(!xattr_allowed("trusted.overlay.opaque"));
+        assert!(!xattr_allowed("trusted.x"));
+    }
+
+    #[test]
+    fn an_archive_bomb_stops_at_the_limits() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = header(EntryType::Regular, 0o644, 96 << 20);
+        h.set_path("zeros").unwrap();
+        h.set_cksum();
+        b.append(&h, io::repeat(0).take(96 << 20)).unwrap();
+        let zst = zstd::encode_all(&b.into_inner().unwrap()[..], 19).unwrap();
+        assert!(zst.len() < 64 << 10, "{}", zst.len());
+        let limits = crate::fetch::Limits {
+            max_bytes: 8 << 30,
+            max_ratio: 1000,
+            read_timeout: std::time::Duration::from_secs(1),
+        };
+        let opts = |limits| UnpackOptions {
+            limits: Some(limits),
+            ..UnpackOptions::default()
+        };
+        let dest = tempfile::tempdir().unwrap();
+        let err = unpack(&zst[..], dest.path(), &opts(limits)).unwrap_err();
+        assert!(
+            matches!(&err, ExtractError::TooLarge(m) if m.contains("KILN_ADD_MAX_RATIO")),
+            "{err}"
+        );
+        let small = crate::fetch::Limits {
+            max_bytes: 1 << 20,
+            ..limits
+        };
+        let err = unpack(&zst[..], dest.path(), &opts(small)).unwrap_err();
+        assert!(
+            matches!(&err, ExtractError::TooLarge(m) if m.contains("KILN_ADD_MAX_BYTES")),
+            "{err}"
+        );
+        let plenty = crate::fetch::Limits {
+            max_ratio: 1 << 30,
+            ..limits
+        };
+        unpack(&zst[..], dest.path(), &opts(plenty)).unwrap();
     }
 }

@@ -11,13 +11,19 @@
 //! file rewritten with the same size and mtime is still seen.
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
 use std::fs;
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use rustix::fs::OFlags;
 
 use super::extract::{mknod_whiteout, set_mtime};
 use super::view::View;
+use crate::fsroot::{Follow, Root};
 
 /// What is recorded of each entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,7 +141,12 @@ pub fn diff(
     let mut seen = HashSet::new();
     let mut links: HashMap<u64, PathBuf> = HashMap::new();
     let mut dir_times: Vec<(PathBuf, i64)> = Vec::new();
+    // The step's tree is read through a descriptor of its root, never following a symlink: a
+    // process the step left behind could swap a file for a symlink to a host file between the
+    // `lstat` and the read.
+    let src = Root::open(root)?;
     walk_changes(
+        &src,
         root,
         Path::new(""),
         before,
@@ -169,6 +180,7 @@ pub fn diff(
 
 #[allow(clippy::too_many_arguments)]
 fn walk_changes(
+    src: &Root,
     root: &Path,
     rel: &Path,
     before: &Manifest,
@@ -201,10 +213,12 @@ fn walk_changes(
         };
         if changed {
             ensure_parents(root, upper, &child, dir_times)?;
-            copy_entry(&path, &meta, &upper.join(&child), links, dir_times)?;
+            copy_entry(src, &child, &meta, &upper.join(&child), links, dir_times)?;
         }
         if meta.is_dir() && !skip.contains(&child) {
-            walk_changes(root, &child, before, upper, skip, seen, links, dir_times)?;
+            walk_changes(
+                src, root, &child, before, upper, skip, seen, links, dir_times,
+            )?;
         }
     }
     Ok(())
@@ -238,7 +252,8 @@ fn ensure_parents(
 }
 
 fn copy_entry(
-    src: &Path,
+    root: &Root,
+    rel: &Path,
     meta: &fs::Metadata,
     dst: &Path,
     links: &mut HashMap<u64, PathBuf>,
@@ -251,7 +266,9 @@ fn copy_entry(
         }
         dir_times.push((dst.to_path_buf(), meta.mtime()));
     } else if ft.is_symlink() {
-        std::os::unix::fs::symlink(fs::read_link(src)?, dst)?;
+        let (parent, name) = root.open_parent(rel, Follow::Never)?;
+        let target = rustix::fs::readlinkat(&parent, name.as_os_str(), Vec::new())?;
+        std::os::unix::fs::symlink(OsStr::from_bytes(target.as_bytes()), dst)?;
     } else if ft.is_file() {
         if meta.nlink() > 1 {
             if let Some(first) = links.get(&meta.ino()) {
@@ -259,7 +276,13 @@ fn copy_entry(
             }
             links.insert(meta.ino(), dst.to_path_buf());
         }
-        fs::copy(src, dst)?;
+        let mut from = fs::File::from(root.open_at(rel, Follow::Never, OFlags::RDONLY)?);
+        let mut to = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(dst)?;
+        io::copy(&mut from, &mut to)?;
     } else {
         rustix::fs::mknodat(
             rustix::fs::CWD,
@@ -276,9 +299,12 @@ fn copy_entry(
     if !ft.is_dir() {
         set_mtime(dst, meta.mtime())?;
     }
-    if let Ok(names) = xattr::list(src) {
+    // Read through an O_PATH descriptor of the entry itself (never a symlink's target).
+    let src = root.open_at(rel, Follow::Never, OFlags::PATH)?;
+    let src = crate::fsroot::proc_path(src.as_fd());
+    if let Ok(names) = xattr::list_deref(&src) {
         for name in names {
-            if let Ok(Some(v)) = xattr::get(src, &name) {
+            if let Ok(Some(v)) = xattr::get_deref(&src, &name) {
                 let _ = xattr::set(dst, &name, &v);
             }
         }

@@ -376,7 +376,7 @@ mod tests {
         let p = snaps.begin().unwrap();
         fs::write(p.fs().join("x"), b"x").unwrap();
         drop(p);
-        assert_eq!(fs::read_dir(d.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(crate::store::temp_entries(&d.path().join("tmp")), 0);
     }
 
     #[test]

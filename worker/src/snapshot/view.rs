@@ -15,9 +15,6 @@ use std::path::{Component, Path, PathBuf};
 
 use super::diff::{is_opaque, is_whiteout};
 
-/// Symlinks followed before a lookup gives up, as Linux's `MAXSYMLINKS`... times six.
-const MAX_SYMLINKS: usize = 255;
-
 /// A stack of layer directories, topmost first.
 #[derive(Debug, Clone, Default)]
 pub struct View {
@@ -151,36 +148,12 @@ impl View {
     /// `..` and absolute targets never leave the root. The last component is followed only when
     /// `follow_last` is set. The result need not exist.
     pub fn resolve(&self, rel: &Path, follow_last: bool) -> io::Result<PathBuf> {
-        let mut resolved: Vec<OsString> = Vec::new();
-        let mut pending: Vec<OsString> = normal_or_parent(rel);
-        pending.reverse();
-        let mut hops = 0;
-        while let Some(comp) = pending.pop() {
-            if comp == ".." {
-                resolved.pop();
-                continue;
-            }
-            let mut candidate: PathBuf = resolved.iter().collect();
-            candidate.push(&comp);
-            let is_last = pending.is_empty();
-            match self.lstat(&candidate) {
-                Some(f) if f.meta.file_type().is_symlink() && (!is_last || follow_last) => {
-                    hops += 1;
-                    if hops > MAX_SYMLINKS {
-                        return Err(io::Error::from_raw_os_error(libc::ELOOP));
-                    }
-                    let target = fs::read_link(&f.real)?;
-                    if target.is_absolute() {
-                        resolved.clear();
-                    }
-                    let mut more = normal_or_parent(&target);
-                    more.reverse();
-                    pending.extend(more);
-                }
-                _ => resolved.push(comp),
-            }
-        }
-        Ok(resolved.iter().collect())
+        crate::fsroot::resolve_lexically(rel, follow_last, &mut |candidate| match self
+            .lstat(candidate)
+        {
+            Some(f) if f.meta.file_type().is_symlink() => Ok(Some(fs::read_link(&f.real)?)),
+            _ => Ok(None),
+        })
     }
 
     /// Read a whole file, following symlinks inside the root.
@@ -229,16 +202,6 @@ fn normal_components(rel: &Path) -> Vec<OsString> {
     rel.components()
         .filter_map(|c| match c {
             Component::Normal(n) => Some(n.to_os_string()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn normal_or_parent(path: &Path) -> Vec<OsString> {
-    path.components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_os_string()),
-            Component::ParentDir => Some(OsString::from("..")),
             _ => None,
         })
         .collect()

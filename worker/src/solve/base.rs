@@ -354,6 +354,7 @@ impl Solver<'_> {
                 crate::userns::current(),
                 Some(crate::userns::Mapping::Single { .. })
             ),
+            limits: None,
         };
         let unpacked = extract::unpack(&mut hashing, &pending.fs(), &opts).map_err(|source| {
             BaseError::Unpack {

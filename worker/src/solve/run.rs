@@ -8,13 +8,13 @@ use std::path::{Path, PathBuf};
 use super::stage::State;
 use super::{Solver, StepFailure};
 use crate::digest::Digest;
+use crate::fsroot::{self, Follow, Root};
 use crate::mounts::cache::{CacheKey, CacheMounts};
 use crate::plan::step::{Input, Mount, Network, Run, Security};
 use crate::progress::Event;
 use crate::result::Redactor;
 use crate::sandbox::run::{Cancel, RunError, Stream};
 use crate::sandbox::spec::{self, MountKind, Overlay, Rootfs, Spec};
-use crate::snapshot::diff::is_opaque;
 use crate::snapshot::layer::Pending;
 use crate::snapshot::view::View;
 
@@ -475,16 +475,42 @@ impl Solver<'_> {
             } => {
                 let (layers, file) = match from {
                     Input::Context => {
-                        let root = View::new(vec![self.context.root().to_path_buf()]);
-                        let rel = root
-                            .resolve(Path::new(source.trim_start_matches('/')), true)
-                            .map_err(|e| StepFailure::Other(e.to_string()))?;
-                        let found = root.lstat(&rel).ok_or_else(|| {
+                        let not_found = || {
                             StepFailure::Other(format!(
                                 "bind mount source \"{source}\" not found in the build context"
                             ))
-                        })?;
-                        if found.meta.is_dir() {
+                        };
+                        let rel = self
+                            .context
+                            .resolve(source.trim_start_matches('/'), true)
+                            .map_err(|_| not_found())?;
+                        let root = View::new(vec![self.context.root().to_path_buf()]);
+                        let found = root.lstat(Path::new(&rel)).ok_or_else(not_found)?;
+                        let mask = scratch.join(format!("bind-{n}-mask"));
+                        if found.meta.is_dir()
+                            && self.context.has_ignores()
+                            && self.context.mask_ignored(&rel, &mask).map_err(|source| {
+                                StepFailure::Io {
+                                    what: "hiding ignored files from a bind mount",
+                                    source,
+                                }
+                            })?
+                        {
+                            // `.dockerignore` hides files from the whole build: a layer of
+                            // whiteouts over the directory hides them from the step too.
+                            (vec![mask, found.real], None)
+                        } else if found.meta.is_dir() && self.context.has_ignores() {
+                            // `!patterns` bring paths back inside excluded directories, which
+                            // whiteouts cannot say: the step sees a copy without the rest.
+                            let copy = scratch.join(format!("bind-{n}-context"));
+                            std::fs::create_dir_all(&copy)?;
+                            crate::copy::copy_tree(
+                                crate::copy::Source::Context(self.context),
+                                &rel,
+                                &copy,
+                            )?;
+                            (vec![copy], None)
+                        } else if found.meta.is_dir() {
                             (vec![found.real], None)
                         } else {
                             (vec![], Some(found.real))
@@ -668,43 +694,69 @@ impl Solver<'_> {
 
 /// Remove the mount points a step created, and the directories created only to hold them. A
 /// directory copied up from below is removed too when nothing else changed in it.
+///
+/// The step ran before this and may have replaced any of these paths with a symlink (to `/` on
+/// the host, CVE-2024-23652's shape): every name is reached from the upper directory's
+/// descriptor without following a symlink anywhere, and removed with `unlinkat` in the
+/// descriptor of its parent. A symlink where a stub was is left as the step made it.
 fn clean_stubs(upper: &Path, base: &View, stubs: &[PathBuf]) -> std::io::Result<()> {
+    use rustix::fs::{AtFlags, FileType, statat, unlinkat};
+    use std::os::fd::AsFd;
+
+    let root = Root::open(upper)?;
+    // The directory `rel` names, opened for reading, when it is an empty directory reached
+    // without a symlink; its parent's descriptor and its name come along for the removal.
+    let empty_dir =
+        |rel: &Path| -> Option<(std::os::fd::OwnedFd, std::ffi::OsString, rustix::fs::Stat)> {
+            let (parent, name) = root.open_parent(rel, Follow::Never).ok()?;
+            let dir = root.open_dir(rel, Follow::Never).ok()?;
+            let st = rustix::fs::fstat(&dir).ok()?;
+            let empty = fsroot::is_empty_dir(dir.as_fd()).ok()?;
+            let opaque = OVERLAY_OPAQUE
+                .iter()
+                .any(|x| matches!(rustix::fs::fgetxattr(&dir, *x, &mut [0u8; 4]), Ok(1)));
+            (empty && !opaque).then_some((parent, name, st))
+        };
     for stub in stubs {
-        let path = upper.join(stub);
-        match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.is_dir() => {
-                if std::fs::read_dir(&path)?.next().is_some() {
+        let Ok((parent, name)) = root.open_parent(stub, Follow::Never) else {
+            continue;
+        };
+        let Ok(st) = statat(&parent, &name, AtFlags::SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::Directory => {
+                if empty_dir(stub).is_none() {
                     continue;
                 }
-                std::fs::remove_dir(&path)?;
+                unlinkat(&parent, &name, AtFlags::REMOVEDIR)?;
             }
-            Ok(m) if m.is_file() && m.len() == 0 => std::fs::remove_file(&path)?,
+            FileType::RegularFile if st.st_size == 0 => unlinkat(&parent, &name, AtFlags::empty())?,
             _ => continue,
         }
-        let mut parent = stub.parent();
-        while let Some(rel) = parent.filter(|p| !p.as_os_str().is_empty()) {
-            let dir = upper.join(rel);
-            let Ok(meta) = std::fs::symlink_metadata(&dir) else {
+        let mut up = stub.parent();
+        while let Some(rel) = up.filter(|p| !p.as_os_str().is_empty()) {
+            let Some((parent, name, meta)) = empty_dir(rel) else {
                 break;
             };
-            if !meta.is_dir() || is_opaque(&dir) || std::fs::read_dir(&dir)?.next().is_some() {
-                break;
-            }
             let unchanged_copy_up = base.lstat(rel).is_none_or(|below| {
                 below.meta.is_dir()
-                    && below.meta.mode() == meta.mode()
-                    && below.meta.uid() == meta.uid()
-                    && below.meta.gid() == meta.gid()
+                    && below.meta.mode() == meta.st_mode
+                    && below.meta.uid() == meta.st_uid
+                    && below.meta.gid() == meta.st_gid
             });
             if !unchanged_copy_up {
                 break;
             }
-            std::fs::remove_dir(&dir)?;
-            parent = rel.parent();
+            unlinkat(&parent, &name, AtFlags::REMOVEDIR)?;
+            up = rel.parent();
         }
     }
     Ok(())
 }
+
+/// The xattrs overlayfs marks an opaque directory with, as root and in a user namespace.
+const OVERLAY_OPAQUE: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
 
 #[cfg(test)]
 mod tests {
@@ -766,5 +818,27 @@ mod tests {
         assert!(!upper.join("run").exists());
         assert!(!upper.join("etc/hosts").exists());
         assert!(upper.join("etc/real").exists());
+    }
+
+    /// CVE-2024-23652's shape: the step replaced the stub's parent with a symlink to a host
+    /// directory holding an empty file and an empty directory of the stubs' names.
+    #[test]
+    fn stubs_behind_a_symlink_the_step_planted_are_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let (upper, host) = (d.path().join("u"), d.path().join("host"));
+        std::fs::create_dir_all(host.join("app")).unwrap();
+        std::fs::write(host.join("token"), b"").unwrap();
+        std::fs::create_dir_all(&upper).unwrap();
+        std::os::unix::fs::symlink(&host, upper.join("var")).unwrap();
+        std::os::unix::fs::symlink(host.join("token"), upper.join("tok")).unwrap();
+        let stubs: Vec<PathBuf> = ["var/app", "var/token", "tok"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        clean_stubs(&upper, &View::new(vec![]), &stubs).unwrap();
+        assert!(host.join("app").is_dir());
+        assert!(host.join("token").is_file());
+        assert!(upper.join("tok").is_symlink());
+        assert!(upper.join("var").is_symlink());
     }
 }

@@ -8,9 +8,17 @@
 //!
 //! Blobs are written to `tmp/` and renamed into place once their digest is known, so a blob
 //! path always holds exactly the content its name promises, even after a crash mid-write.
+//!
+//! The store holds the images' setuid binaries and device nodes as they are: anyone who can
+//! traverse it could run a setuid-root file from it or open a device through a 0666 node. So
+//! the store's root is `0700` (created so, and corrected when an older store is opened), and
+//! everything below is reached only through it.
+
+pub mod owner;
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -28,8 +36,12 @@ impl Store {
     /// Open (and create) a store.
     pub fn open(root: impl Into<PathBuf>) -> io::Result<Store> {
         let root = root.into();
+        create_private_dir(&root)?;
         for dir in ["blobs/sha256", "snapshots", "tmp"] {
             fs::create_dir_all(root.join(dir))?;
+        }
+        for dir in ["tmp", "snapshots"] {
+            restrict(&root.join(dir))?;
         }
         Ok(Store { root })
     }
@@ -72,18 +84,19 @@ impl Store {
         })
     }
 
-    /// A fresh path under `tmp/` that nothing else uses.
+    /// A fresh path under `tmp/` that nothing else uses, named `<prefix>-<owner>-<n>` after
+    /// this process's owner token (see [`owner`]), which [`crate::cache::clean_tmp`] checks.
     pub fn temp_path(&self, prefix: &str) -> PathBuf {
         let n = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
-        self.root
-            .join("tmp")
-            .join(format!("{prefix}-{}-{n}", std::process::id()))
+        let tmp = self.root.join("tmp");
+        let token = owner::claim(&tmp).unwrap_or_else(|_| owner::token());
+        tmp.join(format!("{prefix}-{token}-{n}"))
     }
 
-    /// A fresh directory under `tmp/`, removed when dropped.
+    /// A fresh directory under `tmp/` (mode 0700), removed when dropped.
     pub fn temp_dir(&self, prefix: &str) -> io::Result<TempDir> {
         let path = self.temp_path(prefix);
-        fs::create_dir(&path)?;
+        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
         Ok(TempDir { path: Some(path) })
     }
 }
@@ -170,6 +183,42 @@ impl Drop for BlobWriter {
     }
 }
 
+/// Create `dir` (and its parents) if missing, and make it `0700` whatever it was: a store or
+/// state directory holds other people's setuid files and device nodes.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => restrict(dir),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir)?;
+            restrict(dir)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `chmod go-rwx` of a directory we own, when it is not so already (an older store).
+fn restrict(dir: &Path) -> io::Result<()> {
+    let meta = fs::metadata(dir)?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        fs::set_permissions(
+            dir,
+            fs::Permissions::from_mode(meta.permissions().mode() & 0o700),
+        )?;
+    }
+    Ok(())
+}
+
+/// The entries of a `tmp/` directory, the owner locks left out (what a test expects gone).
+pub fn temp_entries(tmp: &Path) -> usize {
+    fs::read_dir(tmp).map_or(0, |entries| {
+        entries
+            .flatten()
+            .filter(|e| owner::lock_token(&e.file_name().to_string_lossy()).is_none())
+            .count()
+    })
+}
+
 /// A temporary directory, removed (with its content) when dropped.
 #[derive(Debug)]
 pub struct TempDir {
@@ -195,21 +244,32 @@ impl Drop for TempDir {
     }
 }
 
-/// Remove a directory tree, making read-only directories writable first (a RUN step can leave
-/// `chmod 0500` directories behind, which `remove_dir_all` alone cannot empty).
-pub fn remove_tree(path: &Path) -> io::Result<()> {
-    match fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
+/// Remove whatever `path` is: a file, a symlink, or a directory tree (see [`remove_tree`]).
+pub fn remove_entry(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => remove_tree(path),
+        Ok(_) => fs::remove_file(path),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(_) => {
-            use std::os::unix::fs::PermissionsExt;
-            for entry in walkdir::WalkDir::new(path).into_iter().flatten() {
-                if entry.file_type().is_dir() {
-                    let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o700));
-                }
-            }
-            fs::remove_dir_all(path)
-        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Remove a directory tree, making read-only directories writable first (a RUN step can leave
+/// `chmod 0500` directories behind, which `remove_dir_all` alone cannot empty). Everything is
+/// reached from directory descriptors without following a symlink, so a tree a step wrote
+/// cannot redirect the removal (or the `chmod` that unlocks a directory) out of itself.
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    let Some(name) = path.file_name() else {
+        return fs::remove_dir_all(path);
+    };
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    match crate::fsroot::Root::open(parent) {
+        Ok(dir) => crate::fsroot::remove_at(dir.fd(), name),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -226,7 +286,7 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a, Digest::of(b"layer"));
         assert_eq!(store.read_blob(&a).unwrap(), b"layer");
-        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(crate::store::temp_entries(&dir.path().join("tmp")), 0);
     }
 
     #[test]
@@ -236,7 +296,7 @@ mod tests {
         let mut w = store.blob_writer().unwrap();
         w.write_all(b"partial").unwrap();
         drop(w);
-        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(crate::store::temp_entries(&dir.path().join("tmp")), 0);
         assert_eq!(
             fs::read_dir(dir.path().join("blobs/sha256"))
                 .unwrap()
@@ -255,7 +315,7 @@ mod tests {
         let e = w.commit_verified(&Digest::of(b"truncated")).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
         assert!(!store.has_blob(&Digest::of(b"truncat")));
-        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(crate::store::temp_entries(&dir.path().join("tmp")), 0);
         let mut w = store.blob_writer().unwrap();
         w.write_all(b"truncated").unwrap();
         assert_eq!(w.commit_verified(&Digest::of(b"truncated")).unwrap(), 9);
