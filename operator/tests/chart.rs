@@ -3,20 +3,15 @@
 //! helm-python-sdk) and the ConfigMap's `config.yaml` goes through `Config::from_yaml` and
 //! `kiln-operator config --config FILE`, as the operator reads it at start.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::Command;
 use std::time::Duration;
 
 use assert_cmd::Command as Bin;
+use common::repo_root;
 use kiln_crds::SecurityProfile;
 use kiln_operator::config::{Config, Ownership};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 /// The `config.yaml` of the chart rendered with these `scripts/helm` arguments.
 fn rendered_config(args: &[&str]) -> String {

@@ -3,20 +3,15 @@
 //! `status::health()` gives: kstatus' reading, which Flux uses. The Lua runs in a real Lua 5.1
 //! interpreter, the language of Argo CD's gopher-lua (`make test` installs Debian's `lua5.1`).
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::Command;
 
+use common::repo_root;
 use k8s_openapi::jiff::Timestamp;
 use kiln_crds::{ImageBuildStatus, Phase};
 use kiln_operator::status::{self, Health};
 use serde_json::{Value, json};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 const KEY: &str = "resource.customizations.health.kiln.dev_ImageBuild";
 
