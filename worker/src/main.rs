@@ -263,7 +263,9 @@ struct BuildArgs {
     /// (default: /etc/docker/certs.d and /etc/containers/certs.d).
     #[arg(long = "registry-certs-dir", value_name = "DIR")]
     registry_certs_dir: Vec<PathBuf>,
-    /// A registry reached over plain HTTP, `HOST[:PORT]`.
+    /// An insecure registry, `HOST[:PORT]`: TLS without a certificate check when it answers
+    /// TLS, else plain HTTP (dockerd's rule). Registries on loopback (localhost, 127.0.0.0/8,
+    /// ::1) are insecure without this flag; every other one is TLS with a checked certificate.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure_registry: Vec<String>,
     /// Registry credentials: a docker config.json, or a Kubernetes dockerconfigjson Secret file
