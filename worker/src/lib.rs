@@ -30,6 +30,8 @@ pub mod copy;
 #[cfg(feature = "executor")]
 pub mod digest;
 #[cfg(feature = "executor")]
+pub mod emulation;
+#[cfg(feature = "executor")]
 pub mod export;
 #[cfg(feature = "executor")]
 pub mod fsroot;
