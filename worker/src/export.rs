@@ -21,6 +21,10 @@ pub struct ImageOptions {
     pub source_date_epoch: Option<i64>,
     /// `--cache-to type=inline`: the cache records of the image's layers, put in its config.
     pub inline_cache: Option<crate::cache::transfer::CacheConfig>,
+    /// The platform the config names, over its stage's (`--platform` given). BuildKit's rule:
+    /// `os` and `architecture` are the target's; so is `variant` when the target names one or
+    /// differs in `os` or `architecture`.
+    pub platform: Option<crate::image::oci::Platform>,
 }
 
 /// Build the image documents of a result and store them.
@@ -37,6 +41,14 @@ pub fn assemble(
     image.created = Some(opts.source_date_epoch.map_or_else(now, |e| rfc3339(e, 0)));
     for (k, v) in &opts.labels {
         image.config.labels.insert(k.clone(), v.clone());
+    }
+    if let Some(p) = &opts.platform {
+        let same = image.os == p.os && image.architecture == p.architecture;
+        if p.variant.is_some() || !same {
+            image.variant = p.variant.clone();
+        }
+        image.os = p.os.clone();
+        image.architecture = p.architecture.clone();
     }
     let config_bytes = match &opts.inline_cache {
         None => serde_json::to_vec(&image),
@@ -71,6 +83,7 @@ pub fn assemble(
         manifest_digest,
         config_bytes,
         platform: image.platform(),
+        entry_annotations: BTreeMap::new(),
     })
 }
 

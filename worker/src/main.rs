@@ -180,9 +180,11 @@ struct BuildArgs {
     /// default to the -t tags). Repeatable.
     #[arg(short = 'o', long = "output", value_name = "type=TYPE,dest=PATH")]
     outputs: Vec<String>,
-    /// The platform to build for. Only this machine's platform is supported.
-    #[arg(long)]
-    platform: Option<String>,
+    /// The platforms to build for, comma-separated or repeated (`linux/amd64,linux/arm64`):
+    /// one image each, in an image index when there are several. RUN steps of another
+    /// architecture run under QEMU user emulation (see `kiln binfmt`). Default: this machine's.
+    #[arg(long, value_delimiter = ',', value_name = "OS/ARCH[/VARIANT]")]
+    platform: Vec<String>,
     /// How to show progress: auto (tty on a terminal, else plain), tty, plain, json (or rawjson:
     /// one event per line) or quiet.
     #[arg(long, default_value = "auto")]
@@ -872,12 +874,14 @@ fn build_request(args: &BuildArgs) -> anyhow::Result<build::Request> {
             }
         }
     }
-    if let Some(p) = &args.platform {
-        let host = kiln_worker::image::oci::Platform::host();
-        let wanted = kiln_worker::image::oci::Platform::parse(p)
-            .with_context(|| format!("--platform {p:?}: expected os/arch[/variant]"))?;
-        if !host.matches(&wanted) {
-            bail!("--platform {p}: only this machine's platform ({host}) can be built for now");
+    let mut platforms: Vec<plan::Platform> = vec![];
+    for p in args.platform.iter().filter(|p| !p.is_empty()) {
+        let parsed = plan::Platform::parse(p).map_err(|e| anyhow::anyhow!("--platform {e}"))?;
+        if parsed.os != "linux" {
+            bail!("--platform {p}: Kiln builds Linux images only");
+        }
+        if !platforms.contains(&parsed) {
+            platforms.push(parsed);
         }
     }
     let mut outputs = args
@@ -956,6 +960,8 @@ fn build_request(args: &BuildArgs) -> anyhow::Result<build::Request> {
         dockerfile: args.file.clone(),
         build_args,
         target: args.target.clone(),
+        platforms,
+        multi_platform: false,
         labels: key_values(&args.labels, "--label")?,
         tags: args.tags.clone(),
         outputs,
@@ -1160,6 +1166,7 @@ fn with_buildkit_args(mut req: build::Request) -> anyhow::Result<build::Request>
         req.cache_mount_ns = b.cache_mount_ns.unwrap_or_default();
     }
     req.source_date_epoch = req.source_date_epoch.or(b.source_date_epoch);
+    req.multi_platform |= b.multi_platform;
     if b.inline_cache && !req.cache_to.iter().any(|c| c.spec == CacheSpec::Inline) {
         req.cache_to.push(CacheExport {
             spec: CacheSpec::Inline,

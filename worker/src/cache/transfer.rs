@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::image::layout::{self, Artifact, Layout};
+use crate::image::layout::{self, Artifact, Export, Layout};
 use crate::image::oci::{
     ANNOTATION_REF_NAME, Descriptor, Index, MEDIA_TYPE_MANIFEST, Manifest, Platform,
 };
@@ -295,12 +295,18 @@ pub fn cache_artifact(store: &Store, records: Vec<CacheRecord>) -> io::Result<Ar
         manifest_digest,
         config_bytes,
         platform: Platform::host(),
+        entry_annotations: BTreeMap::new(),
     })
 }
 
 /// Write an export into an OCI layout directory under `tag`, replacing what the tag named.
 pub fn export_local(store: &Store, artifact: &Artifact, dir: &Path, tag: &str) -> io::Result<()> {
-    layout::write_layout_dir(store, artifact, dir, Some(tag))
+    layout::write_layout_dir(
+        store,
+        &Export::Image(Box::new(artifact.clone())),
+        dir,
+        Some(tag),
+    )
 }
 
 /// An OCI layout directory as a blob source.

@@ -25,7 +25,7 @@ use kiln_crds::reference::Reference;
 use super::{BaseError, BuildError, NamedContext, Solver, key};
 use crate::digest::{Digest, HashingReader};
 use crate::image::layout::Layout;
-use crate::image::oci::{Descriptor, Image, Manifest};
+use crate::image::oci::{Descriptor, Image, Manifest, Platform};
 use crate::progress::Event;
 use crate::registry::pull::Puller;
 use crate::snapshot::compress::Compression;
@@ -133,23 +133,28 @@ impl Solver<'_> {
         })
     }
 
-    /// Resolve and unpack an image, once per build.
-    /// Resolve and unpack an image, once per build: a second stage asking for the same image
-    /// waits for the first instead of unpacking it again.
-    pub(super) fn image(&self, reference: &str, label: &str) -> Result<Arc<BaseImage>, BuildError> {
-        let _ = label;
-        let cell = self
-            .images
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(reference.to_string())
+    /// Resolve and unpack an image for a platform, once per build: a second stage (of any
+    /// platform's solver) asking for the same image waits for the first instead of unpacking
+    /// it again.
+    pub(super) fn image(
+        &self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<Arc<BaseImage>, BuildError> {
+        let cell = super::shared::lock(&self.shared.images)
+            .entry((reference.to_string(), platform.to_string()))
             .or_default()
             .clone();
         cell.get_or_init(|| {
             let vertex = self.next_vertex();
+            let internal = if self.shared.multi_platform {
+                format!("[{platform} internal]")
+            } else {
+                "[internal]".to_string()
+            };
             self.event(Event::Start {
                 id: vertex,
-                name: format!("[internal] load image {reference}"),
+                name: format!("{internal} load image {reference}"),
             });
             let started = Instant::now();
             let named = |source: BaseError| BaseError::NamedContext {
@@ -160,9 +165,11 @@ impl Solver<'_> {
                 Some(NamedContext::OciLayout {
                     dir,
                     reference: inner,
-                }) => self.import_layout(&dir, inner.as_deref()).map_err(named),
-                Some(NamedContext::Dir(dir)) => self.import_dir(&dir).map_err(named),
-                None => self.pull(reference),
+                }) => self
+                    .import_layout(&dir, inner.as_deref(), platform)
+                    .map_err(named),
+                Some(NamedContext::Dir(dir)) => self.import_dir(&dir, platform).map_err(named),
+                None => self.pull(reference, platform),
             };
             match &result {
                 Ok(_) => self.event(Event::Done {
@@ -180,10 +187,15 @@ impl Solver<'_> {
         .map_err(BuildError::Base)
     }
 
-    fn import_layout(&self, dir: &Path, wanted: Option<&str>) -> Result<BaseImage, BaseError> {
+    fn import_layout(
+        &self,
+        dir: &Path,
+        wanted: Option<&str>,
+        platform: &Platform,
+    ) -> Result<BaseImage, BaseError> {
         let layout = Layout::open(dir).map_err(|e| BaseError::Unreadable(e.to_string()))?;
         let resolved = layout
-            .resolve(wanted, &self.opts.platform)
+            .resolve(wanted, platform)
             .map_err(|e| BaseError::Unreadable(e.to_string()))?;
         let origin = dir.display().to_string();
         self.unpack_image(
@@ -198,10 +210,10 @@ impl Solver<'_> {
     /// Pull an image from its registry: the manifest for the build's platform, then each
     /// missing layer, downloaded into the store (verified while it streams) and unpacked, the
     /// layers in parallel.
-    fn pull(&self, reference: &str) -> Result<BaseImage, BaseError> {
+    fn pull(&self, reference: &str, platform: &Platform) -> Result<BaseImage, BaseError> {
         let store = self.snapshots.store();
         let puller = Puller::new(&self.opts.registry, reference, store)?;
-        let resolved = puller.resolve(&self.opts.platform)?;
+        let resolved = puller.resolve(platform)?;
         if !self.opts.cache_from.is_empty() {
             return self.lazy_image(reference, puller, resolved);
         }
@@ -405,7 +417,7 @@ impl Solver<'_> {
     }
 
     /// A local directory as an image: one layer with its content, owners kept, no config.
-    fn import_dir(&self, dir: &Path) -> Result<BaseImage, BaseError> {
+    fn import_dir(&self, dir: &Path, platform: &Platform) -> Result<BaseImage, BaseError> {
         let ctx = crate::context::Context::from_dir(dir, None)
             .map_err(|e| BaseError::Unreadable(e.to_string()))?;
         let mut hashes = crate::context::hash::HashCache::default();
@@ -431,7 +443,7 @@ impl Solver<'_> {
                 },
             )?;
         }
-        let mut image = Image::scratch(&self.opts.platform);
+        let mut image = Image::scratch(platform);
         image.history.push(crate::image::oci::History {
             created_by: Some(format!("local directory {}", dir.display())),
             ..Default::default()
