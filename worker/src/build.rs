@@ -3,6 +3,7 @@
 //! This is the library side of the command: the CLI parses flags into a [`Request`], this
 //! module reads the context, plans the Dockerfile, solves it and writes the outputs.
 
+mod attest;
 mod error;
 mod output;
 mod platforms;
@@ -131,6 +132,8 @@ pub struct Request {
     pub platforms: Vec<plan::Platform>,
     /// An image index even for one platform (`BUILDKIT_MULTI_PLATFORM=1`).
     pub multi_platform: bool,
+    /// `--provenance` / `--attest type=provenance`: attach SLSA provenance to each image.
+    pub provenance: Option<crate::provenance::Options>,
     pub labels: BTreeMap<String, String>,
     pub tags: Vec<String>,
     pub outputs: Vec<Output>,
@@ -406,6 +409,7 @@ pub fn run(req: &Request, progress: &dyn Sink) -> Result<Outcome, Error> {
 }
 
 fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, Error> {
+    let started_on = crate::image::oci::now();
     let (context, dockerfile) = load(req, store)?;
     let targets = platforms::targets(req);
     output::check(req, targets.len())?;
@@ -496,9 +500,21 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
         };
         images.push(export::assemble(b.solver, &b.result, &image_opts)?);
     }
-    let image = if images.len() == 1 && !multi {
+    let names = output::push_names(req).unwrap_or_else(|| req.tags.clone());
+    let attestations = match &req.provenance {
+        Some(p) => {
+            // A git context's (URL, commit) goes here once contexts can be git repositories.
+            let request = attest::request_inputs(req, plan, &dockerfile, None, started_on);
+            attest::provenance(store, p, &request, &built, &images, &names)?
+        }
+        None => vec![],
+    };
+    let statements: Vec<Vec<u8>> = attestations.iter().map(|a| a.statement.clone()).collect();
+    // BuildKit writes an index when several platforms are built, or attestations attached.
+    let image = if images.len() == 1 && !multi && attestations.is_empty() {
         Export::Image(Box::new(images.remove(0)))
     } else {
+        images.extend(attestations.into_iter().map(|a| a.manifest));
         Export::index(store, images)?
     };
     let solver = built[0].solver;
@@ -513,7 +529,7 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
                 solver.fetch_missing_blobs(&b.solver.layers(&b.result)?)?;
             }
         }
-        output::write_output(&built, store, &image, out, &req.tags, progress)?;
+        output::write_output(&built, &statements, store, &image, out, &req.tags, progress)?;
     }
     let mut exported = 0;
     for export in &req.cache_to {

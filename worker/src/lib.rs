@@ -40,6 +40,8 @@ pub mod kernel;
 #[cfg(feature = "executor")]
 pub mod progress;
 #[cfg(feature = "executor")]
+pub mod provenance;
+#[cfg(feature = "executor")]
 pub mod sandbox;
 #[cfg(feature = "executor")]
 pub mod snapshot;

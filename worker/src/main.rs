@@ -185,6 +185,18 @@ struct BuildArgs {
     /// architecture run under QEMU user emulation (see `kiln binfmt`). Default: this machine's.
     #[arg(long, value_delimiter = ',', value_name = "OS/ARCH[/VARIANT]")]
     platform: Vec<String>,
+    /// Attach SLSA provenance to each image, as BuildKit does: `true` (mode=max, SLSA v1),
+    /// `false`, or `mode=min|max[,version=v1|v0.2][,builder-id=ID][,reproducible=true]`
+    /// (docs/provenance.md). Shorthand for `--attest type=provenance,...`.
+    #[arg(long, value_name = "true|false|mode=min|max,...")]
+    provenance: Option<String>,
+    /// An attestation: `type=provenance[,mode=min|max,version=v1|v0.2,builder-id=ID,
+    /// disabled=true]`. `type=sbom` is not supported yet. Repeatable.
+    #[arg(long = "attest", value_name = "type=provenance,...")]
+    attest: Vec<String>,
+    /// SBOM attestations (`--attest type=sbom`): not supported yet; only `false` is accepted.
+    #[arg(long, value_name = "false")]
+    sbom: Option<String>,
     /// How to show progress: auto (tty on a terminal, else plain), tty, plain, json (or rawjson:
     /// one event per line) or quiet.
     #[arg(long, default_value = "auto")]
@@ -962,6 +974,7 @@ fn build_request(args: &BuildArgs) -> anyhow::Result<build::Request> {
         target: args.target.clone(),
         platforms,
         multi_platform: false,
+        provenance: provenance_options(args)?,
         labels: key_values(&args.labels, "--label")?,
         tags: args.tags.clone(),
         outputs,
@@ -1010,6 +1023,18 @@ fn build_request(args: &BuildArgs) -> anyhow::Result<build::Request> {
         registry: registry_options(args)?,
         interrupt: Interrupt::default(),
     })
+}
+
+/// `--provenance`, `--attest` and `--sbom` (`provenance::Options::from_flags`).
+fn provenance_options(
+    args: &BuildArgs,
+) -> anyhow::Result<Option<kiln_worker::provenance::Options>> {
+    kiln_worker::provenance::Options::from_flags(
+        args.provenance.as_deref(),
+        &args.attest,
+        args.sbom.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)
 }
 
 /// `--gc-keep-storage` / `--gc-keep-duration`: the automatic GC after a build.
@@ -1157,8 +1182,14 @@ fn split_layout_ref(rest: &str) -> (&str, Option<String>) {
 }
 
 /// BuildKit's built-in build arguments that stand for flags (`plan::buildkit_args`):
-/// `BUILDKIT_CACHE_MOUNT_NS`, `SOURCE_DATE_EPOCH`, `BUILDKIT_INLINE_CACHE`. A flag wins.
-fn with_buildkit_args(mut req: build::Request) -> anyhow::Result<build::Request> {
+/// `BUILDKIT_CACHE_MOUNT_NS`, `SOURCE_DATE_EPOCH`, `BUILDKIT_INLINE_CACHE`,
+/// `BUILDKIT_MULTI_PLATFORM`, `BUILDKIT_ATTEST_PROVENANCE`. A flag wins.
+/// `provenance_flag`: `--provenance` or `--attest` was given, and wins over
+/// `BUILDKIT_ATTEST_PROVENANCE`.
+fn with_buildkit_args(
+    mut req: build::Request,
+    provenance_flag: bool,
+) -> anyhow::Result<build::Request> {
     use kiln_worker::cache::transfer::CacheExport;
     let b = plan::buildkit_args::BuildkitArgs::from_build_args(&req.build_args)
         .map_err(anyhow::Error::msg)?;
@@ -1167,6 +1198,10 @@ fn with_buildkit_args(mut req: build::Request) -> anyhow::Result<build::Request>
     }
     req.source_date_epoch = req.source_date_epoch.or(b.source_date_epoch);
     req.multi_platform |= b.multi_platform;
+    if !provenance_flag && let Some(v) = &b.attest_provenance {
+        req.provenance = kiln_worker::provenance::Options::parse(v)
+            .map_err(|e| anyhow::anyhow!("--build-arg BUILDKIT_ATTEST_PROVENANCE={v}: {e}"))?;
+    }
     if b.inline_cache && !req.cache_to.iter().any(|c| c.spec == CacheSpec::Inline) {
         req.cache_to.push(CacheExport {
             spec: CacheSpec::Inline,
@@ -1194,7 +1229,8 @@ fn run_build(args: &BuildArgs) -> ExitCode {
             .fetch_read_timeout
             .map_or(defaults.read_timeout, std::time::Duration::from_secs),
     });
-    let request = match build_request(args).and_then(with_buildkit_args) {
+    let provenance_flag = args.provenance.is_some() || !args.attest.is_empty();
+    let request = match build_request(args).and_then(|r| with_buildkit_args(r, provenance_flag)) {
         Ok(r) => r,
         Err(e) if e.is::<SecretInput>() => return refuse(Reason::MissingSecret, format!("{e:#}")),
         Err(e) => return usage_error(format!("{e:#}")),

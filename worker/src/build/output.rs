@@ -47,8 +47,12 @@ pub(super) fn check(req: &Request, platforms: usize) -> Result<(), Error> {
     Ok(())
 }
 
+/// Write one output. `statements` are the platforms' provenance statements (none without
+/// provenance): a local output gets them as `provenance.json`, as BuildKit's local exporter
+/// writes attestations.
 pub(super) fn write_output(
     built: &[Built<'_, '_>],
+    statements: &[Vec<u8>],
     store: &Store,
     export: &Export,
     output: &Output,
@@ -85,10 +89,10 @@ pub(super) fn write_output(
         // One platform's filesystem goes in `dest`; several go in a directory each, named
         // `os_arch[_variant]`, as BuildKit's local exporter splits them.
         Output::Local { dest } if built.len() == 1 => {
-            local(&built[0], dest, progress).map_err(|e| err(dest, e))
+            local(&built[0], statements.first(), dest, progress).map_err(|e| err(dest, e))
         }
         Output::Local { dest } => {
-            for b in built {
+            for (i, b) in built.iter().enumerate() {
                 let p = b.solver.target_platform();
                 let mut dir = format!("{}_{}", p.os, p.architecture);
                 if let Some(v) = &p.variant {
@@ -96,7 +100,7 @@ pub(super) fn write_output(
                     dir.push_str(v);
                 }
                 let dest = dest.join(dir);
-                local(b, &dest, progress).map_err(|e| err(&dest, e))?;
+                local(b, statements.get(i), &dest, progress).map_err(|e| err(&dest, e))?;
             }
             Ok(())
         }
@@ -107,10 +111,14 @@ pub(super) fn write_output(
 
 fn local(
     b: &Built<'_, '_>,
+    statement: Option<&Vec<u8>>,
     dest: &Path,
     progress: &dyn Sink,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     export::write_local(b.solver, &b.result, dest)?;
+    if let Some(s) = statement {
+        std::fs::write(dest.join("provenance.json"), s)?;
+    }
     let notable = export::privileged_files(&b.result.view(b.solver));
     if !notable.is_empty() {
         progress.event(Event::Info {

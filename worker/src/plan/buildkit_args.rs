@@ -11,6 +11,7 @@
 //! | `SOURCE_DATE_EPOCH` | `--source-date-epoch` (seconds only: not BuildKit's newer `context` or stage names) |
 //! | `BUILDKIT_INLINE_CACHE` | a true value adds `--cache-to type=inline` (docker and buildx do this client-side) |
 //! | `BUILDKIT_MULTI_PLATFORM` | a true value writes an image index (and names platforms in progress) even for one platform |
+//! | `BUILDKIT_ATTEST_PROVENANCE` | `--attest type=provenance,VALUE` (`mode=max`, `version=v0.2`, ...) |
 //! | the others | no effect; a warning says why |
 //!
 //! An explicit flag wins over the argument.
@@ -58,8 +59,11 @@ pub fn is_builtin(name: &str) -> bool {
 
 /// Why a built-in build argument changes nothing in Kiln, or `None` when it does something.
 pub fn without_effect(name: &str) -> Option<&'static str> {
+    if name == "BUILDKIT_ATTEST_PROVENANCE" {
+        return None;
+    }
     if name.starts_with(ATTEST_PREFIX) {
-        return Some("no attestations are attached yet");
+        return Some("only provenance attestations are made (no SBOM yet)");
     }
     WITHOUT_EFFECT
         .iter()
@@ -83,6 +87,8 @@ pub struct BuildkitArgs {
     pub inline_cache: bool,
     /// `BUILDKIT_MULTI_PLATFORM` with a true value: an image index even for one platform.
     pub multi_platform: bool,
+    /// `BUILDKIT_ATTEST_PROVENANCE`: the provenance attributes, as `attest:provenance`.
+    pub attest_provenance: Option<String>,
 }
 
 impl BuildkitArgs {
@@ -111,6 +117,7 @@ impl BuildkitArgs {
                 .get("BUILDKIT_MULTI_PLATFORM")
                 .and_then(|v| parse_go_bool(v))
                 .unwrap_or(false),
+            attest_provenance: get("BUILDKIT_ATTEST_PROVENANCE"),
         })
     }
 }
@@ -151,6 +158,7 @@ mod tests {
         }
         assert_eq!(without_effect("BUILDKIT_MULTI_PLATFORM"), None);
         assert!(without_effect("BUILDKIT_ATTEST_SBOM").is_some());
+        assert_eq!(without_effect("BUILDKIT_ATTEST_PROVENANCE"), None);
         assert_eq!(without_effect("BUILDKIT_CACHE_MOUNT_NS"), None);
         assert_eq!(without_effect("BUILDKIT_BUILD_NAME"), None);
     }

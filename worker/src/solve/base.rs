@@ -94,9 +94,22 @@ impl crate::cache::transfer::BlobSource for PullSource {
     }
 }
 
+/// Where a base image came from, for provenance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSource {
+    /// The reference as written (`busybox`, `reg:5000/app:1`, a named context's name).
+    pub reference: String,
+    /// What it resolved to: the index's digest when it names one, else the manifest's.
+    pub digest: Digest,
+    /// From a local OCI layout (`--build-context NAME=oci-layout://...`), not a registry.
+    pub local: bool,
+}
+
 /// A base image, unpacked.
 #[derive(Debug, Clone)]
 pub struct BaseImage {
+    /// Where it came from; `None` for a local directory.
+    pub source: Option<ImageSource>,
     pub key: Digest,
     /// Snapshot ids of the non-empty layers, topmost first.
     pub chain: Vec<String>,
@@ -117,6 +130,20 @@ impl BaseImage {
 }
 
 impl Solver<'_> {
+    /// The images this solver used (its platform's build), each with the platform it was
+    /// resolved for and where it came from: the base images a provenance names.
+    pub fn images_used(&self) -> Vec<(Platform, ImageSource)> {
+        let used = super::shared::lock(&self.used_images).clone();
+        let images = super::shared::lock(&self.shared.images);
+        used.iter()
+            .filter_map(|key| {
+                let image = images.get(key)?.get()?.as_ref().ok()?;
+                let platform = Platform::parse(&key.1)?;
+                Some((platform, image.source.clone()?))
+            })
+            .collect()
+    }
+
     /// Find the named context for a reference, as written or normalised.
     pub(super) fn named(&self, reference: &str) -> Option<&NamedContext> {
         let named = &self.opts.named_contexts;
@@ -141,8 +168,15 @@ impl Solver<'_> {
         reference: &str,
         platform: &Platform,
     ) -> Result<Arc<BaseImage>, BuildError> {
+        let key = (reference.to_string(), platform.to_string());
+        {
+            let mut used = super::shared::lock(&self.used_images);
+            if !used.contains(&key) {
+                used.push(key.clone());
+            }
+        }
         let cell = super::shared::lock(&self.shared.images)
-            .entry((reference.to_string(), platform.to_string()))
+            .entry(key)
             .or_default()
             .clone();
         cell.get_or_init(|| {
@@ -166,7 +200,7 @@ impl Solver<'_> {
                     dir,
                     reference: inner,
                 }) => self
-                    .import_layout(&dir, inner.as_deref(), platform)
+                    .import_layout(reference, &dir, inner.as_deref(), platform)
                     .map_err(named),
                 Some(NamedContext::Dir(dir)) => self.import_dir(&dir, platform).map_err(named),
                 None => self.pull(reference, platform),
@@ -189,6 +223,7 @@ impl Solver<'_> {
 
     fn import_layout(
         &self,
+        reference: &str,
         dir: &Path,
         wanted: Option<&str>,
         platform: &Platform,
@@ -198,13 +233,19 @@ impl Solver<'_> {
             .resolve(wanted, platform)
             .map_err(|e| BaseError::Unreadable(e.to_string()))?;
         let origin = dir.display().to_string();
-        self.unpack_image(
+        let mut image = self.unpack_image(
             &origin,
             &resolved.manifest,
             resolved.image,
             &resolved.config_digest,
             &|desc| Ok((layout.blob_path(&desc.digest), false)),
-        )
+        )?;
+        image.source = Some(ImageSource {
+            reference: reference.to_string(),
+            digest: resolved.manifest_digest,
+            local: true,
+        });
+        Ok(image)
     }
 
     /// Pull an image from its registry: the manifest for the build's platform, then each
@@ -214,19 +255,27 @@ impl Solver<'_> {
         let store = self.snapshots.store();
         let puller = Puller::new(&self.opts.registry, reference, store)?;
         let resolved = puller.resolve(platform)?;
-        if !self.opts.cache_from.is_empty() {
-            return self.lazy_image(reference, puller, resolved);
-        }
-        self.unpack_image(
-            reference,
-            &resolved.manifest,
-            resolved.image,
-            &resolved.config_digest,
-            &|desc| {
-                puller.layer(desc)?;
-                Ok((store.blob_path(&desc.digest), true))
-            },
-        )
+        let source = ImageSource {
+            reference: reference.to_string(),
+            digest: resolved.digest.clone(),
+            local: false,
+        };
+        let mut image = if !self.opts.cache_from.is_empty() {
+            self.lazy_image(reference, puller, resolved)?
+        } else {
+            self.unpack_image(
+                reference,
+                &resolved.manifest,
+                resolved.image,
+                &resolved.config_digest,
+                &|desc| {
+                    puller.layer(desc)?;
+                    Ok((store.blob_path(&desc.digest), true))
+                },
+            )?
+        };
+        image.source = Some(source);
+        Ok(image)
     }
 
     /// A pulled image whose missing layers are fetched when needed.
@@ -265,6 +314,7 @@ impl Solver<'_> {
             .cloned()
             .collect();
         Ok(BaseImage {
+            source: None,
             key: key::image(&resolved.config_digest),
             chain,
             layers,
@@ -327,6 +377,7 @@ impl Solver<'_> {
             .cloned()
             .collect();
         Ok(BaseImage {
+            source: None,
             key: key::image(config_digest),
             chain,
             layers,
@@ -450,6 +501,7 @@ impl Solver<'_> {
         });
         let layers = vec![id.hex().to_string()];
         Ok(BaseImage {
+            source: None,
             key: id,
             chain: layers.clone(),
             layers,

@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-pub use base::BaseImage;
+pub use base::{BaseImage, ImageSource};
 pub use error::{BaseError, BuildError, Interrupt, StepError, StepFailure, Stop, is_disk_full};
 pub use shared::Shared;
 pub use stage::StageResult;
@@ -163,6 +163,12 @@ pub struct Solver<'a> {
     /// Definition keys this build found a result under, by the result's id (COPY from a
     /// stage, found by content): exported with the result so that an import finds it the same way.
     aliases: Mutex<HashMap<String, Vec<String>>>,
+    /// The images this solver used, by reference and platform (for provenance).
+    used_images: Mutex<Vec<(String, String)>>,
+    /// The URLs this solver downloaded (`ADD <url>`), in order (for provenance).
+    used_downloads: Mutex<Vec<String>>,
+    /// `ADD --checksum` URLs, by the checksum (known even when nothing is downloaded).
+    pinned_urls: Mutex<Vec<(String, crate::digest::Digest)>>,
 }
 
 /// What a build did.
@@ -220,7 +226,29 @@ impl<'a> Solver<'a> {
             exported,
             steps_done: Mutex::new(Vec::new()),
             aliases: Mutex::new(HashMap::new()),
+            used_images: Mutex::new(Vec::new()),
+            used_downloads: Mutex::new(Vec::new()),
+            pinned_urls: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The URLs this solver's `ADD <url>` steps downloaded, with the digest of what came.
+    pub fn downloads_used(&self) -> Vec<(String, crate::digest::Digest)> {
+        let used = shared::lock(&self.used_downloads).clone();
+        let downloads = shared::lock(&self.shared.downloads);
+        let mut out: Vec<(String, crate::digest::Digest)> = used
+            .into_iter()
+            .filter_map(|url| {
+                let d = downloads.get(&url)?.digest.clone();
+                Some((url, d))
+            })
+            .collect();
+        for (url, d) in shared::lock(&self.pinned_urls).iter() {
+            if !out.iter().any(|(u, _)| u == url) {
+                out.push((url.clone(), d.clone()));
+            }
+        }
+        out
     }
 
     /// What this build did, counted over every platform.

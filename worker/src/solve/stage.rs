@@ -542,6 +542,13 @@ impl Solver<'_> {
                 // the step on the checksum too).
                 inputs.push(match &c.checksum {
                     Some(sum) => {
+                        // Known without a download: provenance names it by its checksum.
+                        if let Ok(d) = Digest::parse(sum) {
+                            let mut pinned = super::shared::lock(&self.pinned_urls);
+                            if !pinned.iter().any(|(u, _)| u == url) {
+                                pinned.push((url.clone(), d));
+                            }
+                        }
                         let mut h = crate::digest::KeyHasher::new("url-checksum");
                         h.str(url).str(sum);
                         h.finish()
@@ -679,6 +686,12 @@ impl Solver<'_> {
         url: &str,
         checksum: Option<&str>,
     ) -> Result<std::sync::Arc<crate::fetch::Downloaded>, StepFailure> {
+        {
+            let mut used = super::shared::lock(&self.used_downloads);
+            if !used.iter().any(|u| u == url) {
+                used.push(url.to_string());
+            }
+        }
         let mut cache = super::shared::lock(&self.shared.downloads);
         let d = match cache.get(url) {
             Some(d) => d.clone(),
