@@ -197,7 +197,8 @@ struct BuildArgs {
     /// SBOM attestations (`--attest type=sbom`): not supported yet; only `false` is accepted.
     #[arg(long, value_name = "false")]
     sbom: Option<String>,
-    /// How to show progress: auto (tty on a terminal, else plain), tty, plain, json (or rawjson:
+    /// How to show progress: auto (tty when standard error is a terminal, else plain), tty (the
+    /// live view `docker buildx build` draws, redrawn in place), plain, json (or rawjson:
     /// one event per line) or quiet.
     #[arg(long, default_value = "auto")]
     progress: String,
@@ -1269,7 +1270,10 @@ fn run_build(args: &BuildArgs) -> ExitCode {
         eprintln!("warning: cannot watch for signals: {e}");
     }
     let printer = progress::Printer::stderr(mode);
-    match build::run(&request, &printer) {
+    let built = build::run(&request, &printer);
+    // The tty view's last draw, before anything else is printed.
+    printer.finish();
+    match built {
         Ok(outcome) => {
             let to_stdout = request.outputs.iter().any(|o| {
                 matches!(o, build::Output::Oci { dest, .. } | build::Output::Docker { dest } if dest.as_os_str() == "-")
