@@ -8,9 +8,7 @@ use std::path::Path;
 
 use crate::copy;
 use crate::image::layout::Artifact;
-use crate::image::oci::{
-    Descriptor, MEDIA_TYPE_CONFIG, MEDIA_TYPE_MANIFEST, Manifest, now, rfc3339,
-};
+use crate::image::oci::{Descriptor, MEDIA_TYPE_CONFIG, now, rfc3339};
 use crate::solve::{Solver, StageResult};
 
 /// Options of the exported image.
@@ -63,28 +61,18 @@ pub fn assemble(
         }),
     }
     .map_err(io::Error::other)?;
-    let config_digest = store.put_blob(&config_bytes)?;
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(MEDIA_TYPE_MANIFEST.into()),
-        artifact_type: None,
-        config: Descriptor::new(MEDIA_TYPE_CONFIG, config_digest, config_bytes.len() as u64),
-        layers: blobs
-            .iter()
-            .map(|b| Descriptor::new(&b.media_type, b.digest.clone(), b.size))
-            .collect(),
-        annotations: BTreeMap::new(),
-    };
-    let manifest_bytes = serde_json::to_vec(&manifest).map_err(io::Error::other)?;
-    let manifest_digest = store.put_blob(&manifest_bytes)?;
-    Ok(Artifact {
-        manifest,
-        manifest_bytes,
-        manifest_digest,
+    let layers = blobs
+        .iter()
+        .map(|b| Descriptor::new(&b.media_type, b.digest.clone(), b.size))
+        .collect();
+    Artifact::put(
+        store,
+        MEDIA_TYPE_CONFIG,
         config_bytes,
-        platform: image.platform(),
-        entry_annotations: BTreeMap::new(),
-    })
+        layers,
+        None,
+        image.platform(),
+    )
 }
 
 /// The setuid and setgid files and the device nodes of a filesystem, by path (at most 20, then

@@ -17,9 +17,7 @@ use std::collections::BTreeMap;
 use std::io;
 
 use super::layout::Artifact;
-use super::oci::{
-    Descriptor, Image, MEDIA_TYPE_CONFIG, MEDIA_TYPE_MANIFEST, Manifest, Platform, RootFs,
-};
+use super::oci::{Descriptor, Image, MEDIA_TYPE_CONFIG, Platform, RootFs};
 use crate::store::Store;
 
 pub const MEDIA_TYPE_IN_TOTO: &str = "application/vnd.in-toto+json";
@@ -62,34 +60,25 @@ pub fn manifest(
         ..Image::scratch(&platform)
     };
     let config_bytes = serde_json::to_vec(&config).map_err(io::Error::other)?;
-    let config_digest = store.put_blob(&config_bytes)?;
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(MEDIA_TYPE_MANIFEST.into()),
-        artifact_type: None,
-        config: Descriptor::new(MEDIA_TYPE_CONFIG, config_digest, config_bytes.len() as u64),
-        layers,
-        annotations: BTreeMap::new(),
-    };
-    let manifest_bytes = serde_json::to_vec(&manifest).map_err(io::Error::other)?;
-    let manifest_digest = store.put_blob(&manifest_bytes)?;
-    Ok(Artifact {
-        manifest,
-        manifest_bytes,
-        manifest_digest,
+    let mut artifact = Artifact::put(
+        store,
+        MEDIA_TYPE_CONFIG,
         config_bytes,
+        layers,
+        None,
         platform,
-        entry_annotations: BTreeMap::from([
-            (
-                ANNOTATION_REFERENCE_DIGEST.to_string(),
-                subject.manifest_digest.to_string(),
-            ),
-            (
-                ANNOTATION_REFERENCE_TYPE.to_string(),
-                REFERENCE_TYPE_ATTESTATION.to_string(),
-            ),
-        ]),
-    })
+    )?;
+    artifact.entry_annotations = BTreeMap::from([
+        (
+            ANNOTATION_REFERENCE_DIGEST.to_string(),
+            subject.manifest_digest.to_string(),
+        ),
+        (
+            ANNOTATION_REFERENCE_TYPE.to_string(),
+            REFERENCE_TYPE_ATTESTATION.to_string(),
+        ),
+    ]);
+    Ok(artifact)
 }
 
 #[cfg(test)]

@@ -312,6 +312,37 @@ impl From<Artifact> for Export {
 }
 
 impl Artifact {
+    /// An OCI manifest over a config and layers, the config and the manifest put in `store`
+    /// (the layers must be there already).
+    pub fn put(
+        store: &Store,
+        config_media_type: &str,
+        config_bytes: Vec<u8>,
+        layers: Vec<Descriptor>,
+        artifact_type: Option<String>,
+        platform: Platform,
+    ) -> io::Result<Artifact> {
+        let config_digest = store.put_blob(&config_bytes)?;
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(MEDIA_TYPE_MANIFEST.into()),
+            artifact_type,
+            config: Descriptor::new(config_media_type, config_digest, config_bytes.len() as u64),
+            layers,
+            annotations: BTreeMap::new(),
+        };
+        let manifest_bytes = serde_json::to_vec(&manifest).map_err(io::Error::other)?;
+        let manifest_digest = store.put_blob(&manifest_bytes)?;
+        Ok(Artifact {
+            manifest,
+            manifest_bytes,
+            manifest_digest,
+            config_bytes,
+            platform,
+            entry_annotations: BTreeMap::new(),
+        })
+    }
+
     /// Its entry in an image index: platform and annotations.
     pub fn index_entry(&self) -> Descriptor {
         let mut d = Descriptor::new(
