@@ -4,8 +4,10 @@ CARGO ?= cargo
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 
-# Debian packages the test suites need; `make test` installs the missing ones.
-TEST_PACKAGES := busybox-static uidmap skopeo umoci podman openssh-client openssh-server docker-registry apache2-utils openssl libcap2-bin lua5.1
+# Debian packages the test suites need; `make test` installs the missing ones. qemu-user-static
+# runs the arm64 steps of the multi-platform tests (scripts/ensure-binfmt registers it); tmux is
+# the terminal of the progress view's test.
+TEST_PACKAGES := busybox-static uidmap skopeo umoci podman openssh-client openssh-server docker-registry apache2-utils openssl libcap2-bin lua5.1 qemu-user-static tmux
 
 .PHONY: help build test lint crds chart demo e2e bench deps fuzz deploy undeploy images
 
@@ -43,6 +45,7 @@ images: build
 
 deps:
 	@if [ -n "$(strip $(TEST_PACKAGES))" ]; then scripts/ensure-packages $(TEST_PACKAGES); fi
+	CARGO=$(CARGO) scripts/ensure-binfmt
 
 test: deps
 	$(CARGO) test --workspace
