@@ -863,6 +863,43 @@ fn a_registry_killed_mid_push_leaves_no_manifest_and_a_rerun_completes() {
 }
 
 #[test]
+fn blob_heads_that_keep_failing_fall_back_to_uploading() {
+    let env = Env::new("registry-heads", false);
+    let reg = Registry::plain();
+    let host = reg.host();
+    seed(&env, &host, &[insecure(&host)]);
+    let proxy = FaultProxy::start(
+        reg.addr,
+        Faults {
+            fail_blob_heads: true,
+            ..Faults::default()
+        },
+    );
+    let ph = proxy.host();
+    let ctx = big_context(&env, &host, "heads");
+    let meta = env.dir.join("m.json");
+    let out = build(
+        &env,
+        "state-heads",
+        &ctx,
+        &[
+            insecure(&host),
+            insecure(&ph),
+            "--registry-retries=2".to_string(),
+            "-t".into(),
+            format!("{ph}/kiln/heads:1"),
+            "--push".into(),
+            format!("--metadata-file={}", meta.display()),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(reg.has_tag("kiln/heads", "1"));
+    let m = metadata(&meta);
+    assert_eq!(m["kiln.push"]["existing"].as_u64().unwrap(), 0, "{m}");
+    assert!(proxy.injected().error_500 >= 5, "every blob HEAD failed");
+}
+
+#[test]
 fn faults_are_survived_within_the_retry_budget() {
     let env = Env::new("registry-faults", false);
     let reg = Registry::plain();
@@ -875,7 +912,7 @@ fn faults_are_survived_within_the_retry_budget() {
             throttle_429: 0.1,
             cut: 0.1,
             seed: 20240601,
-            kill_after: None,
+            ..Faults::default()
         },
     );
     let ph = proxy.host();

@@ -7,7 +7,9 @@
 //!
 //! For each blob (the config and the layers), in parallel:
 //! 1. `HEAD` it in the target repository; if the registry has it, nothing moves. This is also
-//!    what makes a push resumable: a second run uploads only what the first did not finish.
+//!    what makes a push resumable: a second run uploads only what the first did not finish. A
+//!    `HEAD` that keeps failing (5xx, cut connections) after its retries is not an answer: the
+//!    blob is uploaded, and the registry checks it against its digest.
 //! 2. If the store knows another repository of the same registry that has it (a base layer
 //!    pulled from there, or an earlier push), ask for a cross-repository mount.
 //! 3. Otherwise upload it, streamed from the store in one `PUT`.
@@ -134,9 +136,20 @@ async fn reach(
     digest: &Digest,
 ) -> Result<Option<bool>, RegistryError> {
     let here = target.name();
-    if host.blob_exists(target, digest).await? {
-        let _ = sources.add(digest, &here);
-        return Ok(Some(false));
+    match host.blob_exists(target, digest).await {
+        Ok(true) => {
+            let _ = sources.add(digest, &here);
+            return Ok(Some(false));
+        }
+        Ok(false) => {}
+        // A `HEAD` that keeps failing with a 5xx or a broken connection only means the registry
+        // could not say: upload the blob, which the registry verifies against its digest. A
+        // refusal (401, 403) is an answer, and stops the push.
+        Err(e @ RegistryError::GaveUp { .. }) => {
+            tracing::warn!(%digest, error = %e, "cannot tell whether the registry has the blob; uploading it");
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
     }
     let prefix = format!("{}/", target.registry);
     for source in sources.get(digest) {
