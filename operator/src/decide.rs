@@ -763,6 +763,19 @@ fn check_plan_against_spec(
             ));
         }
     }
+    if let Some(cache) = &spec.cache {
+        for (i, v) in cache.volumes.iter().enumerate() {
+            if !plan.caches.iter().any(|c| c.id == v.id) {
+                return Err((
+                    reasons::INVALID_SPEC,
+                    format!(
+                        "spec.cache.volumes[{i}].id: no RUN --mount=type=cache of the stages this build runs uses the id {:?}",
+                        v.id
+                    ),
+                ));
+            }
+        }
+    }
     for s in plan.ssh.iter().filter(|s| s.required) {
         if !spec.ssh.iter().any(|x| x.id == s.id) {
             return Err((
