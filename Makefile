@@ -4,16 +4,20 @@ CARGO ?= cargo
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 
-# Debian packages the test suites need; `make test` installs the missing ones.
-TEST_PACKAGES := busybox-static uidmap skopeo umoci podman openssh-client openssh-server docker-registry apache2-utils openssl libcap2-bin git
+# Debian packages the test suites need; `make test` installs the missing ones. qemu-user-static
+# runs the arm64 steps of the multi-platform tests (scripts/ensure-binfmt registers it); tmux git is
+# the terminal of the progress view's test.
+TEST_PACKAGES := busybox-static uidmap skopeo umoci podman openssh-client openssh-server docker-registry apache2-utils openssl libcap2-bin lua5.1 qemu-user-static tmux git
 
-.PHONY: help build test lint crds demo e2e bench deps fuzz deploy undeploy images
+.PHONY: help build test lint crds chart demo e2e bench deps fuzz deploy undeploy images
 
 help:
 	@echo "make build   build the kiln and kiln-operator binaries (release)"
 	@echo "make test    unit and integration tests (installs missing apt packages)"
 	@echo "make lint    cargo fmt --check and clippy with warnings denied"
-	@echo "make crds    regenerate crds/imagebuild.yaml and the chart's copy"
+	@echo "make crds    regenerate crds/imagebuild.yaml and the chart's template of it (templates/crd.yaml)"
+	@echo "make chart   lint and render the Helm chart (old and new Kubernetes, several value sets), check the"
+	@echo "             renderings and the operator's parse of its config, and dry-run them on the test cluster"
 	@echo "make e2e     end-to-end suite: deploys Kiln on the cluster KUBECONFIG names (default ../shared/k8s) and runs it"
 	@echo "make deploy  build the images with Kiln, load them, install the CRD and the operator (make undeploy removes it)"
 	@echo "make demo    a local registry, a base pushed to it, the example built from it and pushed"
@@ -41,6 +45,7 @@ images: build
 
 deps:
 	@if [ -n "$(strip $(TEST_PACKAGES))" ]; then scripts/ensure-packages $(TEST_PACKAGES); fi
+	CARGO=$(CARGO) scripts/ensure-binfmt
 
 test: deps
 	$(CARGO) test --workspace
@@ -51,7 +56,13 @@ lint:
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 
 crds:
-	$(CARGO) run -q -p kiln-crds --bin kiln-crdgen -- crds/imagebuild.yaml charts/kiln/crds/imagebuild.yaml
+	$(CARGO) run -q -p kiln-crds --bin kiln-crdgen -- crds/imagebuild.yaml --chart-template charts/kiln/templates/crd.yaml
+
+# The Helm chart: lint, renderings, the config the operator parses (operator/tests/chart.rs),
+# and a server-side dry run on the cluster KUBECONFIG names (the test kit's, started if need be).
+chart:
+	scripts/chart-check
+	$(CARGO) test -q --workspace --test chart
 
 e2e:
 	scripts/e2e

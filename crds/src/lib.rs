@@ -5,7 +5,9 @@
 //! - [`validate()`]: every rule the schema states and more, with field paths, for the operator.
 //! - [`reference`]: image references, parsed as the Docker distribution grammar defines them.
 //! - [`quantity`] and [`duration`]: the Kubernetes quantity and Go duration formats.
+//! - [`chart`]: the same CRD as a Helm template, for `charts/kiln/templates/crd.yaml`.
 
+pub mod chart;
 pub mod duration;
 pub mod quantity;
 pub mod reference;

@@ -1,4 +1,4 @@
-//! Every ImageBuild in `examples/` parses with our types, passes our validation, its CEL rules
+//! Every ImageBuild in `examples/` (and `examples/gitops/app/`) parses with our types, passes our validation, its CEL rules
 //! and the generated schema.
 
 mod common;
@@ -11,7 +11,11 @@ fn examples_cover_every_source_kind_and_validate() {
     let mut with_secrets = false;
     let mut with_ssh = false;
     let mut with_cache_volumes = false;
-    for path in yaml_files(&repo_root().join("examples")) {
+    let gitops = yaml_files(&repo_root().join("examples/gitops/app"));
+    for path in yaml_files(&repo_root().join("examples"))
+        .into_iter()
+        .chain(gitops)
+    {
         for doc in documents(&path) {
             if doc["kind"] != "ImageBuild" {
                 continue;
@@ -65,7 +69,11 @@ fn examples_cover_every_source_kind_and_validate() {
 
 #[test]
 fn examples_match_the_generated_schema() {
-    for path in yaml_files(&repo_root().join("examples")) {
+    let gitops = yaml_files(&repo_root().join("examples/gitops/app"));
+    for path in yaml_files(&repo_root().join("examples"))
+        .into_iter()
+        .chain(gitops)
+    {
         for doc in documents(&path) {
             if doc["kind"] != "ImageBuild" {
                 continue;

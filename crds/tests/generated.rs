@@ -6,14 +6,82 @@ use common::repo_root;
 
 #[test]
 fn checked_in_crd_yaml_is_fresh() {
-    let expected = kiln_crds::crd_yaml();
-    for path in ["crds/imagebuild.yaml", "charts/kiln/crds/imagebuild.yaml"] {
+    for (path, expected) in [
+        ("crds/imagebuild.yaml", kiln_crds::crd_yaml()),
+        (
+            "charts/kiln/templates/crd.yaml",
+            kiln_crds::chart::crd_template(),
+        ),
+    ] {
         let actual = std::fs::read_to_string(repo_root().join(path)).unwrap_or_default();
         assert!(
             actual == expected,
             "{path} is stale: run `make crds` and commit the result"
         );
     }
+    assert!(
+        !repo_root().join("charts/kiln/crds").exists(),
+        "charts/kiln/crds/ must stay empty: Helm v4 would apply it with server-side apply, \
+         which Kubernetes before 1.25 refuses for a CRD with CEL rules"
+    );
+}
+
+/// What Helm makes of the template, for the directives it uses, without Helm: `cel` picks the
+/// branch of each `{{- if $cel }}`, and the chart's own lines (header, labels, annotations)
+/// are dropped. `make chart` renders the real template with Helm and compares the same way.
+fn render_without_helm(template: &str, cel: bool) -> String {
+    let (_, body) = template
+        .split_once(".Capabilities.KubeVersion.Version)) }}\n")
+        .expect("the header ends with the $cel assignment");
+    let body = body
+        .strip_suffix("{{- end }}\n")
+        .expect("the template ends the crds.install condition");
+    let (head, rest) = body.split_once("  labels:\n").expect("metadata labels");
+    let (_, rest) = rest
+        .split_once("spec:\n")
+        .expect("the spec after the metadata");
+    let mut out = format!("{head}spec:\n");
+    let mut skipping = false;
+    for line in rest.lines() {
+        match line.trim() {
+            "{{- if $cel }}" => skipping = !cel,
+            "{{- end }}" => skipping = false,
+            _ if !skipping => {
+                out.push_str(line);
+                out.push('\n');
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn the_chart_template_renders_the_crd_with_and_without_cel() {
+    let template = kiln_crds::chart::crd_template();
+    let full = serde_json::to_value(kiln_crds::crd()).unwrap();
+    let mut stripped = full.clone();
+    kiln_crds::chart::strip_validations(&mut stripped);
+    assert_ne!(full, stripped, "the CRD has CEL rules to strip");
+
+    let with: serde_json::Value =
+        serde_saphyr::from_str(&render_without_helm(&template, true)).unwrap();
+    assert_eq!(with, full, "with CEL, the template is the CRD");
+    let without: serde_json::Value =
+        serde_saphyr::from_str(&render_without_helm(&template, false)).unwrap();
+    assert_eq!(
+        without, stripped,
+        "without CEL, the template is the CRD less its rules"
+    );
+    assert!(
+        !serde_json::to_string(&without)
+            .unwrap()
+            .contains("x-kubernetes-validations")
+    );
+
+    assert!(template.contains("helm.sh/resource-policy: keep"));
+    assert!(template.contains("{{- if .Values.crds.install }}"));
+    assert!(template.contains("semverCompare \">=1.25.0-0\" .Capabilities.KubeVersion.Version"));
 }
 
 #[test]

@@ -158,9 +158,11 @@ pub struct Defaults {
     /// A `kubernetes.io/dockerconfigjson` Secret used to push when the ImageBuild names none.
     /// It must exist in the ImageBuild's namespace.
     pub push_secret_name: Option<String>,
-    /// Size of an emptyDir-backed cache mount volume (until cache PVCs are configured).
+    /// Size of a cache claim that the ImageBuild does not size (`cache.volumes[].size`,
+    /// `cache.defaultSize`). Empty means 2Gi.
     pub cache_size: Option<String>,
-    /// Storage class of cache volumes. Empty means the cluster's default.
+    /// Storage class of cache claims that the ImageBuild does not name. Empty means the
+    /// cluster's default.
     pub cache_storage_class_name: Option<String>,
 }
 

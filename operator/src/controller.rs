@@ -59,6 +59,15 @@ impl Error {
 #[derive(Default)]
 struct Inflight {
     started: HashMap<(String, String), (Instant, Pod)>,
+    /// Cache claims just created, by namespace and name.
+    claims: HashMap<(String, String), (Instant, PersistentVolumeClaim)>,
+}
+
+/// What carrying out a decision created.
+#[derive(Default)]
+struct Created {
+    build_pod: Option<Pod>,
+    claims: Vec<PersistentVolumeClaim>,
 }
 
 /// The watch caches a reconcile reads.
@@ -88,9 +97,14 @@ pub struct Context {
     cache_waits: std::sync::Mutex<HashMap<String, Instant>>,
     /// True once every cache has its first full list.
     synced: tokio::sync::watch::Receiver<bool>,
+    /// The cluster's Kubernetes minor version, read at start.
+    pub cluster_minor: Option<u32>,
 }
 
 const FIELD_MANAGER: &str = "kiln-operator";
+
+/// How long something the operator created counts before the caches show it.
+const INFLIGHT: Duration = Duration::from_secs(120);
 
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
@@ -163,7 +177,14 @@ pub async fn run(
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
     let (builds_ready, pods_ready, secrets_ready, pvcs_ready) =
         (builds.clone(), pods.clone(), secrets.clone(), pvcs.clone());
-    let ctx = Arc::new(Context::new(
+    let cluster_minor = match client.apiserver_version().await {
+        Ok(v) => v.minor.trim_end_matches('+').parse().ok(),
+        Err(e) => {
+            warn!(error = %e, "could not read the cluster's version; userns builds are not checked against it");
+            None
+        }
+    };
+    let mut ctx = Context::new(
         client,
         config,
         metrics.clone(),
@@ -176,7 +197,9 @@ pub async fn run(
         },
         wake,
         synced_rx,
-    ));
+    );
+    ctx.cluster_minor = cluster_minor;
+    let ctx = Arc::new(ctx);
 
     tokio::spawn(gauges(builds.clone(), pvcs.clone(), metrics.clone()));
     tokio::spawn(async move {
@@ -251,6 +274,7 @@ impl Context {
             wake,
             cache_waits: std::sync::Mutex::new(HashMap::new()),
             synced,
+            cluster_minor: None,
         }
     }
 }
@@ -474,23 +498,7 @@ async fn observe(build: &ImageBuild, ctx: &Context) -> Result<Observed, Error> {
         None
     };
 
-    let cache_claims = ctx
-        .pvcs
-        .state()
-        .into_iter()
-        .filter(|c| c.namespace().as_deref() == Some(ns.as_str()))
-        .filter(|c| c.labels().contains_key(crate::cache::LABEL_KEY))
-        .map(|c| (*c).clone())
-        .collect();
-    let cache_pods = ctx
-        .pods
-        .state()
-        .into_iter()
-        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
-        .filter(|p| p.labels().get(names::LABEL_BUILD_UID) != Some(&uid))
-        .filter(|p| crate::cache::is_live(p))
-        .map(|p| (*p).clone())
-        .collect();
+    let (cache_claims, cache_pods) = cache_state(ctx, &ns, &uid);
 
     Ok(Observed {
         now: Timestamp::now(),
@@ -501,7 +509,30 @@ async fn observe(build: &ImageBuild, ctx: &Context) -> Result<Observed, Error> {
         admission: Admission::Admitted,
         cache_claims,
         cache_pods,
+        cluster_minor: ctx.cluster_minor,
     })
+}
+
+/// The cache claims of a namespace, and the live pods of other builds there (their holders).
+fn cache_state(ctx: &Context, ns: &str, uid: &str) -> (Vec<PersistentVolumeClaim>, Vec<Pod>) {
+    let claims = ctx
+        .pvcs
+        .state()
+        .into_iter()
+        .filter(|c| c.namespace().as_deref() == Some(ns))
+        .filter(|c| c.labels().contains_key(crate::cache::LABEL_KEY))
+        .map(|c| (*c).clone())
+        .collect();
+    let pods = ctx
+        .pods
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns))
+        .filter(|p| p.labels().get(names::LABEL_BUILD_UID).map(String::as_str) != Some(uid))
+        .filter(|p| crate::cache::is_live(p))
+        .map(|p| (*p).clone())
+        .collect();
+    (claims, pods)
 }
 
 async fn exists(ctx: &Context, ns: &str, kind: &str, name: &str) -> Result<bool, Error> {
@@ -546,9 +577,14 @@ fn admission_for(ctx: &Context, me: &ImageBuild, inflight: &mut Inflight) -> Adm
             active_uids.insert(uid.clone(), ());
         }
     }
-    inflight
-        .started
-        .retain(|_, (at, _)| at.elapsed() < Duration::from_secs(120));
+    // Once the cache shows a pod or a claim, the cache is the truth about it (a pod may have
+    // ended already).
+    inflight.started.retain(|_, (at, pod)| {
+        ctx.pods.get(&ObjectRef::from_obj(pod)).is_none() && at.elapsed() < INFLIGHT
+    });
+    inflight.claims.retain(|_, (at, claim)| {
+        ctx.pvcs.get(&ObjectRef::from_obj(claim)).is_none() && at.elapsed() < INFLIGHT
+    });
     let entries: Vec<Entry> = ctx
         .builds
         .state()
@@ -627,7 +663,11 @@ async fn apply(build: Arc<ImageBuild>, ctx: &Context) -> Result<Requeue, Error> 
         // take the last slot before the cache shows either pod.
         let mut inflight = ctx.admission.lock().await;
         seen.admission = admission_for(ctx, &build, &mut inflight);
+        // The caches' holders and claims, read again under the lock: another reconcile may have
+        // created a pod or a claim since `observe`, which the caches may or may not show yet.
         let ns = build.namespace().unwrap_or_default();
+        let uid = build.uid().unwrap_or_default();
+        (seen.cache_claims, seen.cache_pods) = cache_state(ctx, &ns, &uid);
         seen.cache_pods.extend(
             inflight
                 .started
@@ -635,11 +675,25 @@ async fn apply(build: Arc<ImageBuild>, ctx: &Context) -> Result<Requeue, Error> 
                 .filter(|((n, name), _)| *n == ns && *name != build.name_any())
                 .map(|(_, (_, pod))| pod.clone()),
         );
+        seen.cache_claims.extend(
+            inflight
+                .claims
+                .iter()
+                .filter(|((n, _), _)| *n == ns)
+                .map(|(_, (_, claim))| claim.clone()),
+        );
         let decision = decide::decide(&build, &seen, &ctx.config);
-        if let Some(pod) = carry_out(&build, ctx, &decision.actions).await? {
+        let created = carry_out(&build, ctx, &decision.actions).await?;
+        let now = Instant::now();
+        if let Some(pod) = created.build_pod {
             inflight
                 .started
-                .insert((ns, build.name_any()), (Instant::now(), pod));
+                .insert((ns.clone(), build.name_any()), (now, pod));
+        }
+        for claim in created.claims {
+            inflight
+                .claims
+                .insert((ns.clone(), claim.name_any()), (now, claim));
         }
         decision
     } else {
@@ -730,16 +784,16 @@ fn wake_queued(ctx: &Context) {
     }
 }
 
-/// Carries out the actions in order; returns the build pod it created, if any.
+/// Carries out the actions in order; returns the build pod and the claims it created.
 async fn carry_out(
     build: &ImageBuild,
     ctx: &Context,
     actions: &[Action],
-) -> Result<Option<Pod>, Error> {
+) -> Result<Created, Error> {
     let ns = build.namespace().ok_or(Error::NoNamespace)?;
     let name = build.name_any();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut started = None;
+    let mut created = Created::default();
     for action in actions {
         match action {
             Action::CreateConfigMap(cm) => {
@@ -759,7 +813,7 @@ async fn carry_out(
                         if p.labels().get(names::LABEL_ROLE).map(String::as_str)
                             == Some(names::ROLE_BUILD)
                         {
-                            started = Some(p);
+                            created.build_pod = Some(p);
                         }
                     }
                     // Created by an earlier reconcile (or a previous operator): adopt it.
@@ -788,7 +842,10 @@ async fn carry_out(
                 let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
                 ctx.metrics.write("create_claim");
                 match api.create(&PostParams::default(), claim).await {
-                    Ok(c) => info!(claim = c.name_any(), "created cache claim"),
+                    Ok(c) => {
+                        info!(claim = c.name_any(), "created cache claim");
+                        created.claims.push(c);
+                    }
                     Err(kube::Error::Api(e)) if e.code == 409 => {}
                     Err(e) => return Err(e.into()),
                 }
@@ -849,7 +906,7 @@ async fn carry_out(
             }
         }
     }
-    Ok(started)
+    Ok(created)
 }
 
 async fn publish(ctx: &Context, build: &ImageBuild, ev: &decide::Event) {

@@ -57,6 +57,8 @@ pub struct Observed {
     pub cache_claims: Vec<PersistentVolumeClaim>,
     /// The live pods of other builds in the namespace, which may hold cache claims.
     pub cache_pods: Vec<Pod>,
+    /// The cluster's Kubernetes minor version (1.x), when known.
+    pub cluster_minor: Option<u32>,
 }
 
 /// A referenced object that does not exist.
@@ -313,6 +315,19 @@ impl<'a> Decider<'a> {
         }
         if !problems.is_empty() {
             return Err((reasons::INVALID_SPEC, problems.join("; ")));
+        }
+        if self.build.spec.security_profile == SecurityProfile::Userns
+            && let Some(minor) = self.seen.cluster_minor
+            && minor < 33
+        {
+            // Before 1.33 the API server drops `hostUsers: false` without a word: the pod would
+            // run as root with SYS_ADMIN in the node's own user namespace.
+            return Err((
+                reasons::PROFILE_UNSUPPORTED,
+                format!(
+                    "spec.securityProfile: userns needs Kubernetes 1.33 or later (hostUsers: false); this cluster is 1.{minor}: use rootless"
+                ),
+            ));
         }
         if self.build.spec.security_profile == SecurityProfile::Privileged
             && !self.config.allow_privileged
@@ -746,6 +761,19 @@ fn check_plan_against_spec(
                     s.id
                 ),
             ));
+        }
+    }
+    if let Some(cache) = &spec.cache {
+        for (i, v) in cache.volumes.iter().enumerate() {
+            if !plan.caches.iter().any(|c| c.id == v.id) {
+                return Err((
+                    reasons::INVALID_SPEC,
+                    format!(
+                        "spec.cache.volumes[{i}].id: no RUN --mount=type=cache of the stages this build runs uses the id {:?}",
+                        v.id
+                    ),
+                ));
+            }
         }
     }
     for s in plan.ssh.iter().filter(|s| s.required) {

@@ -176,15 +176,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|| format!("kiln-operator-{}", std::process::id()));
             // A standby is ready: it serves metrics and waits for the lease.
             ready.store(true, std::sync::atomic::Ordering::Relaxed);
-            let rx = leader::acquire(
-                client.clone(),
-                &lease_ns,
-                "kiln-operator",
-                &identity,
-                metrics.clone(),
-            )
-            .await
-            .context("leader election")?;
+            // A standby stops at once on SIGTERM: as PID 1 in its container, a signal without a
+            // handler would be ignored, and every rollout would wait out the grace period.
+            let rx = tokio::select! {
+                rx = leader::acquire(
+                    client.clone(),
+                    &lease_ns,
+                    "kiln-operator",
+                    &identity,
+                    metrics.clone(),
+                ) => rx.context("leader election")?,
+                _ = shutdown_signal() => {
+                    tracing::info!("stopping on signal (a standby)");
+                    return Ok(());
+                }
+            };
             ready.store(false, std::sync::atomic::Ordering::Relaxed);
             Box::pin(async move {
                 tokio::select! {

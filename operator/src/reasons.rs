@@ -30,6 +30,8 @@ pub const SUCCEEDED: &str = "Succeeded";
 pub const INVALID_SPEC: &str = "InvalidSpec";
 /// `securityProfile: privileged` without the operator's opt-in.
 pub const PRIVILEGED_NOT_ALLOWED: &str = "PrivilegedNotAllowed";
+/// The security profile needs a newer Kubernetes than the cluster's (`userns` before 1.33).
+pub const PROFILE_UNSUPPORTED: &str = "ProfileUnsupported";
 /// The Dockerfile does not parse or plan; the message names file, line and column.
 pub const INVALID_DOCKERFILE: &str = "InvalidDockerfile";
 /// The plan pod failed for a reason other than the Dockerfile.
@@ -50,7 +52,11 @@ pub const CANCELLED: &str = "Cancelled";
 /// or that ended without a result may well succeed next time.
 pub fn is_permanent(reason: &str) -> bool {
     match reason {
-        INVALID_SPEC | PRIVILEGED_NOT_ALLOWED | CANCELLED | DEADLINE_EXCEEDED => true,
+        INVALID_SPEC
+        | PRIVILEGED_NOT_ALLOWED
+        | PROFILE_UNSUPPORTED
+        | CANCELLED
+        | DEADLINE_EXCEEDED => true,
         POD_LOST | BUILD_FAILED | PLAN_FAILED | POD_CREATE_FAILED => false,
         worker => serde_json::from_value::<kiln_worker::result::Reason>(serde_json::Value::String(
             worker.to_string(),

@@ -830,3 +830,56 @@ fn the_end_of_a_build_records_when_its_caches_were_used() {
     let b2 = after(&b1, &d);
     assert!(decide(&b2, &seen, &config()).actions.is_empty());
 }
+
+#[test]
+fn userns_is_refused_where_the_cluster_would_ignore_it() {
+    let mut b = build();
+    b.spec.security_profile = SecurityProfile::Userns;
+    let mut seen = observed();
+    seen.cluster_minor = Some(20);
+    let d = decide(&b, &seen, &config());
+    assert!(created_pods(&d).is_empty());
+    let b1 = after(&b, &d);
+    assert_eq!(reason(&b1), "ProfileUnsupported");
+    assert!(b1.status.unwrap().message.unwrap().contains("1.20"));
+    seen.cluster_minor = Some(33);
+    assert_eq!(created_pods(&decide(&b, &seen, &config())), ["app-g1-1"]);
+}
+
+#[test]
+fn a_cache_volume_for_an_id_the_dockerfile_never_uses_is_invalid() {
+    let mut b = build();
+    b.spec.cache = Some(kiln_crds::CacheSpec {
+        volumes: vec![kiln_crds::CacheVolume {
+            id: "go-mod".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let d = decide(&b, &observed(), &config());
+    assert!(created_pods(&d).is_empty());
+    let b1 = after(&b, &d);
+    assert_eq!(reason(&b1), "InvalidSpec");
+    assert!(
+        b1.status
+            .unwrap()
+            .message
+            .unwrap()
+            .starts_with("spec.cache.volumes[0].id:")
+    );
+    assert!(
+        d.actions
+            .iter()
+            .any(|a| matches!(a, Action::Event(e) if e.warning && e.reason == "InvalidSpec"))
+    );
+    // Used: fine.
+    let mut seen = observed();
+    seen.local_plan = Some(Ok(PlanFacts {
+        caches: vec![kiln_operator::plan::CacheUse {
+            id: "go-mod".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }));
+    assert_eq!(created_pods(&decide(&b, &seen, &config())), ["app-g1-1"]);
+}

@@ -221,7 +221,12 @@ fn concurrent_private_builds_get_their_own_claims() {
     for who in ["p1", "p2"] {
         apply(
             &ns.name,
-            &inline_build(who, &image(&ns, who), &[("Dockerfile", &dockerfile(who))], ""),
+            &inline_build(
+                who,
+                &image(&ns, who),
+                &[("Dockerfile", &dockerfile(who))],
+                "",
+            ),
         );
     }
     let a = wait_phase(&ns.name, "p1", "Succeeded", TIMEOUT);
@@ -239,19 +244,34 @@ fn concurrent_private_builds_get_their_own_claims() {
     );
     // Each saw only its own writes.
     assert_eq!((sa.2.trim(), sb.2.trim()), ("p1", "p2"));
-    let claim = |ib: &Value| ib["status"]["caches"][0]["claimName"].as_str().unwrap().to_string();
+    let claim = |ib: &Value| {
+        ib["status"]["caches"][0]["claimName"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
     let (ca, cb) = (claim(&a), claim(&b));
     assert_ne!(ca, cb, "two concurrent private builds shared a claim");
     let mut instances: Vec<String> = claims(&ns)
         .iter()
-        .map(|c| c["metadata"]["labels"]["kiln.dev/cache-instance"].as_str().unwrap().to_string())
+        .map(|c| {
+            c["metadata"]["labels"]["kiln.dev/cache-instance"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     instances.sort();
     assert_eq!(instances, ["0", "1"]);
     // Later, an instance is reused rather than a third one made.
     apply(
         &ns.name,
-        &inline_build("p3", &image(&ns, "p3"), &[("Dockerfile", &dockerfile("p3"))], ""),
+        &inline_build(
+            "p3",
+            &image(&ns, "p3"),
+            &[("Dockerfile", &dockerfile("p3"))],
+            "",
+        ),
     );
     let c = wait_phase(&ns.name, "p3", "Succeeded", TIMEOUT);
     assert!([ca, cb].contains(&claim(&c)));

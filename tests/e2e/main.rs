@@ -2,4 +2,6 @@
 
 mod cache;
 mod crd;
+mod helm;
 mod operator;
+mod quickstart;

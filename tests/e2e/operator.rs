@@ -11,7 +11,7 @@ use kiln_tests::facts;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-const BUILD_TIMEOUT: Duration = Duration::from_secs(420);
+pub const BUILD_TIMEOUT: Duration = Duration::from_secs(420);
 
 pub fn registry() -> String {
     std::env::var("KILN_E2E_REGISTRY").expect("KILN_E2E_REGISTRY: run the suite with `make e2e`")
@@ -21,11 +21,11 @@ pub fn base() -> String {
     std::env::var("KILN_E2E_BASE").expect("KILN_E2E_BASE: run the suite with `make e2e`")
 }
 
-fn operator_namespace() -> String {
+pub fn operator_namespace() -> String {
     std::env::var("KILN_NAMESPACE_DEPLOY").unwrap_or_else(|_| "kiln-system".into())
 }
 
-fn phase(ib: &Value) -> &str {
+pub fn phase(ib: &Value) -> &str {
     ib["status"]["phase"].as_str().unwrap_or("")
 }
 
@@ -65,7 +65,7 @@ pub fn inline_build(name: &str, image: &str, files: &[(&str, &str)], extra: &str
     )
 }
 
-fn pods_of(ns: &str, build: &str) -> Vec<Value> {
+pub fn pods_of(ns: &str, build: &str) -> Vec<Value> {
     list_json(ns, "pods", Some(&format!("kiln.dev/build={build}")))
 }
 

@@ -32,6 +32,8 @@ pub struct Faults {
     /// When the registry has answered the first request whose line contains this text,
     /// SIGKILL this pid, and close the client's connection instead of answering.
     pub kill_after: Option<(String, u32)>,
+    /// Answer every `HEAD` of a blob with 500, as a registry whose storage backend is sick.
+    pub fail_blob_heads: bool,
 }
 
 /// Counts of what was injected.
@@ -203,7 +205,12 @@ fn serve(client: TcpStream, upstream: SocketAddr, s: &Shared, f: &Faults) -> io:
         let injected = s.e500.load(Ordering::SeqCst)
             + s.e429.load(Ordering::SeqCst)
             + s.cuts.load(Ordering::SeqCst);
-        let a = if had {
+        let a = if f.fail_blob_heads
+            && request_line.starts_with("HEAD ")
+            && request_line.contains("/blobs/")
+        {
+            Action::Status(500, "Internal Server Error")
+        } else if had {
             Action::Forward
         } else if x < total && injected < 3 {
             // The first three faults are one of each kind, so every kind is exercised.
@@ -363,7 +370,7 @@ mod tests {
                 throttle_429: 0.2,
                 cut: 0.2,
                 seed: 7,
-                kill_after: None,
+                ..Faults::default()
             },
         );
         let mut statuses = vec![];

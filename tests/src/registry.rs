@@ -4,7 +4,7 @@
 //! basic auth (bcrypt entries made with `htpasswd -B`). It is killed when dropped, panicking
 //! test or not.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -47,11 +47,30 @@ fn run(cmd: &mut Command) -> std::process::Output {
 
 /// A loopback port that nothing listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+    free_port_on(IpAddr::from([127, 0, 0, 1]))
+}
+
+/// A port of `ip` that nothing listens on right now.
+pub fn free_port_on(ip: IpAddr) -> u16 {
+    TcpListener::bind(SocketAddr::new(ip, 0))
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// An IPv4 address of this machine outside `127.0.0.0/8` (the first global one `ip` lists),
+/// for a registry that must not count as a loopback one; `None` on a machine without one.
+pub fn non_loopback_address() -> Option<IpAddr> {
+    let out = Command::new("ip")
+        .args(["-o", "-4", "addr", "show", "scope", "global"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let cidr = l.split_whitespace().skip_while(|w| *w != "inet").nth(1)?;
+        let ip: IpAddr = cidr.split('/').next()?.parse().ok()?;
+        (!ip.is_loopback()).then_some(ip)
+    })
 }
 
 /// Wait until something accepts connections on `addr`.
@@ -73,14 +92,20 @@ impl Registry {
     }
 
     pub fn start(config: Config) -> Registry {
+        Registry::start_on(config, IpAddr::from([127, 0, 0, 1]))
+    }
+
+    /// A registry listening on `ip` (its TLS certificate names that address too), such as
+    /// `::1` or a non-loopback address of this machine ([`non_loopback_address`]).
+    pub fn start_on(config: Config, ip: IpAddr) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("kiln-registry-")
             .tempdir()
             .unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let ca = config.tls.then(|| make_certs(dir.path()));
+        let addr = SocketAddr::new(ip, free_port_on(ip));
+        let ca = config.tls.then(|| make_certs(dir.path(), ip));
         let mut yaml = format!(
-            "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: \"{addr}\"\n",
             dir.path().join("storage").display()
         );
         if config.tls {
@@ -163,7 +188,7 @@ impl Registry {
         self.child.as_ref().map(Child::id)
     }
 
-    /// `127.0.0.1:PORT`.
+    /// `ADDRESS:PORT` (`127.0.0.1:5000`, `[::1]:5000`).
     pub fn host(&self) -> String {
         self.addr.to_string()
     }
@@ -231,8 +256,9 @@ impl Drop for Registry {
     }
 }
 
-/// A CA and a server certificate for 127.0.0.1 signed by it; returns the CA's path.
-fn make_certs(dir: &Path) -> PathBuf {
+/// A CA and a server certificate for 127.0.0.1, `localhost` and `ip`, signed by it; returns
+/// the CA's path.
+fn make_certs(dir: &Path, ip: IpAddr) -> PathBuf {
     let p = |n: &str| dir.join(n).display().to_string();
     run(Command::new("openssl").args([
         "req",
@@ -271,7 +297,7 @@ fn make_certs(dir: &Path) -> PathBuf {
     ]));
     std::fs::write(
         dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        format!("subjectAltName=IP:127.0.0.1,IP:{ip},DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"),
     )
     .unwrap();
     run(Command::new("openssl").args([

@@ -3,14 +3,18 @@
 //! This is the library side of the command: the CLI parses flags into a [`Request`], this
 //! module reads the context, plans the Dockerfile, solves it and writes the outputs.
 
+mod attest;
 mod error;
+mod output;
+mod platforms;
 mod report;
 
 pub use error::{Error, MissingRequired};
+pub(crate) use platforms::Built;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -19,18 +23,16 @@ use serde::Serialize;
 use crate::cache::transfer::{self, CacheRecord, CacheSpec, Imported};
 use crate::context::Context;
 use crate::export::{self, ImageOptions};
-use crate::image::config::ImageConfig;
-use crate::image::layout::{self, Artifact};
+use crate::image::layout::Export;
 use crate::image::oci::Platform;
 use crate::mounts::ssh::SshSource;
-use crate::plan::step::{Base, LoweredStage};
 use crate::plan::{self, Plan, PlanOptions};
 use crate::progress::{Event, Sink};
-use crate::registry::{Registries, RegistryError, RegistryOptions};
+use crate::registry::{Registries, RegistryOptions};
 use crate::sandbox::run::Runner;
 use crate::snapshot::compress::Compression;
 use crate::solve::{
-    BuildError, Frontend, Interrupt, NamedContext, Options, SecretSource, Snapshotter, Solver,
+    BuildError, Interrupt, NamedContext, Options, SecretSource, Shared, Snapshotter, Solver,
     StepError,
 };
 use crate::store::Store;
@@ -132,6 +134,13 @@ pub struct Request {
     pub dockerfile: Option<PathBuf>,
     pub build_args: BTreeMap<String, String>,
     pub target: Option<String>,
+    /// `--platform`: the platforms to build, each to its image (an image index when there are
+    /// several). Empty: this machine's platform, and the image's platform is its base's.
+    pub platforms: Vec<plan::Platform>,
+    /// An image index even for one platform (`BUILDKIT_MULTI_PLATFORM=1`).
+    pub multi_platform: bool,
+    /// `--provenance` / `--attest type=provenance`: attach SLSA provenance to each image.
+    pub provenance: Option<crate::provenance::Options>,
     pub labels: BTreeMap<String, String>,
     pub tags: Vec<String>,
     pub outputs: Vec<Output>,
@@ -181,8 +190,15 @@ pub struct Request {
 pub struct Outcome {
     #[serde(rename = "containerimage.digest")]
     pub manifest_digest: String,
-    #[serde(rename = "containerimage.config.digest")]
-    pub config_digest: String,
+    /// The image config's digest; none for an image index (several platforms).
+    #[serde(
+        rename = "containerimage.config.digest",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub config_digest: Option<String>,
+    /// The platforms built, one image each.
+    #[serde(rename = "kiln.platforms")]
+    pub platforms: Vec<String>,
     #[serde(rename = "image.name", skip_serializing_if = "String::is_empty")]
     pub names: String,
     #[serde(rename = "kiln.steps")]
@@ -229,39 +245,6 @@ pub struct PushSummary {
 pub struct DockerfileText {
     pub name: String,
     pub text: String,
-}
-
-/// The plan as the solver sees it.
-struct PlanFrontend<'a> {
-    plan: &'a Plan,
-}
-
-impl Frontend for PlanFrontend<'_> {
-    fn stage_count(&self) -> usize {
-        self.plan.stages.len()
-    }
-    fn needed(&self, stage: usize) -> bool {
-        self.plan.stages[stage].needed
-    }
-    fn target(&self) -> usize {
-        self.plan.target
-    }
-    fn base(&self, stage: usize) -> Base {
-        self.plan.stages[stage].base.clone()
-    }
-    fn label(&self, stage: usize) -> String {
-        self.plan.stages[stage].display_name()
-    }
-    fn name(&self, stage: usize) -> Option<String> {
-        self.plan.stages[stage].name.clone()
-    }
-    fn lower(
-        &self,
-        stage: usize,
-        base: &ImageConfig,
-    ) -> Result<LoweredStage, crate::dockerfile::Diagnostics> {
-        plan::lower(self.plan, stage, base)
-    }
 }
 
 impl Request {
@@ -521,10 +504,14 @@ pub fn run(req: &Request, progress: &dyn Sink) -> Result<Outcome, Error> {
 
 fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, Error> {
     let note = |message: String| progress.event(Event::Info { message });
+    let started_on = crate::image::oci::now();
     let (context, dockerfile) = load_with(req, store, &note)?;
-    let plan = make_plan(req, &dockerfile)?;
-    check_required(req, &plan)?;
-    let no_cache_stages = no_cache_stages(req, &plan)?;
+    let targets = platforms::targets(req);
+    output::check(req, targets.len())?;
+    let plans = platforms::plans(req, &dockerfile)?;
+    let plan = &plans[0];
+    check_required(req, plan)?;
+    let no_cache_stages = no_cache_stages(req, plan)?;
     let registries = Arc::new(Registries::new(req.registry.clone()));
     let cache_from = import_caches(req, &registries, store, progress)?;
     for w in &plan.warnings {
@@ -532,12 +519,12 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
             message: w.to_string(),
         });
     }
+    platforms::check_emulation(&plans, &store.root().join("tmp"), progress)?;
     let runner = match &req.helper {
         Some(h) => Runner { helper: h.clone() },
         None => Runner::current_exe()?,
     };
     let opts = Options {
-        platform: Platform::host(),
         compression: req.compression,
         source_date_epoch: req.source_date_epoch,
         no_cache: req.no_cache,
@@ -565,9 +552,21 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
             }
         },
     };
-    let frontend = PlanFrontend { plan: &plan };
-    let solver = Solver::new(&frontend, &context, store, &opts, progress);
-    let result = solver.solve().map_err(|e| match e {
+    let frontends: Vec<platforms::PlanFrontend> = plans
+        .iter()
+        .zip(&targets)
+        .map(|(plan, t)| platforms::PlanFrontend {
+            plan,
+            target: Platform::from(t),
+        })
+        .collect();
+    let multi = frontends.len() > 1 || req.multi_platform;
+    let shared = Shared::new(store, &context, multi);
+    let solvers: Vec<Solver> = frontends
+        .iter()
+        .map(|f| Solver::with_shared(f, &context, store, &opts, progress, shared.clone()))
+        .collect();
+    let built = platforms::solve_all(&solvers).map_err(|e| match e {
         BuildError::Step(_) => Error::Step {
             rendered: render_step_error(&e, &dockerfile),
             source: e,
@@ -578,48 +577,64 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
         Some(stop) => Err(Error::Build(BuildError::Interrupted(stop))),
         None => Ok(()),
     };
-    let inline_cache = if req.cache_to.iter().any(|c| c.spec == CacheSpec::Inline) {
-        Some(transfer::CacheConfig {
-            version: 1,
-            records: cache_records(&solver, &result, transfer::Mode::Min)?,
-        })
+    let mut images = Vec::with_capacity(built.len());
+    for b in &built {
+        let inline_cache = if req.cache_to.iter().any(|c| c.spec == CacheSpec::Inline) {
+            Some(transfer::CacheConfig {
+                version: 1,
+                records: cache_records(&[b], transfer::Mode::Min)?,
+            })
+        } else {
+            None
+        };
+        let image_opts = ImageOptions {
+            labels: req.labels.clone(),
+            source_date_epoch: req.source_date_epoch,
+            inline_cache,
+            // With --platform, the image names the target platform, whatever its stage's
+            // (BuildKit's rule).
+            platform: (!req.platforms.is_empty()).then(|| b.solver.target_platform()),
+        };
+        images.push(export::assemble(b.solver, &b.result, &image_opts)?);
+    }
+    let names = output::push_names(req).unwrap_or_else(|| req.tags.clone());
+    let attestations = match &req.provenance {
+        Some(p) => {
+            // A Git context's URL and commit are the config source, as in BuildKit.
+            let git = context
+                .origin()
+                .and_then(|o| Some((o.source.clone(), o.revision.clone()?)));
+            let request = attest::request_inputs(req, plan, &dockerfile, git, started_on);
+            attest::provenance(store, p, &request, &built, &images, &names)?
+        }
+        None => vec![],
+    };
+    let statements: Vec<Vec<u8>> = attestations.iter().map(|a| a.statement.clone()).collect();
+    // BuildKit writes an index when several platforms are built, or attestations attached.
+    let image = if images.len() == 1 && !multi && attestations.is_empty() {
+        Export::Image(Box::new(images.remove(0)))
     } else {
-        None
+        images.extend(attestations.into_iter().map(|a| a.manifest));
+        Export::index(store, images)?
     };
-    let image_opts = ImageOptions {
-        labels: req.labels.clone(),
-        source_date_epoch: req.source_date_epoch,
-        inline_cache,
-    };
-    let artifact = export::assemble(&solver, &result, &image_opts)?;
-    for output in &req.outputs {
+    let solver = built[0].solver;
+    for out in &req.outputs {
         stopped()?;
         progress.event(Event::Info {
-            message: format!("exporting to {}", describe(output)),
+            message: format!("exporting to {}", output::describe(out)),
         });
         // A push fetches only what the registry cannot get otherwise (see `push`).
-        if !matches!(output, Output::Local { .. } | Output::Image { .. }) {
-            solver.fetch_missing_blobs(&solver.layers(&result)?)?;
-        }
-        write_output(&solver, &result, store, &artifact, output, &req.tags)?;
-        if let Output::Local { dest } = output {
-            let notable = export::privileged_files(&result.view(&solver));
-            if !notable.is_empty() {
-                progress.event(Event::Info {
-                    message: format!(
-                        "warning: {} holds files that grant privileges to whoever can reach them ({}); keep it where only you can: {}",
-                        dest.display(),
-                        "setuid/setgid files and device nodes",
-                        notable.join(", ")
-                    ),
-                });
+        if !matches!(out, Output::Local { .. } | Output::Image { .. }) {
+            for b in &built {
+                solver.fetch_missing_blobs(&b.solver.layers(&b.result)?)?;
             }
         }
+        output::write_output(&built, &statements, store, &image, out, &req.tags, progress)?;
     }
     let mut exported = 0;
     for export in &req.cache_to {
         stopped()?;
-        match export_cache(&solver, &result, store, &export.spec, progress) {
+        match export_cache(&built, store, &export.spec, progress) {
             Ok(()) => exported += 1,
             Err(e) if export.ignore_error => progress.event(Event::Info {
                 message: format!("warning: cache export failed (ignore-error=true): {e}"),
@@ -628,17 +643,24 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
         }
     }
     stopped()?;
-    let push = push_names(req)
+    let push = output::push_names(req)
         .map(|names| {
             let id = solver.next_vertex();
-            let blobs = solver.layers(&result)?;
-            push(&solver, &blobs, &artifact, &names, progress, id)
+            let mut blobs = vec![];
+            for b in &built {
+                blobs.extend(b.solver.layers(&b.result)?);
+            }
+            output::push(solver, &blobs, &image, &names, progress, id)
         })
         .transpose()?;
-    let stats = &solver.stats;
+    let stats = solver.stats();
     let outcome = Outcome {
-        manifest_digest: artifact.manifest_digest.to_string(),
-        config_digest: artifact.manifest.config.digest.to_string(),
+        manifest_digest: image.digest().to_string(),
+        config_digest: match &image {
+            Export::Image(a) => Some(a.manifest.config.digest.to_string()),
+            Export::Index { .. } => None,
+        },
+        platforms: targets.iter().map(ToString::to_string).collect(),
         names: match &push {
             Some(p) => p
                 .pushed
@@ -731,15 +753,15 @@ fn describe_cache(spec: &CacheSpec) -> String {
     }
 }
 
-/// Write the step cache to a `--cache-to` destination.
+/// Write the step cache (of every platform) to a `--cache-to` destination.
 fn export_cache(
-    solver: &Solver<'_>,
-    result: &crate::solve::StageResult,
+    built: &[Built<'_, '_>],
     store: &Store,
     spec: &CacheSpec,
     progress: &dyn Sink,
 ) -> Result<(), Error> {
-    let records = cache_records(solver, result, spec.mode())?;
+    let records = cache_records(&built.iter().collect::<Vec<_>>(), spec.mode())?;
+    let solver = built[0].solver;
     let n = records.len();
     match spec {
         CacheSpec::Local { dir, tag, .. } => {
@@ -753,9 +775,10 @@ fn export_cache(
         }
         CacheSpec::Registry { reference, .. } => {
             let blobs: Vec<_> = records.iter().filter_map(|r| r.layer.clone()).collect();
-            let artifact = transfer::cache_artifact(store, records)?;
+            let artifact = Export::Image(Box::new(transfer::cache_artifact(store, records)?));
             let names = [reference.clone()];
-            fetch_for_push(solver, &blobs, &artifact, &names).map_err(cache_error(reference))?;
+            output::fetch_for_push(solver, &blobs, &artifact, &names)
+                .map_err(cache_error(reference))?;
             crate::registry::push::push(&solver.opts().registry, store, &artifact, &names)
                 .map_err(|e| cache_error(reference)(Error::Push(e)))?;
         }
@@ -768,27 +791,33 @@ fn export_cache(
     Ok(())
 }
 
-/// The records of the step results a cache export carries.
+/// The records of the step results a cache export carries, over the platforms built (a step
+/// they share, once).
 fn cache_records(
-    solver: &Solver<'_>,
-    result: &crate::solve::StageResult,
+    built: &[&Built<'_, '_>],
     mode: transfer::Mode,
 ) -> Result<Vec<CacheRecord>, Error> {
-    let ids = solver.cache_ids(result, mode);
-    let mut records = Vec::with_capacity(ids.len());
-    for id in ids {
-        let empty = solver.is_empty(&id);
-        let layer = if empty {
-            None
-        } else {
-            Some(solver.layer(&id)?)
-        };
-        records.push(CacheRecord {
-            aliases: solver.aliases_of(&id),
-            key: id,
-            empty,
-            layer,
-        });
+    let mut records: Vec<CacheRecord> = vec![];
+    let mut seen = HashSet::new();
+    for b in built {
+        let solver = b.solver;
+        for id in solver.cache_ids(&b.result, mode) {
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            let empty = solver.is_empty(&id);
+            let layer = if empty {
+                None
+            } else {
+                Some(solver.layer(&id)?)
+            };
+            records.push(CacheRecord {
+                aliases: solver.aliases_of(&id),
+                key: id,
+                empty,
+                layer,
+            });
+        }
     }
     Ok(records)
 }
@@ -797,113 +826,6 @@ fn cache_error(reference: &str) -> impl Fn(Error) -> Error + '_ {
     move |e| Error::CacheExport {
         reference: reference.to_string(),
         source: Box::new(e),
-    }
-}
-
-/// Before pushing `artifact`: download the blobs (among `blobs`, the layers of imported cache
-/// hits) that the store lacks and that the target repositories cannot get by a mount or
-/// already have.
-fn fetch_for_push(
-    solver: &Solver<'_>,
-    blobs: &[crate::snapshot::layer::LayerBlob],
-    artifact: &Artifact,
-    names: &[String],
-) -> Result<(), Error> {
-    let store = solver.snapshots().store();
-    let wanted = crate::registry::push::unavailable(
-        &solver.opts().registry,
-        store,
-        names,
-        &artifact.manifest.layers,
-    )
-    .map_err(Error::Push)?;
-    let fetch: Vec<_> = blobs
-        .iter()
-        .filter(|b| wanted.contains(&b.digest))
-        .cloned()
-        .collect();
-    solver.fetch_missing_blobs(&fetch)?;
-    Ok(())
-}
-
-/// The names to push to: those of the `type=image` outputs, or the tags for an output without
-/// names; `None` when nothing is pushed.
-fn push_names(req: &Request) -> Option<Vec<String>> {
-    let mut names: Vec<String> = vec![];
-    let mut any = false;
-    for output in &req.outputs {
-        if let Output::Image {
-            names: n,
-            push: true,
-        } = output
-        {
-            any = true;
-            let n = if n.is_empty() { &req.tags } else { n };
-            for name in n {
-                if !names.contains(name) {
-                    names.push(name.clone());
-                }
-            }
-        }
-    }
-    any.then_some(names)
-}
-
-/// Push the image, with a progress vertex per push.
-fn push(
-    solver: &Solver<'_>,
-    blobs: &[crate::snapshot::layer::LayerBlob],
-    artifact: &Artifact,
-    names: &[String],
-    progress: &dyn Sink,
-    id: usize,
-) -> Result<PushSummary, Error> {
-    let (registries, store) = (&solver.opts().registry, solver.snapshots().store());
-    if names.is_empty() {
-        return Err(Error::Push(RegistryError::Reference {
-            image: "(none)".into(),
-            message: "pushing needs a name: pass -t NAME or --output type=image,name=NAME".into(),
-        }));
-    }
-    progress.event(Event::Start {
-        id,
-        name: format!("pushing {}", names.join(", ")),
-    });
-    let started = std::time::Instant::now();
-    let pushed = fetch_for_push(solver, blobs, artifact, names).and_then(|()| {
-        crate::registry::push::push(registries, store, artifact, names).map_err(Error::Push)
-    });
-    match pushed {
-        Ok(report) => {
-            progress.event(Event::Info {
-                message: format!(
-                    "pushed {} blobs ({} bytes), mounted {}, {} already there",
-                    report.uploaded, report.uploaded_bytes, report.mounted, report.existing
-                ),
-            });
-            progress.event(Event::Done {
-                id,
-                seconds: started.elapsed().as_secs_f64(),
-            });
-            Ok(PushSummary {
-                pushed: report
-                    .names
-                    .iter()
-                    .map(|n| format!("{n}@{}", artifact.manifest_digest))
-                    .collect(),
-                uploaded: report.uploaded,
-                uploaded_bytes: report.uploaded_bytes,
-                mounted: report.mounted,
-                existing: report.existing,
-            })
-        }
-        Err(e) => {
-            progress.event(Event::Error {
-                id,
-                message: e.to_string(),
-            });
-            Err(e)
-        }
     }
 }
 
@@ -936,80 +858,6 @@ pub fn render_step_error(e: &BuildError, dockerfile: &DockerfileText) -> String 
         }
     }
     out
-}
-
-fn describe(output: &Output) -> String {
-    match output {
-        Output::Oci { dest, tar: true } => format!("an OCI layout tarball {}", dest.display()),
-        Output::Oci { dest, tar: false } => format!("the OCI layout {}", dest.display()),
-        Output::Docker { dest } => format!("the docker-archive {}", dest.display()),
-        Output::Local { dest } => format!("the directory {}", dest.display()),
-        Output::Image { names, .. } if names.is_empty() => "the registry (the -t names)".into(),
-        Output::Image { names, .. } => format!("the registry ({})", names.join(", ")),
-    }
-}
-
-fn write_output(
-    solver: &Solver<'_>,
-    result: &crate::solve::StageResult,
-    store: &Store,
-    artifact: &Artifact,
-    output: &Output,
-    tags: &[String],
-) -> Result<(), Error> {
-    let name = tags.first().map(String::as_str);
-    let err = |dest: &Path, e: Box<dyn std::error::Error + Send + Sync>| Error::Output {
-        path: dest.to_path_buf(),
-        source: e,
-    };
-    match output {
-        Output::Oci { dest, tar: false } => {
-            layout::write_layout_dir(store, artifact, dest, name).map_err(|e| err(dest, e.into()))
-        }
-        Output::Oci { dest, tar: true } => write_tar(dest, |w| {
-            layout::write_layout_tar(store, artifact, w, name).map(drop)
-        }),
-        Output::Docker { dest } => write_tar(dest, |w| {
-            layout::write_docker_archive(store, artifact, w, tags).map(drop)
-        }),
-        Output::Local { dest } => {
-            export::write_local(solver, result, dest).map_err(|e| err(dest, e.into()))
-        }
-        // Pushed after every other output is written, once for all names.
-        Output::Image { .. } => Ok(()),
-    }
-}
-
-/// Write a tarball to a file (atomically) or to standard output (`-`).
-fn write_tar(
-    dest: &Path,
-    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-) -> Result<(), Error> {
-    if dest.as_os_str() == "-" {
-        let stdout = io::stdout();
-        let mut lock = BufWriter::new(stdout.lock());
-        write(&mut lock).map_err(|e| output_error(dest, e))?;
-        return lock.flush().map_err(|e| output_error(dest, e));
-    }
-    let tmp = dest.with_extension("kiln-partial");
-    let result = (|| {
-        let mut file = BufWriter::new(File::create(&tmp)?);
-        write(&mut file)?;
-        file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        std::fs::rename(&tmp, dest)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(output_error(dest, e));
-    }
-    Ok(())
-}
-
-fn output_error(dest: &Path, e: io::Error) -> Error {
-    Error::Output {
-        path: dest.to_path_buf(),
-        source: e.into(),
-    }
 }
 
 /// The default state directory: `/var/lib/kiln` for root, `$XDG_DATA_HOME/kiln` (or

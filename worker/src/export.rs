@@ -8,9 +8,7 @@ use std::path::Path;
 
 use crate::copy;
 use crate::image::layout::Artifact;
-use crate::image::oci::{
-    Descriptor, MEDIA_TYPE_CONFIG, MEDIA_TYPE_MANIFEST, Manifest, now, rfc3339,
-};
+use crate::image::oci::{Descriptor, MEDIA_TYPE_CONFIG, now, rfc3339};
 use crate::solve::{Solver, StageResult};
 
 /// Options of the exported image.
@@ -21,6 +19,10 @@ pub struct ImageOptions {
     pub source_date_epoch: Option<i64>,
     /// `--cache-to type=inline`: the cache records of the image's layers, put in its config.
     pub inline_cache: Option<crate::cache::transfer::CacheConfig>,
+    /// The platform the config names, over its stage's (`--platform` given). BuildKit's rule:
+    /// `os` and `architecture` are the target's; so is `variant` when the target names one or
+    /// differs in `os` or `architecture`.
+    pub platform: Option<crate::image::oci::Platform>,
 }
 
 /// Build the image documents of a result and store them.
@@ -38,6 +40,14 @@ pub fn assemble(
     for (k, v) in &opts.labels {
         image.config.labels.insert(k.clone(), v.clone());
     }
+    if let Some(p) = &opts.platform {
+        let same = image.os == p.os && image.architecture == p.architecture;
+        if p.variant.is_some() || !same {
+            image.variant = p.variant.clone();
+        }
+        image.os = p.os.clone();
+        image.architecture = p.architecture.clone();
+    }
     let config_bytes = match &opts.inline_cache {
         None => serde_json::to_vec(&image),
         Some(cache) => serde_json::to_value(&image).and_then(|mut v| {
@@ -51,27 +61,18 @@ pub fn assemble(
         }),
     }
     .map_err(io::Error::other)?;
-    let config_digest = store.put_blob(&config_bytes)?;
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(MEDIA_TYPE_MANIFEST.into()),
-        artifact_type: None,
-        config: Descriptor::new(MEDIA_TYPE_CONFIG, config_digest, config_bytes.len() as u64),
-        layers: blobs
-            .iter()
-            .map(|b| Descriptor::new(&b.media_type, b.digest.clone(), b.size))
-            .collect(),
-        annotations: BTreeMap::new(),
-    };
-    let manifest_bytes = serde_json::to_vec(&manifest).map_err(io::Error::other)?;
-    let manifest_digest = store.put_blob(&manifest_bytes)?;
-    Ok(Artifact {
-        manifest,
-        manifest_bytes,
-        manifest_digest,
+    let layers = blobs
+        .iter()
+        .map(|b| Descriptor::new(&b.media_type, b.digest.clone(), b.size))
+        .collect();
+    Artifact::put(
+        store,
+        MEDIA_TYPE_CONFIG,
         config_bytes,
-        platform: image.platform(),
-    })
+        layers,
+        None,
+        image.platform(),
+    )
 }
 
 /// The setuid and setgid files and the device nodes of a filesystem, by path (at most 20, then

@@ -31,6 +31,8 @@ pub mod copy;
 #[cfg(feature = "executor")]
 pub mod digest;
 #[cfg(feature = "executor")]
+pub mod emulation;
+#[cfg(feature = "executor")]
 pub mod export;
 #[cfg(feature = "executor")]
 pub mod fsroot;
@@ -38,6 +40,8 @@ pub mod fsroot;
 pub mod kernel;
 #[cfg(feature = "executor")]
 pub mod progress;
+#[cfg(feature = "executor")]
+pub mod provenance;
 #[cfg(feature = "executor")]
 pub mod sandbox;
 #[cfg(feature = "executor")]

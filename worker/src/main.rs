@@ -83,6 +83,27 @@ enum Command {
     Prune(PruneArgs),
     /// Show the disk usage of the build cache, like `docker buildx du`.
     Du(DuArgs),
+    /// Check whether RUN steps of other platforms can run here (QEMU user emulation through
+    /// binfmt_misc), or, with --install (as root), register Debian's QEMU handlers.
+    Binfmt(BinfmtArgs),
+}
+
+/// `kiln binfmt`.
+#[derive(clap::Args)]
+struct BinfmtArgs {
+    /// Register the QEMU handlers that Debian's qemu-user-static ships (the qemu-*.conf rules of
+    /// /etc/binfmt.d, /run/binfmt.d and /usr/lib/binfmt.d), each with the fix-binary flag F,
+    /// after mounting binfmt_misc at /proc/sys/fs/binfmt_misc if needed. Needs root.
+    #[arg(long)]
+    install: bool,
+    /// With --install: replace a handler of the same name that lacks F or names another
+    /// interpreter.
+    #[arg(long, requires = "install")]
+    force: bool,
+    /// The platforms to check (and to install handlers for); default: every platform Kiln has
+    /// a test program for. With this flag, the exit status is 1 when one of them cannot run.
+    #[arg(long, value_delimiter = ',', value_name = "OS/ARCH[/VARIANT]")]
+    platform: Vec<String>,
 }
 
 /// `kiln prune`.
@@ -167,10 +188,25 @@ struct BuildArgs {
     /// default to the -t tags). Repeatable.
     #[arg(short = 'o', long = "output", value_name = "type=TYPE,dest=PATH")]
     outputs: Vec<String>,
-    /// The platform to build for. Only this machine's platform is supported.
-    #[arg(long)]
-    platform: Option<String>,
-    /// How to show progress: auto (tty on a terminal, else plain), tty, plain, json (or rawjson:
+    /// The platforms to build for, comma-separated or repeated (`linux/amd64,linux/arm64`):
+    /// one image each, in an image index when there are several. RUN steps of another
+    /// architecture run under QEMU user emulation (see `kiln binfmt`). Default: this machine's.
+    #[arg(long, value_delimiter = ',', value_name = "OS/ARCH[/VARIANT]")]
+    platform: Vec<String>,
+    /// Attach SLSA provenance to each image, as BuildKit does: `true` (mode=max, SLSA v1),
+    /// `false`, or `mode=min|max[,version=v1|v0.2][,builder-id=ID][,reproducible=true]`
+    /// (docs/provenance.md). Shorthand for `--attest type=provenance,...`.
+    #[arg(long, value_name = "true|false|mode=min|max,...")]
+    provenance: Option<String>,
+    /// An attestation: `type=provenance[,mode=min|max,version=v1|v0.2,builder-id=ID,
+    /// disabled=true]`. `type=sbom` is not supported yet. Repeatable.
+    #[arg(long = "attest", value_name = "type=provenance,...")]
+    attest: Vec<String>,
+    /// SBOM attestations (`--attest type=sbom`): not supported yet; only `false` is accepted.
+    #[arg(long, value_name = "false")]
+    sbom: Option<String>,
+    /// How to show progress: auto (tty when standard error is a terminal, else plain), tty (the
+    /// live view `docker buildx build` draws, redrawn in place), plain, json (or rawjson:
     /// one event per line) or quiet.
     #[arg(long, default_value = "auto")]
     progress: String,
@@ -271,7 +307,9 @@ struct BuildArgs {
     /// (default: /etc/docker/certs.d and /etc/containers/certs.d).
     #[arg(long = "registry-certs-dir", value_name = "DIR")]
     registry_certs_dir: Vec<PathBuf>,
-    /// A registry reached over plain HTTP, `HOST[:PORT]`.
+    /// An insecure registry, `HOST[:PORT]`: TLS without a certificate check when it answers
+    /// TLS, else plain HTTP (dockerd's rule). Registries on loopback (localhost, 127.0.0.0/8,
+    /// ::1) are insecure without this flag; every other one is TLS with a checked certificate.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure_registry: Vec<String>,
     /// Registry credentials: a docker config.json, or a Kubernetes dockerconfigjson Secret file
@@ -392,11 +430,125 @@ fn main() -> ExitCode {
         Command::Build(args) => run_build(&args),
         Command::Prune(args) => run_prune(&args),
         Command::Du(args) => run_du(&args),
+        Command::Binfmt(args) => run_binfmt(&args),
         Command::PrepareVolumes(args) => run_prepare_volumes(&args),
     };
     // A clean exit takes its owner locks along; a crash leaves them to the next build's sweep.
     kiln_worker::store::owner::release_all();
     code
+}
+
+/// The platforms `kiln binfmt` checks by default.
+const BINFMT_PLATFORMS: &[&str] = &[
+    "linux/amd64",
+    "linux/arm64",
+    "linux/arm/v7",
+    "linux/riscv64",
+    "linux/ppc64le",
+    "linux/s390x",
+    "linux/386",
+];
+
+fn run_binfmt(args: &BinfmtArgs) -> ExitCode {
+    use kiln_worker::emulation::{self, binfmt};
+    use kiln_worker::image::oci::Platform as OciPlatform;
+    let wanted: Vec<&str> = if args.platform.is_empty() {
+        BINFMT_PLATFORMS.to_vec()
+    } else {
+        args.platform.iter().map(String::as_str).collect()
+    };
+    let mut platforms = vec![];
+    for p in &wanted {
+        match plan::Platform::parse(p) {
+            Ok(p) => platforms.push(OciPlatform::from(&p)),
+            Err(e) => {
+                eprintln!("error: --platform {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let table = Path::new(binfmt::MOUNT);
+    if args.install {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!(
+                "error: kiln binfmt --install registers handlers for the whole machine: run it as root"
+            );
+            return ExitCode::FAILURE;
+        }
+        if let Err(e) = binfmt::mount(table) {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+        let dirs: Vec<&Path> = binfmt::RULE_DIRS.iter().map(Path::new).collect();
+        let programs: Vec<Vec<u8>> = platforms
+            .iter()
+            .filter_map(emulation::elf::Arch::of)
+            .map(|a| a.program())
+            .collect();
+        let rules: Vec<binfmt::Rule> = binfmt::qemu_rules(&dirs)
+            .into_iter()
+            .filter(|r| args.platform.is_empty() || programs.iter().any(|p| r.matches(p)))
+            .collect();
+        if rules.is_empty() {
+            eprintln!(
+                "error: no QEMU binfmt rules (qemu-*.conf) in {}{}: install Debian's qemu-user-static",
+                binfmt::RULE_DIRS.join(", "),
+                if args.platform.is_empty() {
+                    String::new()
+                } else {
+                    format!(" for {}", args.platform.join(", "))
+                }
+            );
+            return ExitCode::FAILURE;
+        }
+        let host = emulation::elf::Arch::of(&OciPlatform::host())
+            .map(|a| a.program())
+            .unwrap_or_default();
+        match binfmt::install(table, &rules, &host, args.force) {
+            Ok(done) => {
+                for (rule, outcome) in done {
+                    let what = match outcome {
+                        binfmt::Outcome::Registered => "registered".to_string(),
+                        binfmt::Outcome::Present => "already registered".to_string(),
+                        binfmt::Outcome::Replaced => "replaced".to_string(),
+                        binfmt::Outcome::Skipped(why) => format!("skipped: {why}"),
+                    };
+                    println!(
+                        "{:<18} {what} ({}, from {})",
+                        rule.name,
+                        rule.interpreter.display(),
+                        rule.file.display()
+                    );
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        println!();
+    }
+    let scratch = std::env::temp_dir();
+    let mut missing = false;
+    for p in &platforms {
+        match emulation::check(p, &scratch, table) {
+            Ok(support) => println!("{:<14} {support}", p.to_string()),
+            Err(e) => {
+                missing = true;
+                let text = e.to_string();
+                let why = text
+                    .strip_prefix(&format!("{p}: "))
+                    .unwrap_or(&text)
+                    .to_string();
+                println!("{:<14} cannot run: {why}", p.to_string());
+            }
+        }
+    }
+    if missing && !args.platform.is_empty() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// `kiln prepare-volumes`.
@@ -948,12 +1100,14 @@ fn build_request(args: &BuildArgs) -> anyhow::Result<build::Request> {
             }
         }
     }
-    if let Some(p) = &args.platform {
-        let host = kiln_worker::image::oci::Platform::host();
-        let wanted = kiln_worker::image::oci::Platform::parse(p)
-            .with_context(|| format!("--platform {p:?}: expected os/arch[/variant]"))?;
-        if !host.matches(&wanted) {
-            bail!("--platform {p}: only this machine's platform ({host}) can be built for now");
+    let mut platforms: Vec<plan::Platform> = vec![];
+    for p in args.platform.iter().filter(|p| !p.is_empty()) {
+        let parsed = plan::Platform::parse(p).map_err(|e| anyhow::anyhow!("--platform {e}"))?;
+        if parsed.os != "linux" {
+            bail!("--platform {p}: Kiln builds Linux images only");
+        }
+        if !platforms.contains(&parsed) {
+            platforms.push(parsed);
         }
     }
     let mut outputs = args
@@ -1032,6 +1186,9 @@ fn build_request(args: &BuildArgs) -> anyhow::Result<build::Request> {
         dockerfile: args.file.clone(),
         build_args,
         target: args.target.clone(),
+        platforms,
+        multi_platform: false,
+        provenance: provenance_options(args)?,
         labels: key_values(&args.labels, "--label")?,
         tags: args.tags.clone(),
         outputs,
@@ -1083,6 +1240,18 @@ fn build_request(args: &BuildArgs) -> anyhow::Result<build::Request> {
         keep_git_dir: false,
         ssh_known_hosts: parse_known_hosts(&args.ssh_known_hosts)?,
     })
+}
+
+/// `--provenance`, `--attest` and `--sbom` (`provenance::Options::from_flags`).
+fn provenance_options(
+    args: &BuildArgs,
+) -> anyhow::Result<Option<kiln_worker::provenance::Options>> {
+    kiln_worker::provenance::Options::from_flags(
+        args.provenance.as_deref(),
+        &args.attest,
+        args.sbom.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)
 }
 
 /// `--gc-keep-storage` / `--gc-keep-duration`: the automatic GC after a build.
@@ -1231,8 +1400,13 @@ fn split_layout_ref(rest: &str) -> (&str, Option<String>) {
 
 /// BuildKit's built-in build arguments that stand for flags (`plan::buildkit_args`):
 /// `BUILDKIT_CACHE_MOUNT_NS`, `SOURCE_DATE_EPOCH`, `BUILDKIT_INLINE_CACHE`,
-/// `BUILDKIT_CONTEXT_KEEP_GIT_DIR`. A flag wins.
-fn with_buildkit_args(mut req: build::Request) -> anyhow::Result<build::Request> {
+/// `BUILDKIT_CONTEXT_KEEP_GIT_DIR`, `BUILDKIT_MULTI_PLATFORM`, `BUILDKIT_ATTEST_PROVENANCE`. A flag wins.
+/// `provenance_flag`: `--provenance` or `--attest` was given, and wins over
+/// `BUILDKIT_ATTEST_PROVENANCE`.
+fn with_buildkit_args(
+    mut req: build::Request,
+    provenance_flag: bool,
+) -> anyhow::Result<build::Request> {
     use kiln_worker::cache::transfer::CacheExport;
     let b = plan::buildkit_args::BuildkitArgs::from_build_args(&req.build_args)
         .map_err(anyhow::Error::msg)?;
@@ -1241,6 +1415,11 @@ fn with_buildkit_args(mut req: build::Request) -> anyhow::Result<build::Request>
     }
     req.source_date_epoch = req.source_date_epoch.or(b.source_date_epoch);
     req.keep_git_dir = b.keep_git_dir;
+    req.multi_platform |= b.multi_platform;
+    if !provenance_flag && let Some(v) = &b.attest_provenance {
+        req.provenance = kiln_worker::provenance::Options::parse(v)
+            .map_err(|e| anyhow::anyhow!("--build-arg BUILDKIT_ATTEST_PROVENANCE={v}: {e}"))?;
+    }
     if b.inline_cache && !req.cache_to.iter().any(|c| c.spec == CacheSpec::Inline) {
         req.cache_to.push(CacheExport {
             spec: CacheSpec::Inline,
@@ -1268,7 +1447,8 @@ fn run_build(args: &BuildArgs) -> ExitCode {
             .fetch_read_timeout
             .map_or(defaults.read_timeout, std::time::Duration::from_secs),
     });
-    let request = match build_request(args).and_then(with_buildkit_args) {
+    let provenance_flag = args.provenance.is_some() || !args.attest.is_empty();
+    let request = match build_request(args).and_then(|r| with_buildkit_args(r, provenance_flag)) {
         Ok(r) => r,
         Err(e) if e.is::<SecretInput>() => return refuse(Reason::MissingSecret, format!("{e:#}")),
         Err(e) => return usage_error(format!("{e:#}")),
@@ -1307,7 +1487,10 @@ fn run_build(args: &BuildArgs) -> ExitCode {
         eprintln!("warning: cannot watch for signals: {e}");
     }
     let printer = progress::Printer::stderr(mode);
-    match build::run(&request, &printer) {
+    let built = build::run(&request, &printer);
+    // The tty view's last draw, before anything else is printed.
+    printer.finish();
+    match built {
         Ok(outcome) => {
             let to_stdout = request.outputs.iter().any(|o| {
                 matches!(o, build::Output::Oci { dest, .. } | build::Output::Docker { dest } if dest.as_os_str() == "-")

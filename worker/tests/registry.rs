@@ -524,24 +524,16 @@ fn tls_and_auth(env: &Env) {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
 
-    // Without the CA, TLS fails and says so.
+    // Without the CA, a registry on loopback is still reached over TLS, its certificate
+    // unchecked, as dockerd does (the certificate check of other registries is in
+    // `loopback_registries_need_no_flag`).
     let out = build(
         env,
         "state-tls-noca",
         &ctx,
         &[format!("--registry-auth-file={}", good.display())],
     );
-    assert!(!out.status.success());
-    assert!(
-        text(&out).contains(&format!("{host}/{BASE_REPO}:1")),
-        "{}",
-        text(&out)
-    );
-    assert!(
-        text(&out).to_lowercase().contains("certificate"),
-        "{}",
-        text(&out)
-    );
+    assert!(out.status.success(), "{}", text(&out));
 
     // Wrong credentials: a clear 401 that names the image and the file, and no secret.
     let wrong_password = "wrong-5e1d0c2a-secret";
@@ -600,6 +592,142 @@ fn tls_and_auth(env: &Env) {
         "{}",
         text(&out)
     );
+}
+
+/// dockerd's rule: a registry on loopback (`localhost`, `127.0.0.0/8`, `::1`) is reached
+/// without `--insecure-registry`: over TLS when it answers TLS (its certificate unchecked),
+/// else over plain HTTP. Any other registry stays TLS with a checked certificate unless named.
+#[test]
+fn loopback_registries_need_no_flag() {
+    let env = Env::new("registry-loopback", false);
+    // Plain HTTP on 127.0.0.1, as `localhost`, and on ::1: no flag needed.
+    let reg = Registry::plain();
+    let host = reg.host();
+    seed(&env, &host, &[]);
+    let port = reg.addr.port();
+    let ctx = app(&env, "lo-app", &format!("localhost:{port}/{BASE_REPO}:1"));
+    let out = build(
+        &env,
+        "state-lo",
+        &ctx,
+        &[
+            "-t".into(),
+            format!("localhost:{port}/kiln/lo:1"),
+            "--push".into(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(reg.has_tag("kiln/lo", "1"));
+    let v6 = Registry::start_on(Config::default(), "::1".parse().unwrap());
+    let out = build(
+        &env,
+        "state-lo",
+        &ctx,
+        &[
+            "-t".into(),
+            format!("{}/kiln/lo:6", v6.host()),
+            "--push".into(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(v6.has_tag("kiln/lo", "6"));
+
+    // TLS on 127.0.0.1: reached over TLS (not downgraded), with or without its CA.
+    let tls = Registry::start(Config {
+        tls: true,
+        ..Config::default()
+    });
+    let ca = env.dir.join("lo-ca.crt");
+    std::fs::copy(tls.ca.as_ref().unwrap(), &ca).unwrap();
+    let out = build(
+        &env,
+        "state-lo-tls",
+        &env.dir.join("base"),
+        &[
+            format!("--registry-ca={}", ca.display()),
+            "-t".into(),
+            format!("{}/kiln/t:1", tls.host()),
+            "--push".into(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = build(
+        &env,
+        "state-lo-tls",
+        &env.dir.join("base"),
+        &[
+            "-t".into(),
+            format!("{}/kiln/t:2", tls.host()),
+            "--push".into(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    // (A TLS-only server: a success is a push over TLS.)
+    assert!(tls.has_tag("kiln/t", "1") && tls.has_tag("kiln/t", "2"));
+
+    // Off loopback: TLS with a checked certificate, and plain HTTP only when named.
+    let Some(ip) = kiln_tests::registry::non_loopback_address() else {
+        eprintln!("SKIPPED the off-loopback half: this machine has no non-loopback IPv4 address");
+        return;
+    };
+    let far = Registry::start_on(
+        Config {
+            tls: true,
+            ..Config::default()
+        },
+        ip,
+    );
+    let far_ca = env.dir.join("far-ca.crt");
+    std::fs::copy(far.ca.as_ref().unwrap(), &far_ca).unwrap();
+    let name = format!("{}/kiln/far:1", far.host());
+    let out = build(
+        &env,
+        "state-far",
+        &env.dir.join("base"),
+        &["-t".into(), name.clone(), "--push".into()],
+    );
+    assert!(
+        !out.status.success(),
+        "an unchecked certificate was accepted off loopback"
+    );
+    assert!(
+        text(&out).to_lowercase().contains("certificate"),
+        "{}",
+        text(&out)
+    );
+    let out = build(
+        &env,
+        "state-far",
+        &env.dir.join("base"),
+        &[
+            format!("--registry-ca={}", far_ca.display()),
+            "-t".into(),
+            name,
+            "--push".into(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let plain = Registry::start_on(Config::default(), ip);
+    let name = format!("{}/kiln/far:2", plain.host());
+    let out = build(
+        &env,
+        "state-far",
+        &env.dir.join("base"),
+        &["-t".into(), name.clone(), "--push".into()],
+    );
+    assert!(
+        !out.status.success(),
+        "plain HTTP was used off loopback without --insecure-registry"
+    );
+    assert!(!plain.has_tag("kiln/far", "2"));
+    let out = build(
+        &env,
+        "state-far",
+        &env.dir.join("base"),
+        &[insecure(&plain.host()), "-t".into(), name, "--push".into()],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(plain.has_tag("kiln/far", "2"));
 }
 
 #[test]
@@ -735,6 +863,43 @@ fn a_registry_killed_mid_push_leaves_no_manifest_and_a_rerun_completes() {
 }
 
 #[test]
+fn blob_heads_that_keep_failing_fall_back_to_uploading() {
+    let env = Env::new("registry-heads", false);
+    let reg = Registry::plain();
+    let host = reg.host();
+    seed(&env, &host, &[insecure(&host)]);
+    let proxy = FaultProxy::start(
+        reg.addr,
+        Faults {
+            fail_blob_heads: true,
+            ..Faults::default()
+        },
+    );
+    let ph = proxy.host();
+    let ctx = big_context(&env, &host, "heads");
+    let meta = env.dir.join("m.json");
+    let out = build(
+        &env,
+        "state-heads",
+        &ctx,
+        &[
+            insecure(&host),
+            insecure(&ph),
+            "--registry-retries=2".to_string(),
+            "-t".into(),
+            format!("{ph}/kiln/heads:1"),
+            "--push".into(),
+            format!("--metadata-file={}", meta.display()),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(reg.has_tag("kiln/heads", "1"));
+    let m = metadata(&meta);
+    assert_eq!(m["kiln.push"]["existing"].as_u64().unwrap(), 0, "{m}");
+    assert!(proxy.injected().error_500 >= 5, "every blob HEAD failed");
+}
+
+#[test]
 fn faults_are_survived_within_the_retry_budget() {
     let env = Env::new("registry-faults", false);
     let reg = Registry::plain();
@@ -747,7 +912,7 @@ fn faults_are_survived_within_the_retry_budget() {
             throttle_429: 0.1,
             cut: 0.1,
             seed: 20240601,
-            kill_after: None,
+            ..Faults::default()
         },
     );
     let ph = proxy.host();

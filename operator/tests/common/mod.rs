@@ -18,6 +18,14 @@ use kiln_operator::names;
 use kiln_operator::plan::PlanFacts;
 use kube::ResourceExt;
 
+/// The repository's root directory (charts, docs and examples live there).
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
 pub const UID: &str = "0b1f5c7e-1111-2222-3333-444455556666";
 
 pub fn t(secs: i64) -> Timestamp {
@@ -60,6 +68,7 @@ pub fn observed() -> Observed {
         admission: Admission::Admitted,
         cache_claims: vec![],
         cache_pods: vec![],
+        cluster_minor: Some(33),
     }
 }
 

@@ -4,6 +4,8 @@
 #
 #   tests/reference/base/mkrootfs.sh DIR          # the tree (DIR must not exist or be empty)
 #   tests/reference/base/mkrootfs.sh DIR OUT.tar  # the tree, then a deterministic tar of it
+#   BUSYBOX=path/to/busybox mkrootfs.sh DIR ...   # with that busybox binary (another
+#                                                 # architecture's); the applets are the host's
 #
 # BuildKit's reference images start FROM this tree (imported into dockerd as
 # kiln-ref/busybox:1 by record.sh); Kiln's integration tests build the same tree into their
@@ -21,6 +23,7 @@ if ! [ -x /bin/busybox ] || ! dpkg -s busybox-static >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null
 fi
 busybox=/bin/busybox
+binary=${BUSYBOX:-$busybox}
 
 if [ -e "$dir" ] && [ -n "$(ls -A "$dir")" ]; then
     echo "mkrootfs.sh: $dir exists and is not empty" >&2
@@ -33,7 +36,7 @@ umask 022
 for d in bin sbin usr/bin usr/sbin usr/local/bin etc root home/app tmp var/tmp dev proc sys; do
     mkdir -p "$dir/$d"
 done
-install -m 0755 "$busybox" "$dir/bin/busybox"
+install -m 0755 "$binary" "$dir/bin/busybox"
 
 # One absolute symlink per applet; `linuxrc` (at the root) is left out.
 "$busybox" --list-full | while read -r applet; do

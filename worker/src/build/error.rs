@@ -53,6 +53,12 @@ pub enum Error {
     },
     #[error("pushing: {0}")]
     Push(#[from] RegistryError),
+    /// Platforms whose RUN steps this machine cannot run, each with what is missing.
+    #[error(
+        "this machine cannot run the RUN steps of every platform of the build:\n{}",
+        .0.iter().map(|m| format!("  {m}")).collect::<Vec<_>>().join("\n")
+    )]
+    Emulation(Vec<crate::emulation::Missing>),
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -103,7 +109,10 @@ impl Error {
             Error::Push(e) if e.is_auth() => Reason::RegistryAuth,
             Error::Push(_) => Reason::PushFailed,
             Error::CacheExport { source, .. } => source.reason(),
-            Error::Output { .. } | Error::CacheImport(_) | Error::Io(_) => Reason::Internal,
+            // The machine lacks what the build needs: another node may have it.
+            Error::Output { .. } | Error::CacheImport(_) | Error::Emulation(_) | Error::Io(_) => {
+                Reason::Internal
+            }
         }
     }
 }

@@ -18,10 +18,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::image::layout::{self, Artifact, Layout};
-use crate::image::oci::{
-    ANNOTATION_REF_NAME, Descriptor, Index, MEDIA_TYPE_MANIFEST, Manifest, Platform,
-};
+use crate::image::layout::{self, Artifact, Export, Layout};
+use crate::image::oci::{ANNOTATION_REF_NAME, Descriptor, Index, Manifest, Platform};
 use crate::snapshot::layer::LayerBlob;
 use crate::store::Store;
 
@@ -278,29 +276,24 @@ pub fn cache_artifact(store: &Store, records: Vec<CacheRecord>) -> io::Result<Ar
         records,
     })
     .map_err(io::Error::other)?;
-    let config_digest = store.put_blob(&config_bytes)?;
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(MEDIA_TYPE_MANIFEST.into()),
-        artifact_type: Some(CONFIG_MEDIA_TYPE.into()),
-        config: Descriptor::new(CONFIG_MEDIA_TYPE, config_digest, config_bytes.len() as u64),
-        layers,
-        annotations: BTreeMap::new(),
-    };
-    let manifest_bytes = serde_json::to_vec(&manifest).map_err(io::Error::other)?;
-    let manifest_digest = store.put_blob(&manifest_bytes)?;
-    Ok(Artifact {
-        manifest,
-        manifest_bytes,
-        manifest_digest,
+    Artifact::put(
+        store,
+        CONFIG_MEDIA_TYPE,
         config_bytes,
-        platform: Platform::host(),
-    })
+        layers,
+        Some(CONFIG_MEDIA_TYPE.into()),
+        Platform::host(),
+    )
 }
 
 /// Write an export into an OCI layout directory under `tag`, replacing what the tag named.
 pub fn export_local(store: &Store, artifact: &Artifact, dir: &Path, tag: &str) -> io::Result<()> {
-    layout::write_layout_dir(store, artifact, dir, Some(tag))
+    layout::write_layout_dir(
+        store,
+        &Export::Image(Box::new(artifact.clone())),
+        dir,
+        Some(tag),
+    )
 }
 
 /// An OCI layout directory as a blob source.

@@ -194,15 +194,93 @@ pub struct Artifact {
     pub manifest_bytes: Vec<u8>,
     pub manifest_digest: Digest,
     pub config_bytes: Vec<u8>,
+    /// The platform its entry in an image index names (`unknown/unknown` for an attestation
+    /// manifest).
     pub platform: Platform,
+    /// The annotations of its entry in an image index (an attestation manifest's reference
+    /// type and digest).
+    pub entry_annotations: BTreeMap<String, String>,
 }
 
-impl Artifact {
+/// What a build writes: one image manifest, or an image index over one manifest per platform
+/// and the attestation manifests that describe them. BuildKit writes an index when several
+/// platforms are built or attestations are attached, and a lone manifest otherwise; so does
+/// Kiln.
+#[derive(Debug, Clone)]
+pub enum Export {
+    Image(Box<Artifact>),
+    Index {
+        /// The platforms' images first, then the attestation manifests, as BuildKit orders them.
+        manifests: Vec<Artifact>,
+        bytes: Vec<u8>,
+        digest: Digest,
+    },
+}
+
+impl Export {
+    /// An index over `manifests`, its document put in `store`.
+    pub fn index(store: &Store, manifests: Vec<Artifact>) -> io::Result<Export> {
+        let index = Index::new(manifests.iter().map(Artifact::index_entry).collect());
+        let bytes = serde_json::to_vec(&index).map_err(io::Error::other)?;
+        let digest = store.put_blob(&bytes)?;
+        Ok(Export::Index {
+            manifests,
+            bytes,
+            digest,
+        })
+    }
+
+    /// The digest of the manifest or index: what a push tags and what the build reports.
+    pub fn digest(&self) -> &Digest {
+        match self {
+            Export::Image(a) => &a.manifest_digest,
+            Export::Index { digest, .. } => digest,
+        }
+    }
+
+    pub fn media_type(&self) -> &str {
+        match self {
+            Export::Image(a) => a
+                .manifest
+                .media_type
+                .as_deref()
+                .unwrap_or(MEDIA_TYPE_MANIFEST),
+            Export::Index { .. } => MEDIA_TYPE_INDEX,
+        }
+    }
+
+    /// The top document's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Export::Image(a) => &a.manifest_bytes,
+            Export::Index { bytes, .. } => bytes,
+        }
+    }
+
+    /// Every manifest: the image, or each entry of the index.
+    pub fn manifests(&self) -> &[Artifact] {
+        match self {
+            Export::Image(a) => std::slice::from_ref(&**a),
+            Export::Index { manifests, .. } => manifests,
+        }
+    }
+
+    /// Every blob of every manifest (configs and layers), each once.
+    pub fn blobs(&self) -> Vec<&Descriptor> {
+        let mut seen = std::collections::HashSet::new();
+        self.manifests()
+            .iter()
+            .flat_map(Artifact::blobs)
+            .filter(|d| seen.insert(d.digest.clone()))
+            .collect()
+    }
+
+    /// The entry of a layout's `index.json` for it, named `name`.
     fn descriptor(&self, name: Option<&str>) -> Descriptor {
         let mut d = Descriptor::new(
-            MEDIA_TYPE_MANIFEST,
-            self.manifest_digest.clone(),
-            self.manifest_bytes.len() as u64,
+            self.media_type(),
+            self.digest().clone(),
+            self.bytes().len() as u64,
         );
         if let Some(name) = name {
             d.annotations
@@ -213,8 +291,75 @@ impl Artifact {
         d
     }
 
+    /// The manifests and the index, as (digest, bytes), the index last.
+    fn documents(&self) -> Vec<(&Digest, &[u8])> {
+        let mut out: Vec<(&Digest, &[u8])> = self
+            .manifests()
+            .iter()
+            .map(|a| (&a.manifest_digest, a.manifest_bytes.as_slice()))
+            .collect();
+        if let Export::Index { bytes, digest, .. } = self {
+            out.push((digest, bytes));
+        }
+        out
+    }
+}
+
+impl From<Artifact> for Export {
+    fn from(a: Artifact) -> Export {
+        Export::Image(Box::new(a))
+    }
+}
+
+impl Artifact {
+    /// An OCI manifest over a config and layers, the config and the manifest put in `store`
+    /// (the layers must be there already).
+    pub fn put(
+        store: &Store,
+        config_media_type: &str,
+        config_bytes: Vec<u8>,
+        layers: Vec<Descriptor>,
+        artifact_type: Option<String>,
+        platform: Platform,
+    ) -> io::Result<Artifact> {
+        let config_digest = store.put_blob(&config_bytes)?;
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(MEDIA_TYPE_MANIFEST.into()),
+            artifact_type,
+            config: Descriptor::new(config_media_type, config_digest, config_bytes.len() as u64),
+            layers,
+            annotations: BTreeMap::new(),
+        };
+        let manifest_bytes = serde_json::to_vec(&manifest).map_err(io::Error::other)?;
+        let manifest_digest = store.put_blob(&manifest_bytes)?;
+        Ok(Artifact {
+            manifest,
+            manifest_bytes,
+            manifest_digest,
+            config_bytes,
+            platform,
+            entry_annotations: BTreeMap::new(),
+        })
+    }
+
+    /// Its entry in an image index: platform and annotations.
+    pub fn index_entry(&self) -> Descriptor {
+        let mut d = Descriptor::new(
+            self.manifest
+                .media_type
+                .as_deref()
+                .unwrap_or(MEDIA_TYPE_MANIFEST),
+            self.manifest_digest.clone(),
+            self.manifest_bytes.len() as u64,
+        );
+        d.annotations = self.entry_annotations.clone();
+        d.platform = Some(self.platform.clone());
+        d
+    }
+
     /// Every blob of the image: (digest, media type).
-    fn blobs(&self) -> Vec<&Descriptor> {
+    pub fn blobs(&self) -> Vec<&Descriptor> {
         std::iter::once(&self.manifest.config)
             .chain(&self.manifest.layers)
             .collect()
@@ -227,31 +372,32 @@ fn tag_of(name: &str) -> &str {
     last.rsplit_once(':').map_or(name, |(_, t)| t)
 }
 
-/// Write an image to an OCI layout directory, adding it to an existing layout's index.
+/// Write an image (or an index of images) to an OCI layout directory, adding it to an existing
+/// layout's index. An index is an entry of the layout's `index.json` itself, as BuildKit's OCI
+/// exporter writes a multi-platform image.
 pub fn write_layout_dir(
     store: &Store,
-    artifact: &Artifact,
+    export: &Export,
     dir: &Path,
     name: Option<&str>,
 ) -> io::Result<()> {
     let blobs = dir.join("blobs/sha256");
     fs::create_dir_all(&blobs)?;
     fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    for desc in artifact.blobs() {
+    for desc in export.blobs() {
         place_blob(
             &store.blob_path(&desc.digest),
             &blobs.join(desc.digest.hex()),
         )?;
     }
-    fs::write(
-        blobs.join(artifact.manifest_digest.hex()),
-        &artifact.manifest_bytes,
-    )?;
+    for (digest, bytes) in export.documents() {
+        fs::write(blobs.join(digest.hex()), bytes)?;
+    }
     let mut index: Index = fs::read(dir.join("index.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_else(|| Index::new(vec![]));
-    let desc = artifact.descriptor(name);
+    let desc = export.descriptor(name);
     let tag = desc.annotations.get(ANNOTATION_REF_NAME).cloned();
     // A tag names one manifest: an older manifest with the same tag loses it.
     index.manifests.retain(|m| {
@@ -329,41 +475,38 @@ impl<W: Write> TarOut<W> {
 fn layout_entries<W: Write>(
     out: &mut TarOut<W>,
     store: &Store,
-    artifact: &Artifact,
+    export: &Export,
     name: Option<&str>,
 ) -> io::Result<()> {
     out.bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    let index = Index::new(vec![artifact.descriptor(name)]);
+    let index = Index::new(vec![export.descriptor(name)]);
     out.bytes(
         "index.json",
         &serde_json::to_vec(&index).map_err(io::Error::other)?,
     )?;
     out.dir("blobs/")?;
     out.dir("blobs/sha256/")?;
-    let mut seen = std::collections::HashSet::new();
-    for desc in artifact.blobs() {
-        if seen.insert(desc.digest.clone()) {
-            out.file(
-                &format!("blobs/sha256/{}", desc.digest.hex()),
-                &store.blob_path(&desc.digest),
-            )?;
-        }
+    for desc in export.blobs() {
+        out.file(
+            &format!("blobs/sha256/{}", desc.digest.hex()),
+            &store.blob_path(&desc.digest),
+        )?;
     }
-    out.bytes(
-        &format!("blobs/sha256/{}", artifact.manifest_digest.hex()),
-        &artifact.manifest_bytes,
-    )
+    for (digest, bytes) in export.documents() {
+        out.bytes(&format!("blobs/sha256/{}", digest.hex()), bytes)?;
+    }
+    Ok(())
 }
 
-/// Write an image as an OCI layout tarball.
+/// Write an image (or an index of images) as an OCI layout tarball.
 pub fn write_layout_tar<W: Write>(
     store: &Store,
-    artifact: &Artifact,
+    export: &Export,
     w: W,
     name: Option<&str>,
 ) -> io::Result<W> {
     let mut out = TarOut::new(w);
-    layout_entries(&mut out, store, artifact, name)?;
+    layout_entries(&mut out, store, export, name)?;
     out.finish()
 }
 
@@ -379,7 +522,8 @@ struct DockerManifestEntry {
     layer_sources: BTreeMap<String, Descriptor>,
 }
 
-/// Write an image as a docker-archive tarball (`docker load`, `podman load`).
+/// Write an image as a docker-archive tarball (`docker load`, `podman load`). A docker-archive
+/// holds one image of one platform: `manifest.json` has no place for an index.
 pub fn write_docker_archive<W: Write>(
     store: &Store,
     artifact: &Artifact,
@@ -387,7 +531,8 @@ pub fn write_docker_archive<W: Write>(
     tags: &[String],
 ) -> io::Result<W> {
     let mut out = TarOut::new(w);
-    layout_entries(&mut out, store, artifact, tags.first().map(String::as_str))?;
+    let export = Export::Image(Box::new(artifact.clone()));
+    layout_entries(&mut out, store, &export, tags.first().map(String::as_str))?;
     let entry = DockerManifestEntry {
         config: format!("blobs/sha256/{}", artifact.manifest.config.digest.hex()),
         repo_tags: tags.iter().map(|t| docker_tag(t)).collect(),

@@ -1,5 +1,7 @@
 //! OCI images: the config, and (with the executor) manifests, indexes, layouts and archives.
 
+#[cfg(feature = "executor")]
+pub mod attestation;
 pub mod config;
 #[cfg(feature = "executor")]
 pub mod layout;

@@ -113,6 +113,18 @@ impl Platform {
     }
 }
 
+impl From<&crate::plan::Platform> for Platform {
+    /// The front end's platform (containerd's normalised names; an empty variant is none).
+    fn from(p: &crate::plan::Platform) -> Platform {
+        Platform {
+            architecture: p.architecture.clone(),
+            os: p.os.clone(),
+            os_version: None,
+            variant: (!p.variant.is_empty()).then(|| p.variant.clone()),
+        }
+    }
+}
+
 impl std::fmt::Display for Platform {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.os, self.architecture)?;

@@ -11,6 +11,8 @@
 //! | `SOURCE_DATE_EPOCH` | `--source-date-epoch` (seconds only: not BuildKit's newer `context` or stage names) |
 //! | `BUILDKIT_INLINE_CACHE` | a true value adds `--cache-to type=inline` (docker and buildx do this client-side) |
 //! | `BUILDKIT_CONTEXT_KEEP_GIT_DIR` | a true value keeps the `.git` directory of a Git context (not of a subdirectory) |
+//! | `BUILDKIT_MULTI_PLATFORM` | a true value writes an image index (and names platforms in progress) even for one platform |
+//! | `BUILDKIT_ATTEST_PROVENANCE` | `--attest type=provenance,VALUE` (`mode=max`, `version=v0.2`, ...) |
 //! | the others | no effect; a warning says why |
 //!
 //! An explicit flag wins over the argument.
@@ -22,10 +24,6 @@ use crate::dockerfile::directives::parse_go_bool;
 /// What Kiln does with a built-in build argument it has no feature for: the reason it changes
 /// nothing, said in a warning when one is passed.
 const WITHOUT_EFFECT: &[(&str, &str)] = &[
-    (
-        "BUILDKIT_MULTI_PLATFORM",
-        "one platform is built, and no image index is written for it",
-    ),
     (
         "BUILDKIT_SANDBOX_HOSTNAME",
         "RUN steps always get the hostname buildkitsandbox",
@@ -43,6 +41,7 @@ const WITH_EFFECT: &[&str] = &[
     "SOURCE_DATE_EPOCH",
     "BUILDKIT_INLINE_CACHE",
     "BUILDKIT_CONTEXT_KEEP_GIT_DIR",
+    "BUILDKIT_MULTI_PLATFORM",
     "BUILDKIT_BUILD_NAME",
 ];
 
@@ -58,8 +57,11 @@ pub fn is_builtin(name: &str) -> bool {
 
 /// Why a built-in build argument changes nothing in Kiln, or `None` when it does something.
 pub fn without_effect(name: &str) -> Option<&'static str> {
+    if name == "BUILDKIT_ATTEST_PROVENANCE" {
+        return None;
+    }
     if name.starts_with(ATTEST_PREFIX) {
-        return Some("no attestations are attached yet");
+        return Some("only provenance attestations are made (no SBOM yet)");
     }
     WITHOUT_EFFECT
         .iter()
@@ -84,6 +86,10 @@ pub struct BuildkitArgs {
     /// `BUILDKIT_CONTEXT_KEEP_GIT_DIR` with a true value (`strconv.ParseBool`, as BuildKit's
     /// `dockerui` reads it).
     pub keep_git_dir: bool,
+    /// `BUILDKIT_MULTI_PLATFORM` with a true value: an image index even for one platform.
+    pub multi_platform: bool,
+    /// `BUILDKIT_ATTEST_PROVENANCE`: the provenance attributes, as `attest:provenance`.
+    pub attest_provenance: Option<String>,
 }
 
 impl BuildkitArgs {
@@ -112,6 +118,11 @@ impl BuildkitArgs {
                 .get("BUILDKIT_CONTEXT_KEEP_GIT_DIR")
                 .and_then(|v| parse_go_bool(v))
                 .unwrap_or(false),
+            multi_platform: args
+                .get("BUILDKIT_MULTI_PLATFORM")
+                .and_then(|v| parse_go_bool(v))
+                .unwrap_or(false),
+            attest_provenance: get("BUILDKIT_ATTEST_PROVENANCE"),
         })
     }
 }
@@ -150,8 +161,9 @@ mod tests {
         ] {
             assert!(!is_builtin(name), "{name}");
         }
-        assert!(without_effect("BUILDKIT_MULTI_PLATFORM").is_some());
+        assert_eq!(without_effect("BUILDKIT_MULTI_PLATFORM"), None);
         assert!(without_effect("BUILDKIT_ATTEST_SBOM").is_some());
+        assert_eq!(without_effect("BUILDKIT_ATTEST_PROVENANCE"), None);
         assert_eq!(without_effect("BUILDKIT_CACHE_MOUNT_NS"), None);
         assert_eq!(without_effect("BUILDKIT_BUILD_NAME"), None);
     }
@@ -165,10 +177,12 @@ mod tests {
             ("BUILDKIT_SYNTAX", "docker/dockerfile:1"),
             ("BUILDKIT_DOCKERFILE_CHECK", "skip=all"),
             ("BUILDKIT_CONTEXT_KEEP_GIT_DIR", "true"),
+            ("BUILDKIT_MULTI_PLATFORM", "true"),
         ]))
         .unwrap();
         assert!(b.keep_git_dir);
         assert_eq!(without_effect("BUILDKIT_CONTEXT_KEEP_GIT_DIR"), None);
+        assert!(b.multi_platform);
         assert_eq!(b.cache_mount_ns.as_deref(), Some("team-a"));
         assert_eq!(b.source_date_epoch, Some(1_700_000_000));
         assert!(b.inline_cache);

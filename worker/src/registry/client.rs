@@ -65,7 +65,8 @@ impl Registries {
         crate::fetch::init_tls();
         let credential = self.auth.lookup(registry)?;
         let api = api_host(registry);
-        let client = self.client(registry)?;
+        let transport = self.transport(registry).await;
+        let client = self.client(registry, transport)?;
         // Anonymous access is stored too: on a registry that challenges, it gets an anonymous
         // token. (On an open registry oci-client then checks `/v2/` before each request; one
         // loopback-fast request, cheaper than guessing wrong about a registry's auth.)
@@ -92,20 +93,48 @@ impl Registries {
             .clone())
     }
 
-    /// A client for one registry: its CAs, and plain HTTP when it is named insecure.
-    fn client(&self, registry: &str) -> Result<oci_client::Client, RegistryError> {
+    /// How to reach a registry (see [`tls::Transport`]): an insecure one (named, or on
+    /// loopback) is asked for TLS first, and reached over plain HTTP when it does not answer
+    /// TLS, as dockerd does.
+    async fn transport(&self, registry: &str) -> tls::Transport {
+        let host = tls::host_of(registry);
+        let resolved: Vec<std::net::IpAddr> = match tls::loopback_literal(host) {
+            Some(_) => vec![],
+            None => tokio::net::lookup_host((host, 0))
+                .await
+                .map(|addrs| addrs.map(|a| a.ip()).collect())
+                .unwrap_or_default(),
+        };
+        if !tls::is_insecure_or_loopback(registry, &self.opts.insecure, &resolved) {
+            return tls::Transport::Verified;
+        }
+        if speaks_tls(api_host(registry)).await {
+            tls::Transport::UnverifiedTls
+        } else {
+            tls::Transport::Http
+        }
+    }
+
+    /// A client for one registry: its CAs, and how it is reached.
+    fn client(
+        &self,
+        registry: &str,
+        transport: tls::Transport,
+    ) -> Result<oci_client::Client, RegistryError> {
         let certs = tls::certificates(registry, &self.opts.ca_files, &self.opts.certs_dirs)
             .map_err(|message| RegistryError::Tls {
                 registry: registry.to_string(),
                 message,
             })?;
-        let protocol = if tls::is_insecure(registry, &self.opts.insecure) {
-            ClientProtocol::HttpsExcept(vec![api_host(registry).to_string()])
-        } else {
-            ClientProtocol::Https
+        let protocol = match transport {
+            tls::Transport::Http => {
+                ClientProtocol::HttpsExcept(vec![api_host(registry).to_string()])
+            }
+            tls::Transport::Verified | tls::Transport::UnverifiedTls => ClientProtocol::Https,
         };
         let config = ClientConfig {
             protocol,
+            accept_invalid_certificates: transport == tls::Transport::UnverifiedTls,
             extra_root_certificates: certs,
             // Blobs go up in one PUT each, streamed from the store: two requests per blob.
             use_monolithic_push: true,
@@ -126,6 +155,25 @@ impl Registries {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Host>>> {
         self.hosts.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Whether something answers TLS at `https://HOST/v2/`: any HTTP answer counts, whatever its
+/// status and whatever the certificate (this decides between dockerd's two endpoints of an
+/// insecure registry, not whether to trust it).
+async fn speaks_tls(api: &str) -> bool {
+    let Ok(client) = reqwest::Client::builder()
+        .tls_danger_accept_invalid_certs(true)
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .build()
+    else {
+        return false;
+    };
+    client
+        .get(format!("https://{api}/v2/"))
+        .send()
+        .await
+        .is_ok()
 }
 
 /// Where API requests for a registry go (`oci-client` resolves Docker Hub the same way).

@@ -5,8 +5,9 @@
 //! engine needs around them:
 //! - [`auth`]: credentials from docker `config.json`, Kubernetes dockerconfigjson Secrets and
 //!   credential helpers, never shown in a log or an error;
-//! - [`tls`]: a CA given on the command line, or `certs.d` directories per registry, and plain
-//!   HTTP for the registries named insecure;
+//! - [`tls`]: a CA given on the command line, or `certs.d` directories per registry, and
+//!   dockerd's insecure registries (named ones, and every one on loopback): TLS without a
+//!   certificate check when they answer TLS, else plain HTTP;
 //! - [`retry`]: exponential backoff on 429, 5xx and broken connections, bounded in attempts and
 //!   in time;
 //! - [`client`]: one `oci-client` client per registry host, and errors that name the image;
@@ -50,7 +51,9 @@ pub struct RegistryOptions {
     /// Roots of `certs.d`-style directories: `<root>/<host[:port]>/*.crt` are CAs trusted for
     /// that registry only.
     pub certs_dirs: Vec<PathBuf>,
-    /// `--insecure-registry`: hosts (`host[:port]`) reached over plain HTTP.
+    /// `--insecure-registry`: hosts (`host[:port]`) treated as dockerd treats insecure
+    /// registries: TLS without a certificate check when they answer TLS, else plain HTTP.
+    /// Loopback registries are treated so without being named (see [`tls::Transport`]).
     pub insecure: Vec<String>,
     /// `--registry-auth-file`: docker `config.json` files or Kubernetes dockerconfigjson Secret
     /// files, looked at before `$DOCKER_CONFIG/config.json` and `~/.docker/config.json`.

@@ -39,6 +39,9 @@ pub const LAYER_TYPES: &[&str] = &[
 pub struct Resolved {
     /// The normalised reference it was resolved from.
     pub reference: Reference,
+    /// The digest the reference named: its index's when it names one, else its manifest's
+    /// (what provenance records, as BuildKit pins an image source).
+    pub digest: Digest,
     pub manifest_digest: Digest,
     pub manifest: Manifest,
     pub config_digest: Digest,
@@ -102,7 +105,7 @@ impl Puller {
             }
             (bytes, got)
         } else {
-            (bytes, digest)
+            (bytes, digest.clone())
         };
         let manifest: Manifest = serde_json::from_slice(&bytes)
             .map_err(|e| other(format!("the manifest {manifest_digest} is not valid: {e}")))?;
@@ -137,6 +140,7 @@ impl Puller {
         self.record(&config.digest);
         Ok(Resolved {
             reference: r.clone(),
+            digest,
             manifest_digest,
             config_digest: config.digest.clone(),
             manifest,

@@ -7,7 +7,9 @@
 //!
 //! For each blob (the config and the layers), in parallel:
 //! 1. `HEAD` it in the target repository; if the registry has it, nothing moves. This is also
-//!    what makes a push resumable: a second run uploads only what the first did not finish.
+//!    what makes a push resumable: a second run uploads only what the first did not finish. A
+//!    `HEAD` that keeps failing (5xx, cut connections) after its retries is not an answer: the
+//!    blob is uploaded, and the registry checks it against its digest.
 //! 2. If the store knows another repository of the same registry that has it (a base layer
 //!    pulled from there, or an earlier push), ask for a cross-repository mount.
 //! 3. Otherwise upload it, streamed from the store in one `PUT`.
@@ -22,8 +24,8 @@ use super::RegistryError;
 use super::client::{Host, Registries};
 use super::sources::Sources;
 use crate::digest::Digest;
-use crate::image::layout::Artifact;
-use crate::image::oci::{Descriptor, MEDIA_TYPE_MANIFEST};
+use crate::image::layout::Export;
+use crate::image::oci::Descriptor;
 use crate::store::Store;
 
 /// What a push did.
@@ -48,14 +50,15 @@ struct Counts {
     existing: AtomicUsize,
 }
 
-/// Push `artifact` (whose blobs are in `store`) under every name in `names`.
+/// Push `export` (whose blobs are in `store`) under every name in `names`: an image manifest,
+/// or an index, whose manifests go first, each by its digest.
 pub fn push(
     registries: &Registries,
     store: &Store,
-    artifact: &Artifact,
+    export: &Export,
     names: &[String],
 ) -> Result<PushReport, RegistryError> {
-    crate::fetch::runtime().block_on(push_async(registries, store, artifact, names))
+    crate::fetch::runtime().block_on(push_async(registries, store, export, names))
 }
 
 /// The names to push to, by repository: names that share a repository share its blobs.
@@ -133,9 +136,20 @@ async fn reach(
     digest: &Digest,
 ) -> Result<Option<bool>, RegistryError> {
     let here = target.name();
-    if host.blob_exists(target, digest).await? {
-        let _ = sources.add(digest, &here);
-        return Ok(Some(false));
+    match host.blob_exists(target, digest).await {
+        Ok(true) => {
+            let _ = sources.add(digest, &here);
+            return Ok(Some(false));
+        }
+        Ok(false) => {}
+        // A `HEAD` that keeps failing with a 5xx or a broken connection only means the registry
+        // could not say: upload the blob, which the registry verifies against its digest. A
+        // refusal (401, 403) is an answer, and stops the push.
+        Err(e @ RegistryError::GaveUp { .. }) => {
+            tracing::warn!(%digest, error = %e, "cannot tell whether the registry has the blob; uploading it");
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
     }
     let prefix = format!("{}/", target.registry);
     for source in sources.get(digest) {
@@ -153,27 +167,17 @@ async fn reach(
 async fn push_async(
     registries: &Registries,
     store: &Store,
-    artifact: &Artifact,
+    export: &Export,
     names: &[String],
 ) -> Result<PushReport, RegistryError> {
     let repos = repositories(names)?;
     let counts = Counts::default();
     let mut report = PushReport {
-        digest: Some(artifact.manifest_digest.clone()),
+        digest: Some(export.digest().clone()),
         ..PushReport::default()
     };
     let sources = Sources::new(store);
-    let mut blobs: Vec<&Descriptor> = vec![&artifact.manifest.config];
-    for l in &artifact.manifest.layers {
-        if !blobs.iter().any(|b| b.digest == l.digest) {
-            blobs.push(l);
-        }
-    }
-    let media_type = artifact
-        .manifest
-        .media_type
-        .clone()
-        .unwrap_or_else(|| MEDIA_TYPE_MANIFEST.to_string());
+    let blobs = export.blobs();
     for ((registry, _), refs) in &repos {
         let host = registries.host(registry).await?;
         let target = &refs[0];
@@ -185,8 +189,26 @@ async fn push_async(
         .buffer_unordered(registries.options().parallelism.max(1))
         .try_collect::<Vec<()>>()
         .await?;
+        // An index's manifests go before it, by digest: a registry may refuse an index whose
+        // manifests it does not have.
+        if let Export::Index { manifests, .. } = export {
+            for m in manifests {
+                let by_digest = Reference {
+                    tag: None,
+                    digest: Some(m.manifest_digest.to_string()),
+                    ..target.clone()
+                };
+                let media_type = m
+                    .manifest
+                    .media_type
+                    .as_deref()
+                    .unwrap_or(crate::image::oci::MEDIA_TYPE_MANIFEST);
+                host.put_manifest(&by_digest, &m.manifest_bytes, media_type)
+                    .await?;
+            }
+        }
         for r in refs {
-            host.put_manifest(r, &artifact.manifest_bytes, &media_type)
+            host.put_manifest(r, export.bytes(), export.media_type())
                 .await?;
             report.names.push(r.to_string());
         }

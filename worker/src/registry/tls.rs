@@ -1,4 +1,4 @@
-//! Which CAs a registry is trusted with, and which registries are plain HTTP.
+//! Which CAs a registry is trusted with, and which registries may skip TLS.
 //!
 //! Docker's `certs.d` convention: for a registry `host:port`, every `*.crt` file in
 //! `<root>/host:port/` is a CA certificate trusted for that registry only (a registry on port
@@ -65,8 +65,74 @@ fn load(path: &Path) -> Result<Certificate, String> {
 /// Whether `registry` was named with `--insecure-registry` (as `host:port`, or as `host` for
 /// every port of it).
 pub fn is_insecure(registry: &str, insecure: &[String]) -> bool {
-    let host = registry.rsplit_once(':').map_or(registry, |(h, _)| h);
-    insecure.iter().any(|i| i == registry || i == host)
+    let host = host_of(registry);
+    insecure
+        .iter()
+        .any(|i| i == registry || (host_of(i) == host && !has_port(i)))
+}
+
+/// Whether a registry name carries a port.
+fn has_port(registry: &str) -> bool {
+    match registry.strip_prefix('[') {
+        Some(v6) => v6.contains("]:"),
+        None => host_of(registry) != registry,
+    }
+}
+
+/// The host part of a registry name: `reg.example` of `reg.example:5000`, `::1` of
+/// `[::1]:5000`.
+pub fn host_of(registry: &str) -> &str {
+    if let Some(v6) = registry.strip_prefix('[') {
+        return v6.split_once(']').map_or(v6, |(addr, _)| addr);
+    }
+    match registry.rsplit_once(':') {
+        // A bare IPv6 address has more than one colon and no port.
+        Some((host, _)) if !host.contains(':') => host,
+        _ => registry,
+    }
+}
+
+/// Whether a host names this machine's loopback, as far as its spelling tells: `localhost`, an
+/// address in `127.0.0.0/8`, or `::1`. `None` for any other name, which only a lookup can
+/// settle (dockerd resolves it and checks every address).
+pub fn loopback_literal(host: &str) -> Option<bool> {
+    if host.eq_ignore_ascii_case("localhost") {
+        return Some(true);
+    }
+    host.parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| ip.is_loopback())
+}
+
+/// How the client talks to a registry.
+///
+/// dockerd's rules (`registry/config.go`, `isSecureIndex`): a registry named with
+/// `--insecure-registry`, or whose host is in `127.0.0.0/8` or `::1/128` (by address, or by a
+/// name that resolves there, such as `localhost`), is "insecure". For an insecure registry
+/// dockerd tries HTTPS first, without verifying the certificate, and falls back to plain HTTP
+/// when that fails (`lookupV2Endpoints`). Every other registry is HTTPS with a verified
+/// certificate, and never plain HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// HTTPS, the certificate verified against the system's roots and the extra CAs.
+    Verified,
+    /// HTTPS, the certificate not verified: an insecure registry that answered TLS.
+    UnverifiedTls,
+    /// Plain HTTP: an insecure registry that did not answer TLS.
+    Http,
+}
+
+/// Whether a registry is insecure in dockerd's sense: named with `--insecure-registry`, or on
+/// loopback. `resolved` are the addresses its host resolves to, for a name whose spelling does
+/// not tell (see [`loopback_literal`]).
+pub fn is_insecure_or_loopback(
+    registry: &str,
+    insecure: &[String],
+    resolved: &[std::net::IpAddr],
+) -> bool {
+    is_insecure(registry, insecure)
+        || loopback_literal(host_of(registry))
+            .unwrap_or_else(|| resolved.iter().any(|ip| ip.is_loopback()))
 }
 
 #[cfg(test)]
@@ -117,6 +183,53 @@ mod tests {
         assert!(e.contains("ca.pem") && e.contains("not a PEM"), "{e}");
         let e = certificates("r", &[root.path().join("missing.pem")], &[]).unwrap_err();
         assert!(e.contains("missing.pem"), "{e}");
+    }
+
+    #[test]
+    fn loopback_registries_are_insecure_and_others_are_not() {
+        use std::net::IpAddr;
+        let none: Vec<String> = vec![];
+        for r in [
+            "localhost",
+            "localhost:5000",
+            "LOCALHOST:5000",
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "[::1]:5000",
+            "[::1]",
+        ] {
+            assert!(is_insecure_or_loopback(r, &none, &[]), "{r}");
+        }
+        for r in [
+            "reg.example:5000",
+            "10.0.0.1:5000",
+            "[::2]:5000",
+            "docker.io",
+            "128.0.0.1",
+            "localhost.example.com",
+        ] {
+            assert!(!is_insecure_or_loopback(r, &none, &[]), "{r}");
+        }
+        // A name is loopback when it resolves there, as dockerd looks it up.
+        let lo: IpAddr = "127.0.1.1".parse().unwrap();
+        let public: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(is_insecure_or_loopback("myhost:5000", &none, &[public, lo]));
+        assert!(!is_insecure_or_loopback("myhost:5000", &none, &[public]));
+        // An address literal is not looked up: a public address stays TLS.
+        assert!(!is_insecure_or_loopback("192.0.2.1:5000", &none, &[lo]));
+        // Named hosts stay insecure, as before.
+        let named = vec!["reg.example:5000".to_string()];
+        assert!(is_insecure_or_loopback("reg.example:5000", &named, &[]));
+        assert!(!is_insecure_or_loopback("reg.example:5001", &named, &[]));
+    }
+
+    #[test]
+    fn hosts_are_cut_from_ports() {
+        assert_eq!(host_of("reg.example:5000"), "reg.example");
+        assert_eq!(host_of("reg.example"), "reg.example");
+        assert_eq!(host_of("[::1]:5000"), "::1");
+        assert_eq!(host_of("[::1]"), "::1");
+        assert_eq!(host_of("::1"), "::1");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use kiln_crds::reference::Reference;
 use super::{BaseError, BuildError, NamedContext, Solver, key};
 use crate::digest::{Digest, HashingReader};
 use crate::image::layout::Layout;
-use crate::image::oci::{Descriptor, Image, Manifest};
+use crate::image::oci::{Descriptor, Image, Manifest, Platform};
 use crate::progress::Event;
 use crate::registry::pull::Puller;
 use crate::snapshot::compress::Compression;
@@ -94,9 +94,22 @@ impl crate::cache::transfer::BlobSource for PullSource {
     }
 }
 
+/// Where a base image came from, for provenance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSource {
+    /// The reference as written (`busybox`, `reg:5000/app:1`, a named context's name).
+    pub reference: String,
+    /// What it resolved to: the index's digest when it names one, else the manifest's.
+    pub digest: Digest,
+    /// From a local OCI layout (`--build-context NAME=oci-layout://...`), not a registry.
+    pub local: bool,
+}
+
 /// A base image, unpacked.
 #[derive(Debug, Clone)]
 pub struct BaseImage {
+    /// Where it came from; `None` for a local directory.
+    pub source: Option<ImageSource>,
     pub key: Digest,
     /// Snapshot ids of the non-empty layers, topmost first.
     pub chain: Vec<String>,
@@ -117,6 +130,20 @@ impl BaseImage {
 }
 
 impl Solver<'_> {
+    /// The images this solver used (its platform's build), each with the platform it was
+    /// resolved for and where it came from: the base images a provenance names.
+    pub fn images_used(&self) -> Vec<(Platform, ImageSource)> {
+        let used = super::shared::lock(&self.used_images).clone();
+        let images = super::shared::lock(&self.shared.images);
+        used.iter()
+            .filter_map(|key| {
+                let image = images.get(key)?.get()?.as_ref().ok()?;
+                let platform = Platform::parse(&key.1)?;
+                Some((platform, image.source.clone()?))
+            })
+            .collect()
+    }
+
     /// Find the named context for a reference, as written or normalised.
     pub(super) fn named(&self, reference: &str) -> Option<&NamedContext> {
         let named = &self.opts.named_contexts;
@@ -133,23 +160,35 @@ impl Solver<'_> {
         })
     }
 
-    /// Resolve and unpack an image, once per build.
-    /// Resolve and unpack an image, once per build: a second stage asking for the same image
-    /// waits for the first instead of unpacking it again.
-    pub(super) fn image(&self, reference: &str, label: &str) -> Result<Arc<BaseImage>, BuildError> {
-        let _ = label;
-        let cell = self
-            .images
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(reference.to_string())
+    /// Resolve and unpack an image for a platform, once per build: a second stage (of any
+    /// platform's solver) asking for the same image waits for the first instead of unpacking
+    /// it again.
+    pub(super) fn image(
+        &self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<Arc<BaseImage>, BuildError> {
+        let key = (reference.to_string(), platform.to_string());
+        {
+            let mut used = super::shared::lock(&self.used_images);
+            if !used.contains(&key) {
+                used.push(key.clone());
+            }
+        }
+        let cell = super::shared::lock(&self.shared.images)
+            .entry(key)
             .or_default()
             .clone();
         cell.get_or_init(|| {
             let vertex = self.next_vertex();
+            let internal = if self.shared.multi_platform {
+                format!("[{platform} internal]")
+            } else {
+                "[internal]".to_string()
+            };
             self.event(Event::Start {
                 id: vertex,
-                name: format!("[internal] load image {reference}"),
+                name: format!("{internal} load image {reference}"),
             });
             let started = Instant::now();
             let named = |source: BaseError| BaseError::NamedContext {
@@ -160,9 +199,11 @@ impl Solver<'_> {
                 Some(NamedContext::OciLayout {
                     dir,
                     reference: inner,
-                }) => self.import_layout(&dir, inner.as_deref()).map_err(named),
-                Some(NamedContext::Dir(dir)) => self.import_dir(&dir).map_err(named),
-                None => self.pull(reference),
+                }) => self
+                    .import_layout(reference, &dir, inner.as_deref(), platform)
+                    .map_err(named),
+                Some(NamedContext::Dir(dir)) => self.import_dir(&dir, platform).map_err(named),
+                None => self.pull(reference, platform),
             };
             match &result {
                 Ok(_) => self.event(Event::Done {
@@ -180,41 +221,61 @@ impl Solver<'_> {
         .map_err(BuildError::Base)
     }
 
-    fn import_layout(&self, dir: &Path, wanted: Option<&str>) -> Result<BaseImage, BaseError> {
+    fn import_layout(
+        &self,
+        reference: &str,
+        dir: &Path,
+        wanted: Option<&str>,
+        platform: &Platform,
+    ) -> Result<BaseImage, BaseError> {
         let layout = Layout::open(dir).map_err(|e| BaseError::Unreadable(e.to_string()))?;
         let resolved = layout
-            .resolve(wanted, &self.opts.platform)
+            .resolve(wanted, platform)
             .map_err(|e| BaseError::Unreadable(e.to_string()))?;
         let origin = dir.display().to_string();
-        self.unpack_image(
+        let mut image = self.unpack_image(
             &origin,
             &resolved.manifest,
             resolved.image,
             &resolved.config_digest,
             &|desc| Ok((layout.blob_path(&desc.digest), false)),
-        )
+        )?;
+        image.source = Some(ImageSource {
+            reference: reference.to_string(),
+            digest: resolved.manifest_digest,
+            local: true,
+        });
+        Ok(image)
     }
 
     /// Pull an image from its registry: the manifest for the build's platform, then each
     /// missing layer, downloaded into the store (verified while it streams) and unpacked, the
     /// layers in parallel.
-    fn pull(&self, reference: &str) -> Result<BaseImage, BaseError> {
+    fn pull(&self, reference: &str, platform: &Platform) -> Result<BaseImage, BaseError> {
         let store = self.snapshots.store();
         let puller = Puller::new(&self.opts.registry, reference, store)?;
-        let resolved = puller.resolve(&self.opts.platform)?;
-        if !self.opts.cache_from.is_empty() {
-            return self.lazy_image(reference, puller, resolved);
-        }
-        self.unpack_image(
-            reference,
-            &resolved.manifest,
-            resolved.image,
-            &resolved.config_digest,
-            &|desc| {
-                puller.layer(desc)?;
-                Ok((store.blob_path(&desc.digest), true))
-            },
-        )
+        let resolved = puller.resolve(platform)?;
+        let source = ImageSource {
+            reference: reference.to_string(),
+            digest: resolved.digest.clone(),
+            local: false,
+        };
+        let mut image = if !self.opts.cache_from.is_empty() {
+            self.lazy_image(reference, puller, resolved)?
+        } else {
+            self.unpack_image(
+                reference,
+                &resolved.manifest,
+                resolved.image,
+                &resolved.config_digest,
+                &|desc| {
+                    puller.layer(desc)?;
+                    Ok((store.blob_path(&desc.digest), true))
+                },
+            )?
+        };
+        image.source = Some(source);
+        Ok(image)
     }
 
     /// A pulled image whose missing layers are fetched when needed.
@@ -253,6 +314,7 @@ impl Solver<'_> {
             .cloned()
             .collect();
         Ok(BaseImage {
+            source: None,
             key: key::image(&resolved.config_digest),
             chain,
             layers,
@@ -315,6 +377,7 @@ impl Solver<'_> {
             .cloned()
             .collect();
         Ok(BaseImage {
+            source: None,
             key: key::image(config_digest),
             chain,
             layers,
@@ -405,7 +468,7 @@ impl Solver<'_> {
     }
 
     /// A local directory as an image: one layer with its content, owners kept, no config.
-    fn import_dir(&self, dir: &Path) -> Result<BaseImage, BaseError> {
+    fn import_dir(&self, dir: &Path, platform: &Platform) -> Result<BaseImage, BaseError> {
         let ctx = crate::context::Context::from_dir(dir, None)
             .map_err(|e| BaseError::Unreadable(e.to_string()))?;
         let mut hashes = crate::context::hash::HashCache::default();
@@ -431,13 +494,14 @@ impl Solver<'_> {
                 },
             )?;
         }
-        let mut image = Image::scratch(&self.opts.platform);
+        let mut image = Image::scratch(platform);
         image.history.push(crate::image::oci::History {
             created_by: Some(format!("local directory {}", dir.display())),
             ..Default::default()
         });
         let layers = vec![id.hex().to_string()];
         Ok(BaseImage {
+            source: None,
             key: id,
             chain: layers.clone(),
             layers,

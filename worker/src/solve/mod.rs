@@ -8,12 +8,16 @@
 //!
 //! Layer tarballs are compressed on background threads as soon as a step's snapshot is
 //! committed, while the next steps run; export only waits for what is not yet done.
+//!
+//! A multi-platform build runs one solver per target platform, all at once, sharing what
+//! [`Shared`] holds: a step two platforms have in common runs once.
 
 mod base;
 mod error;
 mod key;
 mod remote;
 mod run;
+mod shared;
 mod stage;
 
 use std::collections::{HashMap, HashSet};
@@ -21,27 +25,22 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 
-pub use base::BaseImage;
+pub use base::{BaseImage, ImageSource};
 pub use error::{BaseError, BuildError, Interrupt, StepError, StepFailure, Stop, is_disk_full};
+pub use shared::Shared;
 pub use stage::StageResult;
 
 use crate::context::Context;
-use crate::context::hash::HashCache;
-use crate::digest::Digest;
 use crate::image::config::ImageConfig;
 use crate::image::oci::Platform;
 use crate::plan::step::{Base, LoweredStage};
 use crate::progress::{Event, Sink};
-use crate::sandbox::run::{Cancel, Runner};
+use crate::sandbox::run::Runner;
 use crate::snapshot::compress::Compression;
 use crate::snapshot::diff::TarOptions;
 use crate::snapshot::layer::{LayerBlob, Snapshots};
 use crate::store::Store;
-
-/// An image being resolved, or its outcome: stages that need it share one cell.
-type ImageCell = Arc<std::sync::OnceLock<Result<Arc<BaseImage>, Arc<BaseError>>>>;
 
 /// What the solver needs from the front end.
 pub trait Frontend: Sync {
@@ -57,6 +56,11 @@ pub trait Frontend: Sync {
     fn label(&self, stage: usize) -> String;
     /// The stage's `AS` name, if it has one.
     fn name(&self, stage: usize) -> Option<String>;
+    /// The platform the stage runs on: its `FROM --platform`, else the target platform.
+    fn platform(&self, stage: usize) -> Platform;
+    /// The platform the build is for (`TARGETPLATFORM`): that of images named by
+    /// `COPY --from` and `RUN --mount from=`, as in BuildKit.
+    fn target_platform(&self) -> Platform;
     /// Lower a stage given its base's config.
     fn lower(
         &self,
@@ -106,7 +110,6 @@ pub enum Snapshotter {
 /// Build options.
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub platform: Platform,
     pub compression: Compression,
     pub source_date_epoch: Option<i64>,
     /// Run every step, ignoring cached results (they are still recorded).
@@ -148,7 +151,7 @@ struct Slot {
     ready: Condvar,
 }
 
-/// Runs one build.
+/// Runs one build (one platform of a multi-platform build).
 pub struct Solver<'a> {
     frontend: &'a dyn Frontend,
     context: &'a Context,
@@ -156,28 +159,20 @@ pub struct Solver<'a> {
     opts: &'a Options,
     progress: &'a dyn Sink,
     slots: Vec<Slot>,
-    failed: AtomicBool,
-    cancels: Mutex<Vec<Cancel>>,
-    hashes: Mutex<HashCache>,
-    vertex: AtomicUsize,
-    layer_jobs: Mutex<HashMap<String, JoinHandle<io::Result<LayerBlob>>>>,
+    shared: Arc<Shared>,
     /// Stages whose layers end up in the exported image: the target and its `FROM` ancestors.
     exported: HashSet<usize>,
-    /// Images this build uses, resolved once each.
-    images: Mutex<HashMap<String, ImageCell>>,
-    /// `ADD <url>` downloads of this build, by URL.
-    downloads: Mutex<HashMap<String, Arc<crate::fetch::Downloaded>>>,
-    /// `ADD <git-url>` commits of this build, fetched once each, by URL and checksum.
-    git: Mutex<HashMap<String, Arc<crate::git::Fetched>>>,
-    /// Step results this build took from an imported cache, by id.
-    remote: Mutex<HashMap<String, Arc<remote::RemoteLayer>>>,
     /// The steps of this build (stage, snapshot id), in order, for `--cache-to`.
     steps_done: Mutex<Vec<(usize, String)>>,
     /// Definition keys this build found a result under, by the result's id (COPY from a
     /// stage, found by content): exported with the result so that an import finds it the same way.
     aliases: Mutex<HashMap<String, Vec<String>>>,
-    /// Counters for reports and tests.
-    pub stats: Stats,
+    /// The images this solver used, by reference and platform (for provenance).
+    used_images: Mutex<Vec<(String, String)>>,
+    /// The URLs this solver downloaded (`ADD <url>`), in order (for provenance).
+    used_downloads: Mutex<Vec<String>>,
+    /// `ADD --checksum` URLs, by the checksum (known even when nothing is downloaded).
+    pinned_urls: Mutex<Vec<(String, crate::digest::Digest)>>,
 }
 
 /// What a build did.
@@ -191,12 +186,26 @@ pub struct Stats {
 }
 
 impl<'a> Solver<'a> {
+    /// A solver of its own (one platform, nothing shared with another solver).
     pub fn new(
         frontend: &'a dyn Frontend,
         context: &'a Context,
         store: &Store,
         opts: &'a Options,
         progress: &'a dyn Sink,
+    ) -> Solver<'a> {
+        let shared = Shared::new(store, context, false);
+        Solver::with_shared(frontend, context, store, opts, progress, shared)
+    }
+
+    /// A solver that shares `shared` with the other platforms' solvers of the build.
+    pub fn with_shared(
+        frontend: &'a dyn Frontend,
+        context: &'a Context,
+        store: &Store,
+        opts: &'a Options,
+        progress: &'a dyn Sink,
+        shared: Arc<Shared>,
     ) -> Solver<'a> {
         let mut exported = HashSet::new();
         let mut s = frontend.target();
@@ -205,12 +214,6 @@ impl<'a> Solver<'a> {
                 s = parent;
             }
         }
-        let hashes = HashCache::load(
-            store
-                .root()
-                .join("context-hashes")
-                .join(Digest::of(context.root().as_os_str().as_encoded_bytes()).hex()),
-        );
         Solver {
             frontend,
             context,
@@ -223,20 +226,43 @@ impl<'a> Solver<'a> {
                     ready: Condvar::new(),
                 })
                 .collect(),
-            failed: AtomicBool::new(false),
-            cancels: Mutex::new(Vec::new()),
-            hashes: Mutex::new(hashes),
-            vertex: AtomicUsize::new(0),
-            layer_jobs: Mutex::new(HashMap::new()),
+            shared,
             exported,
-            images: Mutex::new(HashMap::new()),
-            downloads: Mutex::new(HashMap::new()),
-            git: Mutex::new(HashMap::new()),
-            remote: Mutex::new(HashMap::new()),
             steps_done: Mutex::new(Vec::new()),
             aliases: Mutex::new(HashMap::new()),
-            stats: Stats::default(),
+            used_images: Mutex::new(Vec::new()),
+            used_downloads: Mutex::new(Vec::new()),
+            pinned_urls: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The URLs this solver's `ADD <url>` steps downloaded, with the digest of what came.
+    pub fn downloads_used(&self) -> Vec<(String, crate::digest::Digest)> {
+        let used = shared::lock(&self.used_downloads).clone();
+        let downloads = shared::lock(&self.shared.downloads);
+        let mut out: Vec<(String, crate::digest::Digest)> = used
+            .into_iter()
+            .filter_map(|url| {
+                let d = downloads.get(&url)?.digest.clone();
+                Some((url, d))
+            })
+            .collect();
+        for (url, d) in shared::lock(&self.pinned_urls).iter() {
+            if !out.iter().any(|(u, _)| u == url) {
+                out.push((url.clone(), d.clone()));
+            }
+        }
+        out
+    }
+
+    /// What this build did, counted over every platform.
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// The platform this solver builds for.
+    pub fn target_platform(&self) -> Platform {
+        self.frontend.target_platform()
     }
 
     pub fn opts(&self) -> &Options {
@@ -254,10 +280,11 @@ impl<'a> Solver<'a> {
         let mut errors: Vec<(usize, BuildError)> = Vec::new();
         let finished = AtomicBool::new(false);
         std::thread::scope(|scope| {
-            // A stop from outside fails the build like a failed step: every step is killed.
+            // A stop from outside fails the build like a failed step: every step is killed. A
+            // failure in another platform's solver stops this one too.
             scope.spawn(|| {
                 while !finished.load(Ordering::SeqCst) {
-                    if self.opts.interrupt.get().is_some() {
+                    if self.opts.interrupt.get().is_some() || self.shared.failed() {
                         self.fail();
                         return;
                     }
@@ -296,7 +323,7 @@ impl<'a> Solver<'a> {
             }
             finished.store(true, Ordering::SeqCst);
         });
-        let _ = self.hashes.lock().map(|h| h.save());
+        self.shared.save_hashes();
         self.touch_used();
         // Report the first real failure, not the cancellations it caused; then a stop from
         // outside.
@@ -324,12 +351,7 @@ impl<'a> Solver<'a> {
                 ids.extend(r.layers.iter().cloned());
             }
         }
-        for cell in self
-            .images
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-        {
+        for cell in shared::lock(&self.shared.images).values() {
             if let Some(Ok(image)) = cell.get() {
                 ids.extend(image.layers.iter().cloned());
             }
@@ -339,25 +361,23 @@ impl<'a> Solver<'a> {
         }
     }
 
-    /// Stop everything: the first failure cancels the other stages and kills running steps.
+    /// Stop everything: the first failure cancels the other stages (of every platform) and
+    /// kills running steps.
     fn fail(&self) {
-        if !self.failed.swap(true, Ordering::SeqCst) {
-            for c in self
-                .cancels
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-            {
-                c.cancel();
-            }
-        }
+        self.shared.fail();
         for slot in &self.slots {
             slot.ready.notify_all();
         }
     }
 
+    /// Whether the build has failed or was stopped: what the failure of one step makes of
+    /// every other.
+    fn failed(&self) -> bool {
+        self.shared.failed()
+    }
+
     fn check(&self) -> Result<(), BuildError> {
-        if self.failed.load(Ordering::SeqCst) {
+        if self.failed() {
             Err(BuildError::Cancelled)
         } else {
             Ok(())
@@ -377,16 +397,21 @@ impl<'a> Solver<'a> {
             if let Some(r) = &*state {
                 return r.clone().map_err(|_| BuildError::Cancelled);
             }
-            if self.failed.load(Ordering::SeqCst) {
+            if self.failed() {
                 return Err(BuildError::Cancelled);
             }
-            state = slot.ready.wait(state).unwrap_or_else(|e| e.into_inner());
+            // Another platform's failure wakes nobody here: look again now and then.
+            state = slot
+                .ready
+                .wait_timeout(state, std::time::Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 
     /// A fresh progress vertex id (also for work done after the solve, such as a push).
     pub fn next_vertex(&self) -> usize {
-        self.vertex.fetch_add(1, Ordering::SeqCst) + 1
+        self.shared.next_vertex()
     }
 
     fn event(&self, e: Event) {
@@ -401,7 +426,7 @@ impl<'a> Solver<'a> {
 
     /// Start compressing a snapshot's layer in the background.
     fn start_layer(&self, id: &str) {
-        let mut jobs = self.layer_jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut jobs = shared::lock(&self.shared.layer_jobs);
         if jobs.contains_key(id) {
             return;
         }
@@ -423,11 +448,7 @@ impl<'a> Solver<'a> {
         if let Some(blob) = self.remote_blob(id) {
             return Ok(blob);
         }
-        let job = self
-            .layer_jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+        let job = shared::lock(&self.shared.layer_jobs).remove(id);
         match job {
             Some(handle) => handle
                 .join()
@@ -473,27 +494,5 @@ impl<'a> Solver<'a> {
     /// The layer blobs of a result, in order.
     pub fn layers(&self, result: &StageResult) -> io::Result<Vec<LayerBlob>> {
         result.layers.iter().map(|id| self.layer(id)).collect()
-    }
-}
-
-impl Drop for Solver<'_> {
-    fn drop(&mut self) {
-        for d in self
-            .downloads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-        {
-            let _ = std::fs::remove_file(&d.path);
-        }
-        // Let unfinished background compression finish; its results are cached for next time.
-        for (_, job) in self
-            .layer_jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain()
-        {
-            let _ = job.join();
-        }
     }
 }

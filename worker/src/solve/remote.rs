@@ -62,22 +62,16 @@ impl Solver<'_> {
             self.snapshots.commit(pending, id, meta)?;
             return Ok(());
         }
-        self.stats
+        self.shared
+            .stats
             .imported
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.remote
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_string(), remote);
+        super::shared::lock(&self.shared.remote).insert(id.to_string(), remote);
         Ok(())
     }
 
     fn remote(&self, id: &str) -> Option<Arc<RemoteLayer>> {
-        self.remote
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .cloned()
+        super::shared::lock(&self.shared.remote).get(id).cloned()
     }
 
     /// Whether a step's result is still only in an imported cache.
@@ -110,9 +104,7 @@ impl Solver<'_> {
             source,
             local: OnceLock::new(),
         };
-        self.remote
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        super::shared::lock(&self.shared.remote)
             .entry(id.to_string())
             .or_insert_with(|| Arc::new(remote));
     }
@@ -167,10 +159,7 @@ impl Solver<'_> {
     /// Make sure the store has these blobs, fetching imported ones. For outputs that copy
     /// blobs out of the store.
     pub fn fetch_missing_blobs(&self, blobs: &[LayerBlob]) -> Result<(), BuildError> {
-        let remotes: Vec<Arc<RemoteLayer>> = self
-            .remote
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let remotes: Vec<Arc<RemoteLayer>> = super::shared::lock(&self.shared.remote)
             .values()
             .cloned()
             .collect();

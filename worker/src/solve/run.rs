@@ -132,7 +132,7 @@ impl Solver<'_> {
                     } else {
                         vec![rel]
                     };
-                    let mut hashes = self.hashes.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut hashes = super::shared::lock(&self.shared.hashes);
                     let d = crate::context::hash::digest_paths(self.context, &rels, &mut hashes)
                         .map_err(|e| {
                             StepFailure::Other(format!("bind mount source {source:?}: {e}"))
@@ -370,14 +370,12 @@ impl Solver<'_> {
             },
         };
         let cancel = Cancel::default();
-        self.cancels
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(cancel.clone());
-        if self.failed.load(std::sync::atomic::Ordering::SeqCst) {
+        super::shared::lock(&self.shared.cancels).push(cancel.clone());
+        if self.failed() {
             cancel.cancel();
         }
-        self.stats
+        self.shared
+            .stats
             .runs
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut tail = Tail::default();
@@ -409,10 +407,7 @@ impl Solver<'_> {
         for (stream, text) in output.flush() {
             emit(stream, text);
         }
-        self.cancels
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|c| !c.same(&cancel));
+        super::shared::lock(&self.shared.cancels).retain(|c| !c.same(&cancel));
         let command = run.args.join(" ");
         match result {
             Ok(0) => {}
@@ -481,7 +476,7 @@ impl Solver<'_> {
                 crate::copy::Source::View(&view)
             }
             Input::Image(r) => {
-                view = self.image(r, "")?.view(self);
+                view = self.image(r, &self.frontend.target_platform())?.view(self);
                 crate::copy::Source::View(&view)
             }
         };
@@ -560,7 +555,9 @@ impl Solver<'_> {
                     Input::Stage(_) | Input::Image(_) => {
                         let view = match from {
                             Input::Stage(j) => self.stage_view(*j)?,
-                            Input::Image(r) => self.image(r, "")?.view(self),
+                            Input::Image(r) => {
+                                self.image(r, &self.frontend.target_platform())?.view(self)
+                            }
                             Input::Context => unreachable!(),
                         };
                         let rel = view
@@ -664,7 +661,7 @@ impl Solver<'_> {
                         data: format!("waiting for the cache mount {id} (sharing={sharing:?}), which another step holds\n").to_lowercase(),
                     })
                 };
-                let cancelled = || self.failed.load(std::sync::atomic::Ordering::SeqCst);
+                let cancelled = || self.failed();
                 let root = crate::mounts::volumes::root_for(
                     &self.opts.cache_volumes,
                     &self.opts.cache_mounts,

@@ -8,7 +8,7 @@ use super::{BuildError, Solver, StepError, StepFailure, key};
 use crate::copy::{self, CopyError};
 use crate::digest::Digest;
 use crate::image::config::{DEFAULT_PATH, ImageConfig};
-use crate::image::oci::{History, Image, now, rfc3339};
+use crate::image::oci::{History, Image, Platform, now, rfc3339};
 use crate::plan::step::{Base, CopySource, Input, Location, Mount, Op, Step};
 use crate::progress::Event;
 use crate::snapshot::layer::{Pending, SnapshotMeta};
@@ -80,7 +80,7 @@ impl Solver<'_> {
         if let Some(name) = self.frontend.name(i)
             && self.named(&name).is_some()
         {
-            let base = self.image(&name, &label)?;
+            let base = self.image(&name, &self.frontend.platform(i))?;
             return Ok(Arc::new(StageResult {
                 label,
                 key: base.key.clone(),
@@ -89,15 +89,16 @@ impl Solver<'_> {
                 image: base.image.clone(),
             }));
         }
+        let platform = self.frontend.platform(i);
         let mut state = match self.frontend.base(i) {
             Base::Scratch => State {
                 stage: i,
-                key: key::scratch(&self.opts.platform),
+                key: key::scratch(&platform),
                 chain: vec![],
                 layers: vec![],
                 image: Image {
                     config: scratch_config(),
-                    ..Image::scratch(&self.opts.platform)
+                    ..Image::scratch(&platform)
                 },
             },
             Base::Stage(j) => {
@@ -111,7 +112,7 @@ impl Solver<'_> {
                 }
             }
             Base::Image(reference) => {
-                let base = self.image(&reference, &label)?;
+                let base = self.image(&reference, &self.frontend.platform(i))?;
                 let mut image = base.image.clone();
                 // BuildKit gives a base without PATH the default one.
                 if image.config.env_get("PATH").is_none() {
@@ -141,15 +142,19 @@ impl Solver<'_> {
             Base::Scratch => "scratch".to_string(),
             Base::Stage(j) => self.frontend.label(j),
         };
-        let vertex = self.next_vertex();
-        self.event(Event::Start {
-            id: vertex,
-            name: format!("[{label} 1/{total}] FROM {from}"),
-        });
-        self.event(Event::Done {
-            id: vertex,
-            seconds: 0.0,
-        });
+        // A stage two platforms share shows its FROM line once.
+        let name = format!(
+            "[{}{label} 1/{total}] FROM {from}",
+            self.platform_prefix(i, None)
+        );
+        if self.shared.first_showing(&name) {
+            let vertex = self.next_vertex();
+            self.event(Event::Start { id: vertex, name });
+            self.event(Event::Done {
+                id: vertex,
+                seconds: 0.0,
+            });
+        }
         let mut position = 1;
         for step in &lowered.steps {
             self.check()?;
@@ -160,7 +165,11 @@ impl Solver<'_> {
             let empty_layer = matches!(step.op, Op::Config);
             if !empty_layer {
                 position += 1;
-                let name = format!("[{label} {position}/{total}] {}", step.display);
+                let name = format!(
+                    "[{}{label} {position}/{total}] {}",
+                    self.platform_prefix(i, Some(step)),
+                    step.display
+                );
                 self.step(&mut state, step, name)?;
             }
             state.image.history.push(History {
@@ -189,11 +198,35 @@ impl Solver<'_> {
         // What the step reads from elsewhere is resolved first: that may wait for another stage,
         // and the step only shows as started once it can run.
         let inputs = match &step.op {
-            Op::Run(run) => self.run_inputs(run).map(|i| ("run", i, false)),
+            Op::Run(run) => self
+                .wait_cache_seeds(run)
+                .and_then(|()| self.run_inputs(run))
+                .map(|i| ("run", i, false)),
             Op::Copy(c) => self.copy_inputs(c).map(|i| ("copy", i, c.link)),
             Op::Workdir { .. } => Ok(("workdir", vec![], false)),
             Op::Config => unreachable!("config steps make no snapshot"),
         };
+        // The key of the step's definition. Another platform's solver with the same step has
+        // the same key: whichever takes its lock first does the step, and the other takes the
+        // result, with no vertex of its own. Everything the step waits for (other stages) was
+        // waited for above, so a solver never waits for another while holding a step's lock.
+        let def = inputs.as_ref().ok().map(|(kind, inputs, link)| {
+            let parent = if *link { None } else { Some(&state.key) };
+            key::step(parent, kind, &step.op, inputs)
+        });
+        let lock = def.as_ref().map(|d| self.shared.step_lock(d.hex()));
+        let _held = lock.as_deref().map(super::shared::lock);
+        if let (Some(def), Ok((_, _, link))) = (&def, &inputs)
+            && let Some(done) = self.shared.done(def.hex())
+        {
+            self.snapshots.touch(&done.id);
+            if self.exported.contains(&state.stage) && !self.is_remote(&done.id) {
+                self.start_layer(&done.id);
+            }
+            super::shared::lock(&self.steps_done).push((state.stage, done.id.clone()));
+            self.put(state, done.id, done.key, *link);
+            return Ok(());
+        }
         let vertex = self.next_vertex();
         self.event(Event::Start { id: vertex, name });
         let started = Instant::now();
@@ -211,15 +244,16 @@ impl Solver<'_> {
                 tail,
             }))
         };
-        let (kind, inputs, link) = inputs.map_err(|e| {
-            if self.failed.load(std::sync::atomic::Ordering::SeqCst) {
+        let (_, inputs, link) = inputs.map_err(|e| {
+            if self.failed() {
                 BuildError::Cancelled
             } else {
                 fail(e, vec![])
             }
         })?;
         let parent = if link { None } else { Some(&state.key) };
-        let mut step_key = key::step(parent, kind, &step.op, &inputs);
+        let def = def.expect("the inputs are there");
+        let mut step_key = def.clone();
         let no_cache = self.opts.no_cache || self.opts.no_cache_stages.contains(&state.stage);
         // A step that reads another stage (COPY --from, RUN --mount=type=bind,from=) is found
         // by its definition, else by the content it reads (as BuildKit's content checksums
@@ -227,7 +261,6 @@ impl Solver<'_> {
         // after the step. The definition key becomes an alias of the content key.
         let mut alias = None;
         if !no_cache && reads_a_stage(&step.op) {
-            let def = step_key.clone();
             if let Some(found) = self.alias(def.hex()) {
                 step_key = found;
             } else if self.snapshots.get(def.hex()).is_none() {
@@ -235,7 +268,7 @@ impl Solver<'_> {
                     Some(remote) => step_key = Digest::from_hex(Self::imported_id(&remote)),
                     None => {
                         let content = self.content_inputs(&step.op, &inputs).map_err(|e| {
-                            if self.failed.load(std::sync::atomic::Ordering::SeqCst) {
+                            if self.failed() {
                                 BuildError::Cancelled
                             } else {
                                 fail(e, vec![])
@@ -246,7 +279,7 @@ impl Solver<'_> {
                 }
             }
             if step_key != def {
-                alias = Some(def);
+                alias = Some(def.clone());
             }
         }
         let local = self.snapshots.get(step_key.hex()).is_some();
@@ -271,7 +304,8 @@ impl Solver<'_> {
         } else {
             step_key.hex().to_string()
         };
-        self.stats
+        self.shared
+            .stats
             .steps
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let cached = !no_cache && known;
@@ -279,7 +313,8 @@ impl Solver<'_> {
             self.use_imported(&id, remote)?;
         }
         if cached {
-            self.stats
+            self.shared
+                .stats
                 .cached
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.event(Event::Cached { id: vertex });
@@ -298,7 +333,7 @@ impl Solver<'_> {
                 Op::Config => unreachable!(),
             };
             if let Err((message, tail)) = result {
-                return Err(if self.failed.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(if self.failed() {
                     BuildError::Cancelled
                 } else {
                     fail(message, tail)
@@ -328,20 +363,11 @@ impl Solver<'_> {
             self.start_layer(&id);
         }
         if id == step_key.hex() {
-            self.steps_done
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push((state.stage, id.clone()));
+            super::shared::lock(&self.steps_done).push((state.stage, id.clone()));
             if let Some(def) = &alias {
                 self.set_alias(def.hex(), &id);
             }
         }
-        let empty = self.is_empty(&id);
-        if !empty {
-            state.chain.insert(0, id.clone());
-        }
-        // BuildKit gives every RUN, COPY, ADD and WORKDIR a layer, empty or not.
-        state.layers.push(id.clone());
         // A result made beside the cached one may differ from it: what follows must not be
         // answered from the cache as if it were the same.
         let step_key = if id == step_key.hex() {
@@ -349,12 +375,105 @@ impl Solver<'_> {
         } else {
             key::step(Some(&step_key), "rerun", &id, &[])
         };
+        self.shared.set_done(
+            def.hex(),
+            super::shared::Done {
+                id: id.clone(),
+                key: step_key.clone(),
+            },
+        );
+        self.put(state, id, step_key, link);
+        Ok(())
+    }
+
+    /// Put a step's result (snapshot `id`, known by `step_key`) on the stage.
+    fn put(&self, state: &mut State, id: String, step_key: Digest, link: bool) {
+        if !self.is_empty(&id) {
+            state.chain.insert(0, id.clone());
+        }
+        // BuildKit gives every RUN, COPY, ADD and WORKDIR a layer, empty or not.
+        state.layers.push(id);
         state.key = if link {
             key::rebase(&state.key, &step_key)
         } else {
             step_key
         };
+    }
+
+    /// Wait for the stages a RUN step's cache mounts are seeded from (`from=<stage>`): done
+    /// before the step's lock is taken, like every other wait for a stage.
+    fn wait_cache_seeds(&self, run: &crate::plan::step::Run) -> Result<(), StepFailure> {
+        for m in &run.mounts {
+            if let Mount::Cache {
+                from: Some(Input::Stage(j)),
+                ..
+            } = m
+            {
+                self.wait_stage(*j)?;
+            }
+        }
         Ok(())
+    }
+
+    /// How a multi-platform build's progress names the platform of a stage's vertices, as
+    /// BuildKit does: `linux/arm64 ` before the stage's name, and for a step that sees another
+    /// platform in its `TARGET*` arguments, that one after an arrow (`[linux/amd64->arm64 build
+    /// 3/4] RUN go build`). Kiln reads the arguments from a RUN step's environment, the only
+    /// step that carries one. Empty in a single-platform build.
+    fn platform_prefix(&self, stage: usize, step: Option<&Step>) -> String {
+        if !self.shared.multi_platform {
+            return String::new();
+        }
+        let base = self.frontend.platform(stage);
+        let cross = step
+            .map(|s| self.cross_target(&base, s))
+            .unwrap_or_default();
+        format!("{base}{cross} ")
+    }
+
+    fn cross_target(&self, base: &Platform, step: &Step) -> String {
+        let Op::Run(run) = &step.op else {
+            return String::new();
+        };
+        let get = |k: &str| {
+            run.env
+                .iter()
+                .find_map(|e| e.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
+                .map(str::to_string)
+        };
+        let target = match get("TARGETPLATFORM") {
+            Some(p) => match crate::plan::Platform::parse(&p) {
+                Ok(p) => Platform::from(&p),
+                Err(_) => return String::new(),
+            },
+            None => {
+                let (os, arch, variant) =
+                    (get("TARGETOS"), get("TARGETARCH"), get("TARGETVARIANT"));
+                if os.is_none() && arch.is_none() && variant.is_none() {
+                    return String::new();
+                }
+                Platform {
+                    os: os
+                        .filter(|o| !o.is_empty())
+                        .unwrap_or_else(|| base.os.clone()),
+                    architecture: arch
+                        .filter(|a| !a.is_empty())
+                        .unwrap_or_else(|| base.architecture.clone()),
+                    os_version: None,
+                    variant: variant.filter(|v| !v.is_empty()),
+                }
+            }
+        };
+        if target.os != base.os {
+            format!("->{target}")
+        } else if target.architecture != base.architecture {
+            match &target.variant {
+                Some(v) => format!("->{}/{v}", target.architecture),
+                None => format!("->{}", target.architecture),
+            }
+        } else {
+            String::new()
+        }
     }
 
     /// The inputs of a step that reads other stages, with each stage's key replaced by the
@@ -408,7 +527,10 @@ impl Solver<'_> {
         Ok(match input {
             Input::Context => Digest::of(b"context"),
             Input::Stage(j) => self.wait_stage(*j)?.key.clone(),
-            Input::Image(reference) => self.image(reference, "")?.key.clone(),
+            Input::Image(reference) => self
+                .image(reference, &self.frontend.target_platform())?
+                .key
+                .clone(),
         })
     }
 
@@ -442,6 +564,13 @@ impl Solver<'_> {
                 // the step on the checksum too).
                 inputs.push(match &c.checksum {
                     Some(sum) => {
+                        // Known without a download: provenance names it by its checksum.
+                        if let Ok(d) = Digest::parse(sum) {
+                            let mut pinned = super::shared::lock(&self.pinned_urls);
+                            if !pinned.iter().any(|(u, _)| u == url) {
+                                pinned.push((url.clone(), d));
+                            }
+                        }
                         let mut h = crate::digest::KeyHasher::new("url-checksum");
                         h.str(url).str(sum);
                         h.finish()
@@ -467,7 +596,7 @@ impl Solver<'_> {
                     }
                 }
             }
-            let mut hashes = self.hashes.lock().unwrap_or_else(|e| e.into_inner());
+            let mut hashes = super::shared::lock(&self.shared.hashes);
             inputs.push(
                 crate::context::hash::digest_paths(self.context, &rels, &mut hashes).map_err(
                     |source| StepFailure::Io {
@@ -496,7 +625,9 @@ impl Solver<'_> {
                 copy::Source::View(&stage_view)
             }
             Input::Image(reference) => {
-                image_view = self.image(reference, "")?.view(self);
+                image_view = self
+                    .image(reference, &self.frontend.target_platform())?
+                    .view(self);
                 copy::Source::View(&image_view)
             }
         };
@@ -642,7 +773,7 @@ impl Solver<'_> {
             .map_err(crate::git::GitError::from)?
             .ok_or_else(|| StepFailure::Other(format!("{url} is not a Git URL")))?;
         let key = format!("{url}\n{}", checksum.unwrap_or_default());
-        let mut cache = self.git.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = super::shared::lock(&self.shared.git);
         if let Some(f) = cache.get(&key) {
             return Ok((git, f.clone()));
         }
@@ -666,7 +797,13 @@ impl Solver<'_> {
         url: &str,
         checksum: Option<&str>,
     ) -> Result<std::sync::Arc<crate::fetch::Downloaded>, StepFailure> {
-        let mut cache = self.downloads.lock().unwrap_or_else(|e| e.into_inner());
+        {
+            let mut used = super::shared::lock(&self.used_downloads);
+            if !used.iter().any(|u| u == url) {
+                used.push(url.to_string());
+            }
+        }
+        let mut cache = super::shared::lock(&self.shared.downloads);
         let d = match cache.get(url) {
             Some(d) => d.clone(),
             None => {
