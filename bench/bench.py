@@ -12,14 +12,14 @@ Environment:
   BENCH_DIR        inputs, work directories and logs (default /var/tmp/kiln-bench)
   BENCH_RUNS       timed runs per workload and peer (default 3)
   BENCH_ONLY       comma list of workloads (cold, noop, incremental, cachemount, smallfiles,
-                   bigfiles, parallel, registry); default all
+                   bigfiles, smallrun, coldpush, incpush, parallel, registry); default all
   BENCH_PEERS      comma list of kiln, buildkit, buildah (default all three)
   BENCH_QUICK      1: smaller sizes everywhere (a smoke run, not numbers to quote)
   BENCH_BASE       debian (debootstrap minbase, cached in BENCH_DIR; the default) or busybox
   BENCH_COLD_FILES small files written by the cold build (default 20000)
   BENCH_COLD_MB    MB of random objects written by the cold build (default 200)
   BENCH_CACHE_MB   size of the cache mount in MB (default 200; PERFORMANCE.md uses 500)
-  BENCH_SMALLFILES files in the smallfiles context (default 20000; PERFORMANCE.md uses 50000)
+  BENCH_SMALLFILES files in the smallfiles context (default 50000, as PERFORMANCE.md)
   BENCH_BIGFILES   COUNTxMB for the bigfiles context (default 4x128; PERFORMANCE.md: 8x128)
   BENCH_PARALLEL_MB  MB hashed by each parallel stage (default 480, about 2 s of CPU here)
   BENCH_SIZES      image sizes in MB for scripts/bench (default "200")
@@ -51,7 +51,8 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS_DIR = ROOT / "bench" / "workloads"
 RESULTS = ROOT / "bench" / "results"
 
-PACKAGES = ["docker.io", "buildah", "runc", "debootstrap", "busybox-static", "time"]
+PACKAGES = ["docker.io", "buildah", "runc", "debootstrap", "busybox-static", "time", "skopeo",
+            "docker-registry"]
 DOCKER = "/usr/bin/docker"  # /usr/local/bin/docker is a newer client without this builder
 RUNC = "/usr/sbin/runc"  # crun fails on this cgroup-v1 host
 BASE_REF = "kiln-bench/base:1"
@@ -123,7 +124,7 @@ class Sizes:
         return Sizes(cold_files=num("BENCH_COLD_FILES", 20000, 5000),
                      cold_mb=num("BENCH_COLD_MB", 200, 50),
                      cache_mb=num("BENCH_CACHE_MB", 200, 50),
-                     small_files=num("BENCH_SMALLFILES", 20000, 5000),
+                     small_files=num("BENCH_SMALLFILES", 50000, 5000),
                      big_count=int(big[0]), big_mb=int(big[1]),
                      parallel_mb=num("BENCH_PARALLEL_MB", 480, 120))
 
@@ -222,7 +223,10 @@ class Workload:
     setup_args: dict | None = None  # an untimed build with these extra args first
     vary: Callable[[Path], dict] | None = None  # a change before each round; gives build args
     perf: tuple[str, str, str] = ("", "", "")  # PERFORMANCE.md: BuildKit, buildah, Kiln target
-    physical: bool = False  # also time `cp -a` of the context on the same filesystem
+    # The physical reference, timed once per round: `cp -a` of the context (PHYSICAL_COPY), the
+    # RUN work run directly (PHYSICAL_RUN), or that plus `skopeo copy` of the image (PHYSICAL_PUSH)
+    physical: str = ""
+    push: bool = False  # each run ends in a push to a local registry (fresh for cold workloads)
 
     @property
     def dockerfile(self) -> Path:
@@ -240,6 +244,9 @@ def vary_source(ctx: Path) -> dict:
 
 def vary_bust(_ctx: Path) -> dict:
     return {"BUST": str(time.time_ns())}
+
+
+PHYSICAL_COPY, PHYSICAL_RUN, PHYSICAL_PUSH = "copy", "run", "push"
 
 
 # The incremental workload's change reaches these steps (a substring of each) and no other.
@@ -264,12 +271,27 @@ WORKLOADS = [
              perf=("0.19 (500 MB)", "0.50 (500 MB)", "≤ 0.1")),
     Workload("smallfiles", "smallfiles", "COPY of {small_files} small files (200 B–4 KiB) into "
              "scratch; empty cache", cold=True, args=lambda s: {},
-             context_id=lambda s: f"smallfiles-{s.small_files}", generate=gen_smallfiles, physical=True,
+             context_id=lambda s: f"smallfiles-{s.small_files}", generate=gen_smallfiles,
+             physical=PHYSICAL_COPY,
              perf=("39 (21–55) for 50k", "29 for 50k", "≤ 6 for 50k")),
     Workload("bigfiles", "bigfiles", "COPY of {big_count} random files of {big_mb} MB into "
              "scratch; empty cache", cold=True, args=lambda s: {},
-             context_id=lambda s: f"bigfiles-{s.big_count}x{s.big_mb}", generate=gen_bigfiles, physical=True,
+             context_id=lambda s: f"bigfiles-{s.big_count}x{s.big_mb}", generate=gen_bigfiles,
+             physical=PHYSICAL_COPY,
              perf=("12.5 for 8×128 MB", "22.8 for 8×128 MB", "≤ 12 for 8×128 MB")),
+    Workload("smallrun", "smallrun", "one RUN step writing {cold_files} small files on the base; "
+             "empty cache", cold=True, args=lambda s: {"FILES": str(s.cold_files)},
+             context_id=lambda s: "empty", generate=gen_empty, physical=PHYSICAL_RUN,
+             perf=("—", "—", "issue 17: one streaming pass")),
+    Workload("coldpush", "cold", "the cold build, then a push of the image to an empty local "
+             "registry", cold=True, args=cold_args, context_id=lambda s: "cold",
+             generate=gen_cold, physical=PHYSICAL_PUSH, push=True,
+             perf=("—", "—", "≤ 0.5× BuildKit, ≤ 1.3× physical")),
+    Workload("incpush", "cold", "src/main.c changed, rebuilt, then pushed to the registry that "
+             "holds the previous image", cold=False, args=cold_args,
+             context_id=lambda s: "cold", generate=gen_cold, setup_args={}, vary=vary_source,
+             physical=PHYSICAL_PUSH, push=True,
+             perf=("—", "—", "≤ 0.5× BuildKit, ≤ 1.3× physical")),
     Workload("parallel", "parallel", "4 independent stages hashing {parallel_mb} MB each "
              "(about 2 s of CPU at 480 MB), combined; empty cache", cold=True,
              args=lambda s: {"MB": str(s.parallel_mb)}, context_id=lambda s: "empty",
@@ -465,6 +487,8 @@ class Peer:
         return ""
 
     def tag(self, wl: Workload) -> str:
+        if wl.push:
+            return f"{self.env.registry.addr}/kiln-bench/{wl.name}-{self.name}:latest"
         return f"kiln-bench/{wl.name}:latest"
 
     def logfile(self, label: str) -> Path:
@@ -522,8 +546,11 @@ class Kiln(Peer):
         cmd = [str(self.bin), "build", str(ctx), "-f", str(dockerfile), "--progress=plain",
                "--cache-dir", str(state),
                "--build-context", f"{BASE_REF}=oci-layout://{self.env.base_layout}",
-               "-t", self.tag(wl), "--output", f"type=oci,dest={self.out / wl.name}",
-               "--metadata-file", str(meta)]
+               "-t", self.tag(wl), "--metadata-file", str(meta)]
+        if wl.push:
+            cmd += ["--push", "--insecure-registry", self.env.registry.addr]
+        else:
+            cmd += ["--output", f"type=oci,dest={self.out / wl.name}"]
         for k, v in args.items():
             cmd += ["--build-arg", f"{k}={v}"]
         logfile = self.logfile(label)
@@ -538,6 +565,8 @@ class Kiln(Peer):
         return Timed(seconds, rss, steps, detail)
 
     def has_image(self, wl: Workload) -> bool:
+        if wl.push:
+            return self.env.registry.has(self.tag(wl))
         try:
             index = json.loads((self.out / wl.name / "index.json").read_text())
         except (OSError, ValueError):
@@ -624,6 +653,10 @@ class BuildKit(Peer):
         logfile = self.logfile(label)
         with RssSampler(self.proc.pid) as sampler:
             seconds, _client_rss = timed_run(cmd, logfile, env=self.denv)
+            if wl.push:
+                pushed, _ = timed_run([DOCKER, "push", self.tag(wl)],
+                                      logfile.with_suffix(".push.log"), env=self.denv)
+                seconds += pushed
         hwm = sum(proc_status(p, "VmHWM") or 0 for p in pids)
         detail = {"sampled_rss_kb": sampler.peak_kb, "hwm_kb": hwm if hwm_ok else None}
         steps = parse_buildkit_plain(logfile.read_text(errors="replace"))
@@ -641,6 +674,8 @@ class BuildKit(Peer):
             self.proc.wait()
 
     def has_image(self, wl: Workload) -> bool:
+        if wl.push and not self.env.registry.has(self.tag(wl)):
+            return False
         return run([DOCKER, "image", "inspect", self.tag(wl)], env=self.denv,
                    check=False).returncode == 0
 
@@ -690,7 +725,14 @@ class Buildah(Peer):
         cmd.append(str(ctx))
         logfile = self.logfile(label)
         seconds, rss = timed_run(cmd, logfile, env=self.benv)
-        return Timed(seconds, rss, parse_buildah(logfile.read_text(errors="replace")))
+        steps = parse_buildah(logfile.read_text(errors="replace"))
+        if wl.push:
+            pushed, push_rss = timed_run([*self.global_args, "push", "--tls-verify=false",
+                                          self.tag(wl)], logfile.with_suffix(".push.log"),
+                                         env=self.benv)
+            seconds += pushed
+            rss = max(rss or 0, push_rss or 0) or None
+        return Timed(seconds, rss, steps)
 
     def stop(self) -> None:
         if self.started:
@@ -698,6 +740,8 @@ class Buildah(Peer):
             run([*self.global_args, "umount", "--all"], env=self.benv, check=False)
 
     def has_image(self, wl: Workload) -> bool:
+        if wl.push and not self.env.registry.has(self.tag(wl)):
+            return False
         return run([*self.global_args, "inspect", "--type", "image", self.tag(wl)],
                    env=self.benv, check=False).returncode == 0
 
@@ -721,6 +765,7 @@ class Env:
     sizes: Sizes
     base_kind: str = "debian"
     base_note: str = ""
+    registry: "Registry | None" = None
 
     @property
     def inputs(self) -> Path:
@@ -923,7 +968,7 @@ def check_run(wl: Workload, peer: str, t: Timed, ctx_log: Path) -> list[str]:
                         + "; ".join(s.ran))
     if wl.name == "noop" and not s.cached and peer != "buildah":
         problems.append(f"noop: no CACHED step in {TITLES[peer]}'s output")
-    if wl.name == "incremental":
+    if wl.name in ("incremental", "incpush"):
         expected = [x for x in s.ran + s.cached if any(e in x for e in INCREMENTAL_EXPECTED)]
         extra = [x for x in s.ran if x not in expected]
         missing = [x for x in expected if x not in s.ran]
@@ -956,6 +1001,19 @@ def run_workload(wl: Workload, peers: list[Peer], env: Env) -> dict[str, Cell]:
 
     if wl.source == "cold":
         write_main(ctx)
+    if wl.push:
+        env.registry.start(fresh=True)
+    phys = Physical(wl, ctx, env) if wl.physical else None
+    try:
+        run_rounds(wl, ctx, base_args, cells, live, attempt, env, phys)
+    finally:
+        if wl.push:
+            env.registry.stop()
+    return cells
+
+
+def run_rounds(wl: Workload, ctx: Path, base_args: dict, cells: dict[str, Cell],
+               live: list[Peer], attempt, env: Env, phys: "Physical | None") -> None:
     if wl.setup_args is not None:
         for p in list(live):
             log(f"{wl.name}: untimed first build with {p.name}")
@@ -970,6 +1028,8 @@ def run_workload(wl: Workload, peers: list[Peer], env: Env) -> dict[str, Cell]:
                 ok, _ = attempt(p, lambda p=p: p.reset(wl))
                 if not ok:
                     continue
+                if wl.push:
+                    env.registry.start(fresh=True)
             label = f"{wl.name}-{r + 1}"
             ok, t = attempt(p, lambda p=p: p.build(wl, ctx, wl.dockerfile, args, label))
             if not ok:
@@ -991,12 +1051,201 @@ def run_workload(wl: Workload, peers: list[Peer], env: Env) -> dict[str, Cell]:
             ran = f", {len(t.steps.ran)} ran / {len(t.steps.cached)} cached" if t.steps else ""
             log(f"{wl.name} {r + 1}/{env.runs} {p.name}: {t.seconds:.2f} s, "
                 f"{(t.peak_kb or 0) / 1024:.0f} MB{ran}")
-        if wl.physical:
-            cells.setdefault(PHYSICAL, Cell()).times.append(physical_copy(ctx, env))
-    return cells
+        if phys is not None:
+            try:
+                cells.setdefault(PHYSICAL, Cell()).times.append(phys.measure(args, r))
+            except (Failed, subprocess.SubprocessError, OSError) as e:
+                cells.setdefault(PHYSICAL, Cell()).error = str(e)
+                log(f"{wl.name}: the physical reference failed: {e}")
 
 
-PHYSICAL = "cp -a"
+PHYSICAL = "physical"
+
+
+def dockerfile_runs(dockerfile: Path) -> list[str]:
+    """The shell form RUN commands of a Dockerfile, in order, continuation lines joined."""
+    runs, current = [], None
+    for line in dockerfile.read_text().splitlines():
+        if current is None:
+            if not line.startswith("RUN "):
+                continue
+            current = line[4:]
+        else:
+            current += " " + line
+        if current.endswith("\\"):
+            current = current[:-1]
+            continue
+        runs.append(current)
+        current = None
+    return runs
+
+
+class Physical:
+    """The cost of a workload's work outside any builder, timed once per round:
+    - copy: `cp -a` of the context to the same filesystem;
+    - run: the RUN commands run directly, by chroot into a copy of the base rootfs made untimed
+      (the context's debs/ and src/ in place), with the build args in the environment;
+    - push: those RUN commands (for a rebuild: only the ones it reruns), plus `skopeo copy` of
+      the image (built by Kiln to an OCI layout, untimed) to the workload's registry: empty for
+      a cold workload, holding the previous image for a rebuild."""
+
+    def __init__(self, wl: Workload, ctx: Path, env: Env):
+        self.wl, self.ctx, self.env = wl, ctx, env
+        self.root = env.work / "physical-root"
+        self.layout = env.work / "physical-layout"
+        self.state = env.work / "physical-state"
+        self.runs = dockerfile_runs(wl.dockerfile)
+        if not wl.cold:
+            self.runs = [r for r in self.runs if any(e in r for e in INCREMENTAL_EXPECTED)]
+        self.prepared = False
+
+    def prepare_root(self) -> None:
+        remove_tree(self.root)
+        if self.env.base_kind == "debian":
+            run(["cp", "-a", str(debian_rootfs(self.env.inputs)), str(self.root)])
+        else:
+            self.root.mkdir(parents=True)
+            tar = self.env.inputs / f"base-{self.env.base_kind}-ctx" / "rootfs.tar"
+            run(["tar", "-xf", str(tar), "-C", str(self.root)])
+        dev = self.root / "dev"
+        dev.mkdir(exist_ok=True)
+        for name, minor in (("null", 3), ("zero", 5), ("urandom", 9)):
+            if not (dev / name).exists():
+                os.mknod(dev / name, 0o20666, os.makedev(1, minor))
+        (self.root / "app").mkdir(exist_ok=True)
+        (self.root / "tmp").mkdir(exist_ok=True)
+        os.chmod(self.root / "tmp", 0o1777)
+        for sub in ("debs", "src"):
+            if (self.ctx / sub).is_dir():
+                dest = self.root / ("tmp/debs" if sub == "debs" else "src")
+                shutil.rmtree(dest, ignore_errors=True)
+                shutil.copytree(self.ctx / sub, dest)
+
+    def run_steps(self, args: dict) -> float:
+        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", **args}
+        os.sync()
+        start = time.monotonic()
+        for script in self.runs:
+            p = subprocess.run(["chroot", str(self.root), "/bin/sh", "-c", script], env=env,
+                               capture_output=True, text=True, timeout=BUILD_TIMEOUT)
+            if p.returncode != 0:
+                raise Failed(f"chroot RUN exit {p.returncode}: {p.stderr.strip()[-200:]}")
+        return time.monotonic() - start
+
+    def push(self, args: dict) -> float:
+        """skopeo copy of the image Kiln builds from the context now."""
+        remove_tree(self.layout)
+        cmd = [str(kiln_bin()), "build", str(self.ctx), "-f", str(self.wl.dockerfile),
+               "--progress=plain", "--cache-dir", str(self.state),
+               "--build-context", f"{BASE_REF}=oci-layout://{self.env.base_layout}",
+               "--output", f"type=oci,dest={self.layout}"]
+        for k, v in args.items():
+            cmd += ["--build-arg", f"{k}={v}"]
+        run(cmd, log_to=self.env.logs / f"{self.wl.name}-physical.log")
+        if self.wl.cold:
+            self.env.registry.start(fresh=True)
+        dest = f"docker://{self.env.registry.addr}/kiln-bench/{self.wl.name}-physical:latest"
+        os.sync()
+        start = time.monotonic()
+        run(["skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci:{self.layout}",
+             dest], log_to=self.env.logs / f"{self.wl.name}-physical.log")
+        return time.monotonic() - start
+
+    def measure(self, args: dict, round_: int) -> float:
+        if self.wl.physical == PHYSICAL_COPY:
+            return physical_copy(self.ctx, self.env)
+        if self.wl.cold or not self.prepared:
+            self.prepare_root()
+            if not self.wl.cold:
+                # A rebuild: the untimed first run of everything, and the first push.
+                full = Physical(replace_cold(self.wl), self.ctx, self.env)
+                full.root = self.root
+                full.run_steps(args)
+                self.push(args)
+            self.prepared = True
+        elif (self.ctx / "src").is_dir():
+            shutil.rmtree(self.root / "src", ignore_errors=True)
+            shutil.copytree(self.ctx / "src", self.root / "src")
+        seconds = self.run_steps(args)
+        if self.wl.physical == PHYSICAL_PUSH:
+            seconds += self.push(args)
+        if self.wl.cold:
+            remove_tree(self.root)
+        return seconds
+
+
+def replace_cold(wl: Workload) -> Workload:
+    from dataclasses import replace
+    return replace(wl, cold=True)
+
+
+class Registry:
+    """Debian's docker-registry on a free loopback port, storage on disk under BENCH_DIR."""
+
+    def __init__(self, env: Env):
+        self.dir = env.work / "registry"
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, fresh: bool) -> None:
+        """(Re)start it; `fresh` empties its storage first, so that every byte moves."""
+        self.stop()
+        if fresh:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not self.port:
+            self.port = int(run([str(ROOT / "scripts/free-port")]).stdout.strip())
+        config = self.dir / "config.yml"
+        config.write_text(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {self.dir / 'storage'}\n"
+            f"http:\n  addr: {self.addr}\n")
+        with open(self.dir / "log", "ab") as f:
+            self.proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=f,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 20
+        while not self.answers():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise Failed(f"the registry did not start (see {self.dir / 'log'})")
+            time.sleep(0.1)
+
+    def answers(self) -> bool:
+        import urllib.request
+        try:
+            with urllib.request.urlopen(f"http://{self.addr}/v2/", timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def has(self, ref: str) -> bool:
+        """Whether `ADDR/REPO:TAG` has a manifest."""
+        import urllib.request
+        repo, tag = ref.split("/", 1)[1].rsplit(":", 1)
+        req = urllib.request.Request(f"http://{self.addr}/v2/{repo}/manifests/{tag}", method="HEAD",
+                                     headers={"Accept": ", ".join([
+                                         "application/vnd.oci.image.manifest.v1+json",
+                                         "application/vnd.oci.image.index.v1+json",
+                                         "application/vnd.docker.distribution.manifest.v2+json",
+                                         "application/vnd.docker.distribution.manifest.list.v2+json"])})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
 
 
 def physical_copy(ctx: Path, env: Env) -> float:
@@ -1070,8 +1319,16 @@ MEASURED = [
     "base. Memory: max RSS of the largest process (GNU time).",
     "Kiln's memory is the max RSS of the largest process in its tree (GNU time `%M`), RUN "
     "commands included.",
-    "`cp -a` s: `cp -a` of the context to the same filesystem, timed once per round, for the "
-    "cost of the files themselves on this disk.",
+    "physical s, timed once per round: for the COPY workloads `cp -a` of the context to the "
+    "same filesystem (the cost of the files themselves on this disk); for smallrun the RUN "
+    "command run directly (chroot into a copy of the base rootfs); for coldpush and incpush "
+    "the RUN commands the build runs (all of them, or the two a one-file change reruns) run "
+    "directly, plus `skopeo copy` of the image from an OCI layout to the same registry (empty "
+    "for coldpush, holding the previous image for incpush).",
+    "coldpush and incpush: every peer's time is its build plus its push (`kiln build --push`; "
+    "`docker build` then `docker push`; `buildah bud` then `buildah push`, which compresses "
+    "the uncompressed layers with gzip) to Debian's docker-registry on loopback, emptied before "
+    "each cold run.",
     "Steps column: steps that ran / steps in the build, per run, read from each builder's "
     "plain output (FROM lines not counted; buildah counts only non-config steps).",
 ]
@@ -1083,7 +1340,7 @@ def report(env: Env, peers: list[str], results: dict, machine: dict,
     both = "kiln" in peers and "buildkit" in peers
     if both:
         head.append("Kiln / BuildKit")
-    head += ["`cp -a` s", "Kiln target s (PERFORMANCE.md)", "PERFORMANCE.md BuildKit / buildah s"]
+    head += ["physical s", "Kiln / physical", "Kiln target s (PERFORMANCE.md)", "PERFORMANCE.md BuildKit / buildah s"]
     head += [{"kiln": "Kiln peak MB", "buildkit": "dockerd+containerd peak MB",
               "buildah": "buildah peak MB"}[p] for p in peers]
     rows, flags = [], []
@@ -1095,7 +1352,11 @@ def report(env: Env, peers: list[str], results: dict, machine: dict,
         if both:
             k, b = cells["kiln"].median, cells["buildkit"].median
             row.append(f"{k / b:.2f}" if k is not None and b else "—")
-        row += [fmt_s(cells[PHYSICAL].median) if PHYSICAL in cells else "—",
+        phys = cells.get(PHYSICAL) or cells.get("cp -a")
+        kiln = cells.get("kiln")
+        row += [cell_text(phys) if phys else "—",
+                f"{kiln.median / phys.median:.2f}" if phys and kiln and kiln.median is not None
+                and phys.median else "—",
                 wl.perf[2], f"{wl.perf[0]} / {wl.perf[1]}"]
         row += [peak_text(cells.get(p)) for p in peers]
         rows.append(row)
@@ -1264,6 +1525,8 @@ def main() -> int:
         shutil.rmtree(env.logs, ignore_errors=True)
         env.work.mkdir(parents=True)
         env.logs.mkdir(parents=True)
+        if any(wl.push for wl in workloads):
+            env.registry = Registry(env)
         if workloads:
             prepare_base(env)
             prepare_contexts(env, workloads)
@@ -1285,6 +1548,8 @@ def main() -> int:
             if "kiln" in results[wl.name] and results[wl.name]["kiln"].error:
                 kiln_failed = True
     finally:
+        if env.registry is not None:
+            env.registry.stop()
         for p in peers:
             try:
                 p.stop()
