@@ -434,6 +434,13 @@ class RssSampler:
 def timed_run(cmd: list[str], logfile: Path, env: dict | None = None) -> tuple[float, int | None]:
     """Wall clock (time.monotonic) of `cmd` after a sync, and the max RSS of the largest process
     in its tree as GNU time reports it. Raises Failed with the log's last error line."""
+    seconds, rss, _cpu = timed_run_cpu(cmd, logfile, env)
+    return seconds, rss
+
+
+def timed_run_cpu(cmd: list[str], logfile: Path,
+                  env: dict | None = None) -> tuple[float, int | None, float | None]:
+    """timed_run, and the CPU seconds (user + system) of `cmd`'s whole process tree."""
     os.sync()
     rss_file = logfile.with_suffix(".rss")
     with open(logfile, "wb") as f:
@@ -441,7 +448,7 @@ def timed_run(cmd: list[str], logfile: Path, env: dict | None = None) -> tuple[f
         f.flush()
         start = time.monotonic()
         try:
-            p = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(rss_file), *cmd],
+            p = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", "-o", str(rss_file), *cmd],
                                env=env, stdout=f, stderr=subprocess.STDOUT, timeout=BUILD_TIMEOUT)
         except subprocess.TimeoutExpired:
             raise Failed(f"timed out after {BUILD_TIMEOUT} s") from None
@@ -449,10 +456,11 @@ def timed_run(cmd: list[str], logfile: Path, env: dict | None = None) -> tuple[f
     if p.returncode != 0:
         raise Failed(f"exit {p.returncode}: {last_line(logfile)}")
     try:
-        rss = int(rss_file.read_text().split()[-1])
+        rss_text, user, system = rss_file.read_text().split()[-3:]
+        rss, cpu = int(rss_text), float(user) + float(system)
     except (OSError, ValueError, IndexError):
-        rss = None
-    return elapsed, rss
+        rss, cpu = None, None
+    return elapsed, rss, cpu
 
 
 # ---------------------------------------------------------------------------------------------
@@ -554,11 +562,11 @@ class Kiln(Peer):
         for k, v in args.items():
             cmd += ["--build-arg", f"{k}={v}"]
         logfile = self.logfile(label)
-        seconds, rss = timed_run(cmd, logfile)
-        detail = {}
+        seconds, rss, cpu = timed_run_cpu(cmd, logfile)
+        detail = {"cpu_s": cpu}
         try:
             m = json.loads(meta.read_text())
-            detail = {k: m.get(k) for k in ("kiln.steps", "kiln.cached", "kiln.runs")}
+            detail.update({k: m.get(k) for k in ("kiln.steps", "kiln.cached", "kiln.runs")})
         except (OSError, ValueError):
             pass
         steps = parse_buildkit_plain(logfile.read_text(errors="replace"))
@@ -1318,7 +1326,9 @@ MEASURED = [
     "(uncompressed). Cold runs follow `buildah rm -a` and `buildah rmi` of every image but the "
     "base. Memory: max RSS of the largest process (GNU time).",
     "Kiln's memory is the max RSS of the largest process in its tree (GNU time `%M`), RUN "
-    "commands included.",
+    "commands included. Kiln CPU s: the median user + system CPU seconds of its whole process "
+    "tree (GNU time `%U` + `%S`), RUN commands included: steadier than wall clock on a shared "
+    "machine.",
     "physical s, timed once per round: for the COPY workloads `cp -a` of the context to the "
     "same filesystem (the cost of the files themselves on this disk); for smallrun the RUN "
     "command run directly (chroot into a copy of the base rootfs); for coldpush and incpush "
@@ -1341,6 +1351,8 @@ def report(env: Env, peers: list[str], results: dict, machine: dict,
     if both:
         head.append("Kiln / BuildKit")
     head += ["physical s", "Kiln / physical", "Kiln target s (PERFORMANCE.md)", "PERFORMANCE.md BuildKit / buildah s"]
+    if "kiln" in peers:
+        head.append("Kiln CPU s")
     head += [{"kiln": "Kiln peak MB", "buildkit": "dockerd+containerd peak MB",
               "buildah": "buildah peak MB"}[p] for p in peers]
     rows, flags = [], []
@@ -1358,6 +1370,10 @@ def report(env: Env, peers: list[str], results: dict, machine: dict,
                 f"{kiln.median / phys.median:.2f}" if phys and kiln and kiln.median is not None
                 and phys.median else "—",
                 wl.perf[2], f"{wl.perf[0]} / {wl.perf[1]}"]
+        if "kiln" in peers:
+            cpu = [d.get("cpu_s") for d in (cells["kiln"].details if "kiln" in cells else [])]
+            cpu = [c for c in cpu if c is not None]
+            row.append(fmt_s(statistics.median(cpu)) if cpu else "—")
         row += [peak_text(cells.get(p)) for p in peers]
         rows.append(row)
         for p in peers:
