@@ -834,16 +834,34 @@ impl Writer<'_> {
         let workers = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .clamp(2, 8);
+        // Creating a file takes its directory's lock: two threads creating in one directory
+        // spin on each other (a third of the CPU of a 50k-file COPY went there). Each thread
+        // takes a directory's files at a time instead (jobs come in walk order, a directory's
+        // files together). Fewer directories than threads: file by file, as the content copies
+        // still overlap.
+        let mut batches = Vec::new();
+        let mut start = 0;
+        for i in 1..=jobs.len() {
+            if i == jobs.len() || jobs[i].dst.parent() != jobs[start].dst.parent() {
+                batches.push(start..i);
+                start = i;
+            }
+        }
+        if batches.len() < workers {
+            batches = (0..jobs.len()).map(|i| i..i + 1).collect();
+        }
         let next = std::sync::atomic::AtomicUsize::new(0);
         let work = || -> Result<Vec<usize>, CopyError> {
             let mut existing = Vec::new();
             loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(job) = jobs.get(i) else {
+                let b = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(batch) = batches.get(b) else {
                     return Ok(existing);
                 };
-                if !create(job)? {
-                    existing.push(i);
+                for i in batch.clone() {
+                    if !create(&jobs[i])? {
+                        existing.push(i);
+                    }
                 }
             }
         };

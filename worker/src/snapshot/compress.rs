@@ -7,6 +7,11 @@
 //! runs at ~35 MB/s per core on such data for nothing. Every decision depends only on the bytes,
 //! so the output is deterministic.
 //!
+//! The level is 5, not zlib's default 6. Measured here on a tar of 50k small text files (1 MiB
+//! members, zlib-rs): level 6 deflates 16–20 MB/s per core to 17.1 % of the input, level 5
+//! 60 MB/s to 18.8 %, level 4 52 MB/s to 19.4 %; on a binary, 53 against 68 MB/s for the same
+//! size. Level 6 made compression most of a small-file build's CPU time.
+//!
 //! zstd uses libzstd's own multithreaded mode, whose output does not depend on the thread count.
 
 use std::collections::BTreeMap;
@@ -58,7 +63,7 @@ impl Compression {
 
 const CHUNK: usize = 1 << 20;
 const SAMPLE: usize = 32 << 10;
-const GZIP_LEVEL: u32 = 6;
+const GZIP_LEVEL: u32 = 5;
 const ZSTD_LEVEL: i32 = 3;
 
 /// How many cores compression may use.

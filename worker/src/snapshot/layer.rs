@@ -222,9 +222,11 @@ impl Snapshots {
         opts: &TarOptions,
     ) -> io::Result<LayerBlob> {
         let record = self.layer_record(id, compression, opts);
+        // The blob was not synced (it can be made again): one cut short by a power loss has
+        // the wrong size and is made again.
         if let Ok(bytes) = fs::read(&record)
             && let Ok(blob) = serde_json::from_slice::<LayerBlob>(&bytes)
-            && self.store.has_blob(&blob.digest)
+            && fs::metadata(self.store.blob_path(&blob.digest)).is_ok_and(|m| m.len() == blob.size)
         {
             return Ok(blob);
         }
@@ -233,6 +235,43 @@ impl Snapshots {
         fs::write(&tmp, serde_json::to_vec(&blob).map_err(io::Error::other)?)?;
         fs::rename(&tmp, &record)?;
         Ok(blob)
+    }
+
+    /// Where the checksum of `what` (a COPY's sources, a bind mount's source) over the
+    /// filesystem of `chain` (snapshot ids, topmost first) is kept: beside the top snapshot,
+    /// named by the whole chain (a `COPY --link` layer sits on different chains) and `what`.
+    fn checksum_path(&self, chain: &[String], what: &str) -> Option<PathBuf> {
+        let top = chain.first()?;
+        let mut key = String::from("checksum/v1\0");
+        for id in chain {
+            key.push_str(id);
+            key.push('\0');
+        }
+        key.push_str(what);
+        Some(
+            self.dir(top)
+                .join(format!("checksum-{}", Digest::of(key.as_bytes()).hex())),
+        )
+    }
+
+    /// A checksum recorded by [`Snapshots::record_checksum`]. Committed snapshots never change,
+    /// so a checksum of their files, once computed, holds for as long as they exist: a later
+    /// definition miss (another build, another platform) reads it instead of every file again,
+    /// as BuildKit's per-snapshot checksum cache does.
+    pub fn checksum(&self, chain: &[String], what: &str) -> Option<Digest> {
+        let text = fs::read_to_string(self.checksum_path(chain, what)?).ok()?;
+        Digest::parse(text.trim()).ok()
+    }
+
+    /// Remember a checksum of `chain`'s files (best effort: it can always be computed again).
+    pub fn record_checksum(&self, chain: &[String], what: &str, digest: &Digest) {
+        let Some(path) = self.checksum_path(chain, what) else {
+            return;
+        };
+        let tmp = self.store.temp_path("checksum");
+        if fs::write(&tmp, digest.as_str()).is_err() || fs::rename(&tmp, &path).is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
     }
 
     /// Record a layer blob that is already known (an imported layer).
@@ -263,7 +302,7 @@ pub fn write_layer(
     let (diff_id, _, buffered) = tar_hasher.finish();
     let compressor = buffered.into_inner().map_err(|e| e.into_error())?;
     let blob = compressor.finish()?;
-    let (digest, size) = blob.commit()?;
+    let (digest, size) = blob.commit_derived()?;
     Ok(LayerBlob {
         diff_id,
         digest,
@@ -377,6 +416,59 @@ mod tests {
         fs::write(p.fs().join("x"), b"x").unwrap();
         drop(p);
         assert_eq!(crate::store::temp_entries(&d.path().join("tmp")), 0);
+    }
+
+    #[test]
+    fn checksums_are_kept_per_chain_and_source() {
+        let d = tempfile::tempdir().unwrap();
+        let snaps = Snapshots::new(Store::open(d.path()).unwrap());
+        for id in ["base", "top"] {
+            let p = snaps.begin().unwrap();
+            let meta = SnapshotMeta {
+                parent: None,
+                diff_id: None,
+                empty: false,
+                blob: None,
+            };
+            snaps.commit(p, id, meta).unwrap();
+        }
+        let chain = ["top".to_string(), "base".to_string()];
+        let digest = Digest::of(b"files");
+        assert_eq!(snaps.checksum(&chain, "copy a"), None);
+        snaps.record_checksum(&chain, "copy a", &digest);
+        assert_eq!(snaps.checksum(&chain, "copy a"), Some(digest.clone()));
+        assert_eq!(snaps.checksum(&chain, "copy b"), None, "another source");
+        assert_eq!(snaps.checksum(&chain[..1], "copy a"), None, "another chain");
+        snaps.record_checksum(&[], "copy a", &digest);
+        assert_eq!(snaps.checksum(&[], "copy a"), None, "no snapshot, no cache");
+    }
+
+    #[test]
+    fn a_short_layer_blob_is_made_again() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path()).unwrap();
+        let snaps = Snapshots::new(store.clone());
+        let p = snaps.begin().unwrap();
+        fs::write(p.fs().join("hello"), b"world").unwrap();
+        let meta = SnapshotMeta {
+            parent: None,
+            diff_id: None,
+            empty: false,
+            blob: None,
+        };
+        snaps.commit(p, "a", meta).unwrap();
+        let opts = TarOptions {
+            source_date_epoch: Some(0),
+        };
+        let blob = snaps.layer("a", Compression::Gzip, &opts).unwrap();
+        // What a power loss can leave of a blob that was not synced: its name, not its bytes.
+        fs::write(store.blob_path(&blob.digest), b"").unwrap();
+        let again = snaps.layer("a", Compression::Gzip, &opts).unwrap();
+        assert_eq!(again, blob);
+        assert_eq!(
+            fs::metadata(store.blob_path(&blob.digest)).unwrap().len(),
+            blob.size
+        );
     }
 
     #[test]

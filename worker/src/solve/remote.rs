@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::{BaseError, BuildError, Solver, StepFailure};
 use crate::cache::transfer::{BlobError, BlobSource, CacheRecord};
-use crate::digest::HashingReader;
+use crate::digest::{Digest, HashingReader};
 use crate::snapshot::extract::{self, UnpackOptions};
 use crate::snapshot::layer::{LayerBlob, SnapshotMeta};
 use crate::snapshot::view::View;
@@ -145,6 +145,25 @@ impl Solver<'_> {
         let result = self.wait_stage(stage)?;
         self.materialise(&result.chain)?;
         Ok(result.view(self))
+    }
+
+    /// A checksum of `what` in a stage's filesystem (what a COPY or a bind mount reads from
+    /// it), from the snapshots' checksum cache when it was computed before: only a miss reads
+    /// (and, for an imported cache hit, fetches) the stage's files.
+    pub(super) fn stage_checksum(
+        &self,
+        stage: usize,
+        what: &str,
+        compute: impl FnOnce(&View) -> Result<Digest, StepFailure>,
+    ) -> Result<Digest, StepFailure> {
+        let result = self.wait_stage(stage)?;
+        if let Some(digest) = self.snapshots.checksum(&result.chain, what) {
+            return Ok(digest);
+        }
+        self.materialise(&result.chain)?;
+        let digest = compute(&result.view(self))?;
+        self.snapshots.record_checksum(&result.chain, what, &digest);
+        Ok(digest)
     }
 
     /// Fetch a blob from an imported cache into the store, checking its digest.

@@ -117,10 +117,11 @@ impl Solver<'_> {
             if let Mount::Bind { from, source, .. } = m {
                 inputs.push(match (from, content) {
                     (Input::Stage(j), true) => {
-                        let view = self.stage_view(*j)?;
                         let rel = crate::context::ignore::clean(source);
-                        crate::copy::digest_view_paths(&view, &[rel]).map_err(|e| {
-                            StepFailure::Other(format!("bind mount source {source:?}: {e}"))
+                        self.stage_checksum(*j, &format!("paths {rel:?}"), |view| {
+                            crate::copy::digest_view_paths(view, &[rel.clone()]).map_err(|e| {
+                                StepFailure::Other(format!("bind mount source {source:?}: {e}"))
+                            })
                         })?
                     }
                     _ => self.input_key(from)?,

@@ -484,8 +484,9 @@ impl Solver<'_> {
                 let Input::Stage(j) = c.from else {
                     return Ok(inputs.to_vec());
                 };
-                let view = self.stage_view(j)?;
-                let content = copy::digest_view_sources(&view, c)?;
+                let content = self.stage_checksum(j, &format!("copy {:?}", c.sources), |view| {
+                    Ok(copy::digest_view_sources(view, c)?)
+                })?;
                 // The stage's key comes first; URL digests and the rest stay.
                 let mut out = vec![content];
                 out.extend(inputs.iter().skip(1).cloned());

@@ -43,6 +43,7 @@ impl Store {
         for dir in ["tmp", "snapshots"] {
             restrict(&root.join(dir))?;
         }
+        spread_subdirectories(&root.join("tmp"));
         Ok(Store { root })
     }
 
@@ -101,6 +102,25 @@ impl Store {
     }
 }
 
+/// Ask the filesystem to place each directory made in `dir` (a snapshot being written) as it
+/// places top-level ones, in a block group with room, rather than beside `dir` (ext4's
+/// `FS_TOPDIR_FL`, `chattr +T`; other filesystems refuse it and nothing changes).
+///
+/// Measured on this project's ext4 without a journal: inode allocation skips every inode of
+/// the group freed in the last seconds and looks each one up, so creating 20k files beside a
+/// tree just deleted (a pruned cache, a previous build's state) took 8 to 16 s instead of 1 to
+/// 2 s. Spread out, new snapshots mostly land in other groups.
+fn spread_subdirectories(dir: &Path) {
+    let Ok(file) = File::open(dir) else {
+        return;
+    };
+    if let Ok(flags) = rustix::fs::ioctl_getflags(&file)
+        && !flags.contains(rustix::fs::IFlags::TOPDIR)
+    {
+        let _ = rustix::fs::ioctl_setflags(&file, flags | rustix::fs::IFlags::TOPDIR);
+    }
+}
+
 /// A blob being written.
 pub struct BlobWriter {
     store: Store,
@@ -149,15 +169,30 @@ impl BlobWriter {
     }
 
     /// Move the content into place and return its digest and size.
-    pub fn commit(mut self) -> io::Result<(Digest, u64)> {
+    pub fn commit(self) -> io::Result<(Digest, u64)> {
+        self.commit_with(true)
+    }
+
+    /// Like [`BlobWriter::commit`], without waiting for the disk: for a blob that can be made
+    /// again from what the store keeps (a layer tarred from its snapshot). After a power loss
+    /// such a blob may be present but short, so whoever reuses it checks its size against the
+    /// record written after it (see `Snapshots::layer`), and a push is verified by the registry.
+    pub fn commit_derived(self) -> io::Result<(Digest, u64)> {
+        self.commit_with(false)
+    }
+
+    fn commit_with(mut self, sync: bool) -> io::Result<(Digest, u64)> {
         let tmp = self.tmp.take().expect("commit once");
         let (digest, size, buf) = self.inner.take().expect("commit once").finish();
         let file = buf.into_inner().map_err(|e| e.into_error())?;
         // On disk before it has its name: after a power loss a blob is whole or absent.
-        file.sync_data()?;
+        if sync {
+            file.sync_data()?;
+        }
         drop(file);
         let dest = self.store.blob_path(&digest);
-        if dest.exists() {
+        // A blob already there is kept, unless a power loss cut it short (it was not synced).
+        if fs::metadata(&dest).is_ok_and(|m| m.len() == size) {
             fs::remove_file(&tmp)?;
         } else {
             fs::rename(&tmp, &dest)?;
