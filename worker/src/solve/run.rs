@@ -119,9 +119,10 @@ impl Solver<'_> {
                     (Input::Stage(j), true) => {
                         let rel = crate::context::ignore::clean(source);
                         self.stage_checksum(*j, &format!("paths {rel:?}"), |view| {
-                            crate::copy::digest_view_paths(view, &[rel.clone()]).map_err(|e| {
-                                StepFailure::Other(format!("bind mount source {source:?}: {e}"))
-                            })
+                            crate::copy::digest_view_paths(view, std::slice::from_ref(&rel))
+                                .map_err(|e| {
+                                    StepFailure::Other(format!("bind mount source {source:?}: {e}"))
+                                })
                         })?
                     }
                     _ => self.input_key(from)?,
