@@ -4,6 +4,7 @@
 //! snapshots/<id>/fs            the layer's changes, overlay upper format
 //! snapshots/<id>/meta.json     written last: its presence means the snapshot is complete
 //! snapshots/<id>/layer-<c>-<sde>.json   the layer blob for compression c and epoch sde
+//! snapshots/<id>/checksum-<key>         a content checksum of files in the chain topped by <id>
 //! ```
 //!
 //! A snapshot directory is the source of truth; a layer blob is derived from it and can be
