@@ -1018,6 +1018,8 @@ def run_workload(wl: Workload, peers: list[Peer], env: Env) -> dict[str, Cell]:
     finally:
         if wl.push:
             env.registry.stop()
+        if phys is not None:
+            phys.cleanup()
     return cells
 
 
@@ -1100,7 +1102,8 @@ class Physical:
 
     def __init__(self, wl: Workload, ctx: Path, env: Env):
         self.wl, self.ctx, self.env = wl, ctx, env
-        self.root = env.work / "physical-root"
+        # Under a chattr +T directory, as the `cp -a` copies (see physical_copy).
+        self.root = spread_dir(env) / "root"
         self.layout = env.work / "physical-layout"
         self.state = env.work / "physical-state"
         self.runs = dockerfile_runs(wl.dockerfile)
@@ -1164,6 +1167,10 @@ class Physical:
         if self.wl.physical == PHYSICAL_COPY:
             return physical_copy(self.ctx, self.env)
         if self.wl.cold or not self.prepared:
+            # A fresh root each cold round, the old ones kept until the workload ends: deleting
+            # the last round's files right before would slow this round's file creation (ext4
+            # without a journal, see bench/results/profiles.md).
+            self.root = spread_dir(self.env) / f"root-{round_}"
             self.prepare_root()
             if not self.wl.cold:
                 # A rebuild: the untimed first run of everything, and the first push.
@@ -1178,9 +1185,11 @@ class Physical:
         seconds = self.run_steps(args)
         if self.wl.physical == PHYSICAL_PUSH:
             seconds += self.push(args)
-        if self.wl.cold:
-            remove_tree(self.root)
         return seconds
+
+    def cleanup(self) -> None:
+        for root in spread_dir(self.env).glob("root-*"):
+            remove_tree(root)
 
 
 def replace_cold(wl: Workload) -> Workload:
@@ -1257,16 +1266,21 @@ class Registry:
         self.proc = None
 
 
+def spread_dir(env: Env) -> Path:
+    """A work directory whose subdirectories ext4 spreads across block groups (`chattr +T`)."""
+    spread = env.work / "physical"
+    if not spread.exists():
+        spread.mkdir(parents=True)
+        subprocess.run(["chattr", "+T", str(spread)], capture_output=True)
+    return spread
+
+
 def physical_copy(ctx: Path, env: Env) -> float:
     """The cost of the files themselves: `cp -a` of the context on the same filesystem. The
     copy goes into a directory with ext4's FS_TOPDIR_FL (`chattr +T`), as Kiln's store does, so
     that it is not slowed by being placed beside the inodes of the last copy, just deleted (see
     bench/results/profiles.md)."""
-    spread = env.work / "physical-copies"
-    if not spread.exists():
-        spread.mkdir(parents=True)
-        subprocess.run(["chattr", "+T", str(spread)], capture_output=True)
-    dest = spread / "copy"
+    dest = spread_dir(env) / "copy"
     shutil.rmtree(dest, ignore_errors=True)
     os.sync()
     start = time.monotonic()
