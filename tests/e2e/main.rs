@@ -2,6 +2,7 @@
 
 mod cache;
 mod crd;
+mod git;
 mod helm;
 mod operator;
 mod quickstart;
