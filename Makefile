@@ -52,6 +52,7 @@ test: deps
 
 lint:
 	scripts/check-operator-links
+	scripts/check-deps
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 

@@ -544,9 +544,16 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
         git_auth: req.git_auth(),
         ssh_known_hosts: req.ssh_known_hosts.clone(),
         snapshotter: match req.snapshotter {
-            Some(s) => s,
-            None if overlay_usable(store.root()) => Snapshotter::Overlay,
+            Some(s) => {
+                tracing::debug!(snapshotter = ?s, "snapshotter chosen by --snapshotter");
+                s
+            }
+            None if overlay_usable(store.root()) => {
+                tracing::debug!("snapshotter: overlayfs mounts here");
+                Snapshotter::Overlay
+            }
             None => {
+                tracing::debug!("snapshotter: overlayfs cannot be mounted here, copying");
                 progress.event(Event::Info { message: "overlayfs cannot be mounted here: RUN steps use the copy snapshotter, which is slower".into() });
                 Snapshotter::Copy
             }

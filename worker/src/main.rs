@@ -67,6 +67,42 @@ macro_rules! eprintln {
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Print the engine's debug log on stderr: the sandbox namespaces of each RUN step, the
+    /// snapshotter chosen, every cache hit and miss with its key, every registry request.
+    /// `KILN_LOG` takes a tracing filter instead (`KILN_LOG=kiln_worker::registry=debug`).
+    #[arg(long, global = true)]
+    debug: bool,
+    /// The debug log's format: `text` lines or one `json` object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The debug log: off unless `--debug` or `KILN_LOG` asks for it (the progress stream is what
+/// a user reads; this is for whoever runs the engine).
+fn init_logging(debug: bool, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("KILN_LOG") {
+        Ok(f) if !f.is_empty() => EnvFilter::try_new(&f).unwrap_or_else(|e| {
+            eprintln!("warning: KILN_LOG={f:?} is not a tracing filter ({e}); using debug");
+            EnvFilter::new("kiln=debug,kiln_worker=debug")
+        }),
+        _ if debug => EnvFilter::new("kiln=debug,kiln_worker=debug"),
+        _ => return,
+    };
+    let log = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => log.init(),
+        LogFormat::Json => log.json().init(),
+    }
 }
 
 #[derive(Subcommand)]
@@ -425,6 +461,7 @@ fn main() -> ExitCode {
             e.exit()
         }
     };
+    init_logging(cli.debug, cli.log_format);
     let code = match cli.command {
         Command::Plan(args) => run_plan(&args),
         Command::Build(args) => run_build(&args),

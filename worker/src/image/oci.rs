@@ -2,6 +2,13 @@
 //!
 //! Field names and order follow the OCI image spec's Go types (and BuildKit's Docker
 //! extensions), with Go's `omitempty`, so the JSON we write reads like what BuildKit writes.
+//!
+//! Why not the `oci-spec` crate: its builders serialise fields in their own order and emit
+//! empty maps and lists that Go's `omitempty` drops, so a manifest or config we write would
+//! differ byte for byte (and so by digest) from BuildKit's for the same image; it has no
+//! Docker schema-2 types, which registries still serve and we must read; and its strict
+//! enums refuse platform and media-type values that registries carry in the wild. These types
+//! are small, and the reference corpus pins their JSON against BuildKit's.
 
 use std::collections::BTreeMap;
 

@@ -309,6 +309,16 @@ impl Solver<'_> {
             .steps
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let cached = !no_cache && known;
+        tracing::debug!(
+            stage = state.stage,
+            step = %step.display,
+            key = %step_key.hex(),
+            local,
+            imported = imported.is_some(),
+            no_cache,
+            "{}",
+            if cached { "cache hit" } else { "cache miss" }
+        );
         if let Some(remote) = imported {
             self.use_imported(&id, remote)?;
         }
