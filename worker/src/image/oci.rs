@@ -55,7 +55,9 @@ impl Descriptor {
     }
 }
 
-/// An OS and architecture.
+/// An OS and architecture, as the image index and config carry it (field order and `os.version`
+/// as the OCI spec's Go type). The front end's normalised, parsed platform is
+/// [`crate::plan::Platform`]; this is its wire form, and converts from it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Platform {
     pub architecture: String,
@@ -71,24 +73,11 @@ pub struct Platform {
 }
 
 impl Platform {
-    /// The platform this process runs on, in Go's names.
+    /// The platform this process runs on: the front end's ([`crate::plan::Platform::host`]),
+    /// in this document shape, so that the two never disagree (arm64 has no variant, as
+    /// containerd normalises it).
     pub fn host() -> Platform {
-        let (architecture, variant) = match std::env::consts::ARCH {
-            "x86_64" => ("amd64", None),
-            "aarch64" => ("arm64", Some("v8")),
-            "arm" => ("arm", Some("v7")),
-            "x86" => ("386", None),
-            "powerpc64" => ("ppc64le", None),
-            "s390x" => ("s390x", None),
-            "riscv64" => ("riscv64", None),
-            other => (other, None),
-        };
-        Platform {
-            architecture: architecture.into(),
-            os: "linux".into(),
-            os_version: None,
-            variant: variant.map(Into::into),
-        }
+        Platform::from(&crate::plan::Platform::host())
     }
 
     /// Parse `os/arch[/variant]`.
