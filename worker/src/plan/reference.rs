@@ -4,8 +4,7 @@
 //! `[domain[:port]/]path[:tag][@digest]`, where path components are lowercase alphanumerics
 //! separated by `.`, `_`, `__` or runs of `-`; tags are `[\w][\w.-]{0,127}`; digests are
 //! `algorithm:hex` with at least 32 hex digits (exactly 64 lower-case for sha256). A bare
-//! 64-hex-digit name is refused, since it
-//! would be mistaken for an image ID.
+//! 64-hex-digit name is refused, since it would be mistaken for an image ID.
 
 use kiln_crds::reference::{Reference, ReferenceError};
 
