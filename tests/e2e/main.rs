@@ -2,6 +2,11 @@
 
 mod cache;
 mod crd;
+mod disrupt;
+mod faults;
 mod helm;
+mod invalid;
+mod leak;
 mod operator;
 mod quickstart;
+mod rbac;
