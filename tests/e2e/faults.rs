@@ -164,7 +164,9 @@ fn a_registry_that_keeps_failing_the_push_fails_the_build_clearly_with_no_tag() 
     );
     let repository = format!("e2e/pushfail-{}", ns.name);
     let image = format!("{}/{repository}:1", proxy.host());
-    let dockerfile = format!("FROM {}\nRUN echo payload > /payload\n", base());
+    // The base through the proxy too (its GETs pass): one registry host, plain HTTP.
+    let proxied_base = base().replacen(&registry(), &proxy.host(), 1);
+    let dockerfile = format!("FROM {proxied_base}\nRUN echo payload > /payload\n");
     apply(
         &ns.name,
         &inline_build(
@@ -205,7 +207,10 @@ fn a_registry_that_keeps_failing_the_push_fails_the_build_clearly_with_no_tag() 
     let good = inline_build(
         "push",
         &format!("{}/{repository}:1", registry()),
-        &[("Dockerfile", &dockerfile)],
+        &[(
+            "Dockerfile",
+            &format!("FROM {}\nRUN echo payload > /payload\n", base()),
+        )],
         "  backoffLimit: 0\n",
     );
     apply(&ns.name, &good);
