@@ -497,6 +497,26 @@ fn a_worker_stopped_by_someone_else_is_a_lost_pod_not_a_cancelled_build() {
 }
 
 #[test]
+fn a_failed_pod_deleted_by_someone_else_is_lost_whatever_it_reported() {
+    // Evicted through the API: the pod has a deletion timestamp and ended Failed before the
+    // worker wrote a result (or with a StepFailed its killed step caused).
+    let b = build();
+    let b1 = after(&b, &decide(&b, &observed(), &config()));
+    for said in ["", &step_failed(137)] {
+        let mut p = ended(build_pod(1), "Failed", 137, said, 130);
+        p.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t(131)));
+        let mut seen = observed();
+        seen.now = t(140);
+        seen.pods = vec![p];
+        let d = decide(&b1, &seen, &config());
+        assert_eq!(created_pods(&d), ["app-g1-2"], "{said}: {:?}", d.actions);
+        let s = status_of(&d).unwrap();
+        assert_eq!(s.phase, Some(Phase::Building));
+    }
+}
+
+#[test]
 fn the_deadline_fails_the_build() {
     let mut b = build();
     b.spec.backoff_limit = Some(3);
