@@ -1,7 +1,7 @@
 //! Faults during builds on a real cluster (issue 16, item 1), the ones that disturb only the
 //! test's own builds: a worker killed or its pod deleted mid-build, a registry that keeps
-//! failing during the push, a build that outgrows its disk, and a pod evicted while it holds
-//! a `locked` cache. Each ends with a clear status, the pods each attempt should have and no
+//! failing during the push or answers slowly, a build that outgrows its disk, and a pod evicted
+//! while it holds a `locked` cache. Each ends with a clear status, the pods each attempt should have and no
 //! more, no half-pushed tag and no leaked lock. (disrupt.rs has the faults that stop the
 //! operator or the API server, which `scripts/e2e` runs alone.)
 
@@ -223,6 +223,43 @@ fn a_registry_that_keeps_failing_the_push_fails_the_build_clearly_with_no_tag() 
         |ib| ib["status"]["observedGeneration"] == 2 && phase(ib) == "Succeeded",
     );
     assert!(tag_exists(&repository, "1"));
+}
+
+#[test]
+fn a_slow_registry_slows_the_build_and_the_push_completes() {
+    let ns = Namespace::new("kiln-e2e-slowreg");
+    let upstream: SocketAddr = registry().parse().expect("KILN_E2E_REGISTRY is HOST:PORT");
+    let delay = Duration::from_millis(700);
+    let proxy = FaultProxy::start_on(
+        upstream.ip(),
+        upstream,
+        Faults {
+            delay: Some(delay),
+            ..Faults::default()
+        },
+    );
+    let repository = format!("e2e/slowreg-{}", ns.name);
+    let proxied_base = base().replacen(&registry(), &proxy.host(), 1);
+    let dockerfile = format!("FROM {proxied_base}\nRUN echo slow > /slow\n");
+    apply(
+        &ns.name,
+        &inline_build(
+            "slow",
+            &format!("{}/{repository}:1", proxy.host()),
+            &[("Dockerfile", &dockerfile)],
+            "  backoffLimit: 0\n",
+        ),
+    );
+    let ib = wait_phase(&ns.name, "slow", "Succeeded", BUILD_TIMEOUT);
+    let requests = proxy.requests();
+    assert!(
+        requests.len() >= 5,
+        "the build did not go through the slow proxy: {requests:?}"
+    );
+    assert!(tag_exists(&repository, "1"), "the tag is missing");
+    let digest = ib["status"]["digest"].as_str().unwrap();
+    assert!(tag_exists(&repository, digest), "the digest is missing");
+    assert_eq!(pod_names(&ns.name, "slow"), ["slow-g1-1"]);
 }
 
 #[test]

@@ -38,6 +38,8 @@ pub struct Faults {
     /// keeps failing one kind of request, not a blip. `"PUT /manifests/"` matches the requests
     /// whose method is `PUT` and whose line contains `/manifests/`; `"/manifests/"` any method.
     pub fail_matching: Vec<String>,
+    /// Hold every request this long before acting on it: a slow registry.
+    pub delay: Option<std::time::Duration>,
 }
 
 /// Counts of what was injected.
@@ -216,6 +218,9 @@ fn serve(client: TcpStream, upstream: SocketAddr, s: &Shared, f: &Faults) -> io:
         .unwrap_or(0);
     let chunked = header("transfer-encoding").is_some_and(|v| v.contains("chunked"));
 
+    if let Some(d) = f.delay {
+        std::thread::sleep(d);
+    }
     let action = {
         let k = key(&request_line);
         let mut last = s.last_fault.lock().unwrap();
