@@ -153,8 +153,12 @@ def proc_kib(pid, field):
 def metrics(pod):
     ip = pod["status"]["podIP"]
     text = sh("curl", "-sf", f"http://{ip}:8080/metrics")
-    out = {"reconciles": 0.0, "writes": 0.0, "errors": 0.0}
+    out = {"reconciles": 0.0, "writes": 0.0, "errors": 0.0, "requests": 0.0, "by_verb": {}}
     for line in text.splitlines():
+        m = re.match(r'kiln_api_requests_total\{verb="(\w+)"\} (\S+)', line)
+        if m:
+            out["requests"] += float(m.group(2))
+            out["by_verb"][m.group(1)] = float(m.group(2))
         if line.startswith("kiln_reconciles_total"):
             out["reconciles"] += float(line.split()[-1])
         elif line.startswith("kiln_api_writes_total"):
@@ -258,6 +262,13 @@ def load(registry, base, stamp):
         "operator_peak_rss_mib": round(max(hwm, peak_rss) / 1024, 1),
         "reconciles_per_build": round((after["reconciles"] - before["reconciles"]) / n, 1),
         "api_writes_per_build": round((after["writes"] - before["writes"]) / n, 1),
+        "api_requests_per_build": round((after["requests"] - before["requests"]) / n, 1),
+        "api_requests_per_build_by_verb": {
+            v: round((c - before["by_verb"].get(v, 0.0)) / n, 2)
+            for v, c in sorted(after["by_verb"].items())
+            if c - before["by_verb"].get(v, 0.0) > 0
+        },
+        "api_requests_in_30s_after": idle["requests"] - after["requests"],
         "reconcile_errors": after["errors"] - before["errors"],
         "events_per_build": round(events / n, 1),
         "reconciles_in_30s_after": idle["reconciles"] - after["reconciles"],
@@ -349,14 +360,16 @@ Measured {result['date']} on the test kit (Kubernetes 1.20, one node, 2 cores sh
 | most builds running at once | {L['max_running_seen']} (limit {L['concurrency']}) |
 | operator peak memory (VmHWM) | {L['operator_peak_rss_mib']} MiB |
 | reconciles per build | {L['reconciles_per_build']} |
+| API requests per build, every verb (`kiln_api_requests_total`) | {L.get('api_requests_per_build', 'not measured')} ({', '.join(f"{v} {c}" for v, c in L.get('api_requests_per_build_by_verb', {}).items())}) |
 | API writes per build (pods, ConfigMaps, status, Events, claims) | {L['api_writes_per_build']} |
 | Events per build | {L['events_per_build']} |
 | reconcile errors | {L['reconcile_errors']:.0f} |
 | reconciles in the 30 s after the last build ended | {L['reconciles_in_30s_after']:.0f} |
+| API requests in the 30 s after (watch renewals only, when 0 reconciles) | {L.get('api_requests_in_30s_after', 'not measured')} |
 
-Reads are not counted: the operator reads through watch caches, plus a direct GET only where a
-cache may lag behind its own write (controller.rs), so its API traffic is the writes above and
-one watch per kind.
+The operator reads through watch caches, plus a direct GET only where a cache may lag behind
+its own write (controller.rs); the requests figure counts every request its client sent during
+the run (a watch counts once per connection, not per event).
 
 ## apply -> Succeeded of a one-step build, against the same pod run bare
 
