@@ -9,7 +9,7 @@ SHELL := /bin/bash
 # the terminal of the progress view's test.
 TEST_PACKAGES := busybox-static uidmap skopeo umoci podman openssh-client openssh-server docker-registry apache2-utils openssl libcap2-bin lua5.1 qemu-user-static tmux git
 
-.PHONY: help build test lint crds chart demo e2e bench deps fuzz deploy undeploy images
+.PHONY: help build test lint crds chart demo e2e bench bench-operator deps fuzz deploy undeploy images
 
 help:
 	@echo "make build   build the kiln and kiln-operator binaries (release)"
@@ -23,6 +23,8 @@ help:
 	@echo "make demo    a local registry, a base pushed to it, the example built from it and pushed"
 	@echo "make bench   Kiln against BuildKit and buildah (bench/bench.py), then registry push/pull against skopeo"
 	@echo "             (BENCH_ONLY=cold,noop,... BENCH_PEERS=kiln,buildkit BENCH_QUICK=1 BENCH_SIZES=\"200 500\")"
+	@echo "make bench-operator  30 ImageBuilds at once on the test cluster (concurrency 4, 3 namespaces) and"
+	@echo "             apply -> Succeeded against a bare Pod: bench/results/operator.md (bench/operator.py)"
 	@echo "make fuzz    run every fuzz target (fuzz/fuzz_targets) for FUZZ_SECONDS each (default 40) with cargo-fuzz"
 	@echo "make images  the worker and operator images, built by Kiln: target/images/kiln-{worker,operator}.tar"
 	@echo "             (IMAGE_TAG=dev, IMAGE_REGISTRY=host:port to name and push them, IMAGE_FLAGS=more kiln build flags)"
@@ -52,6 +54,7 @@ test: deps
 
 lint:
 	scripts/check-operator-links
+	scripts/check-deps
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 
@@ -79,6 +82,10 @@ demo:
 # bench/bench.py runs scripts/bench (registry transfers) last, with BENCH_SIZES defaulting to 200.
 bench:
 	python3 bench/bench.py
+
+# The operator under load and its overhead on the test cluster (redeploys Kiln with the limit).
+bench-operator:
+	python3 bench/operator.py
 
 # Fuzz every target for FUZZ_SECONDS each (default 40): the Dockerfile parse/plan, tar reading
 # and extraction (nothing may appear outside the root), .dockerignore matching, word expansion

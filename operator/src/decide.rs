@@ -499,6 +499,26 @@ impl<'a> Decider<'a> {
                     self.succeed(&r, p);
                     return;
                 }
+                // The operator deletes a pod of the run it reads only after ending the run,
+                // so a failed pod on its way out was deleted by someone else (an eviction, a
+                // drain, `kubectl delete`), whatever the worker managed to report first.
+                Outcome::Failed { reason, message }
+                    if p.metadata.deletion_timestamp.is_some()
+                        && !matches!(
+                            reason.as_str(),
+                            reasons::DEADLINE_EXCEEDED | reasons::POD_LOST
+                        )
+                        && reason != kiln_worker::result::Reason::DiskFull.as_str() =>
+                {
+                    Some((
+                        reasons::POD_LOST.to_string(),
+                        format!(
+                            "the build pod {pod_name} was deleted (evicted, drained or deleted by hand) before it finished: {}",
+                            first_line(&message)
+                        ),
+                        finished_at(p),
+                    ))
+                }
                 Outcome::Failed { reason, message } => Some((reason, message, finished_at(p))),
             },
         };

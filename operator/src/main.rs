@@ -154,7 +154,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             tracing::error!(error = %e, %addr, "the metrics endpoint stopped");
         }
     });
-    let client = kube::Client::try_default()
+    let client = counted_client(metrics.clone())
         .await
         .context("connecting to the Kubernetes API")?;
     tracing::info!(
@@ -361,4 +361,16 @@ fn main() -> ExitCode {
         };
     }
     block_on(run(args))
+}
+
+/// The in-cluster (or kubeconfig) client, with every request counted in `kiln_api_requests_total`.
+async fn counted_client(metrics: Arc<Metrics>) -> anyhow::Result<kube::Client> {
+    let config = kube::Config::infer().await?;
+    let count = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+        metrics.api_call(req.method(), req.uri());
+        req
+    });
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&count)
+        .build())
 }

@@ -32,6 +32,11 @@ pub struct ErrorLabel {
     pub error: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerbLabel {
+    pub verb: String,
+}
+
 /// Every metric the operator exports.
 pub struct Metrics {
     pub registry: Registry,
@@ -50,6 +55,9 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Writes this operator sent to the API server, by kind.
     pub api_requests: Family<ErrorLabel, Counter>,
+    /// Every request this operator's client sent to the API server, by verb (reads, watches
+    /// and lists included): what a build costs the API server.
+    pub api_calls: Family<VerbLabel, Counter>,
     /// Cache claims, and the storage they request.
     pub cache_claims: Gauge,
     pub cache_bytes: Gauge,
@@ -119,6 +127,12 @@ impl Metrics {
             "Writes this operator sent to the API server, by kind",
             api_requests.clone(),
         );
+        let api_calls = Family::<VerbLabel, Counter>::default();
+        registry.register(
+            "api_requests",
+            "Requests this operator sent to the API server, by verb (get, list, watch, create, patch, update, delete)",
+            api_calls.clone(),
+        );
         let cache_claims = Gauge::default();
         registry.register(
             "cache_claims",
@@ -158,6 +172,7 @@ impl Metrics {
             reconcile_duration,
             leader,
             api_requests,
+            api_calls,
         }
     }
 
@@ -186,6 +201,15 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts one request of the operator's client, by its Kubernetes verb.
+    pub fn api_call(&self, method: &http::Method, uri: &http::Uri) {
+        self.api_calls
+            .get_or_create(&VerbLabel {
+                verb: verb(method, uri).to_string(),
+            })
+            .inc();
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -195,9 +219,92 @@ impl Metrics {
     }
 }
 
+/// The Kubernetes verb of a request: a GET is a `watch` with `watch=true`, a `list` on a
+/// collection (a path that ends in a resource type, not a name) and a `get` otherwise. Our paths
+/// are `/api/v1/[namespaces/NS/]TYPE[/NAME[/SUB]]` and `/apis/GROUP/VERSION/[namespaces/NS/]...`.
+fn verb(method: &http::Method, uri: &http::Uri) -> &'static str {
+    match *method {
+        http::Method::POST => "create",
+        http::Method::PATCH => "patch",
+        http::Method::PUT => "update",
+        http::Method::DELETE => "delete",
+        http::Method::GET => {
+            if uri
+                .query()
+                .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"))
+            {
+                return "watch";
+            }
+            let parts: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
+            let rest: &[&str] = match parts.first() {
+                Some(&"api") => parts.get(2..).unwrap_or_default(),
+                Some(&"apis") => parts.get(3..).unwrap_or_default(),
+                _ => return "get",
+            };
+            let rest = match rest {
+                ["namespaces", _, tail @ ..] if !tail.is_empty() => tail,
+                other => other,
+            };
+            if rest.len() == 1 { "list" } else { "get" }
+        }
+        _ => "other",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_are_counted_by_their_kubernetes_verb() {
+        let v = |m: http::Method, u: &str| verb(&m, &u.parse().unwrap());
+        assert_eq!(
+            v(
+                http::Method::GET,
+                "/api/v1/pods?labelSelector=a%3Db&watch=true&resourceVersion=1"
+            ),
+            "watch"
+        );
+        assert_eq!(v(http::Method::GET, "/api/v1/pods?labelSelector=a"), "list");
+        assert_eq!(v(http::Method::GET, "/api/v1/namespaces/ns/pods"), "list");
+        assert_eq!(v(http::Method::GET, "/api/v1/namespaces/ns/pods/p"), "get");
+        assert_eq!(v(http::Method::GET, "/api/v1/namespaces"), "list");
+        assert_eq!(v(http::Method::GET, "/api/v1/namespaces/ns"), "get");
+        assert_eq!(
+            v(http::Method::GET, "/apis/kiln.dev/v1alpha1/imagebuilds"),
+            "list"
+        );
+        assert_eq!(
+            v(
+                http::Method::GET,
+                "/apis/kiln.dev/v1alpha1/namespaces/ns/imagebuilds/b"
+            ),
+            "get"
+        );
+        assert_eq!(
+            v(
+                http::Method::PATCH,
+                "/apis/kiln.dev/v1alpha1/namespaces/ns/imagebuilds/b/status"
+            ),
+            "patch"
+        );
+        assert_eq!(
+            v(http::Method::POST, "/api/v1/namespaces/ns/pods"),
+            "create"
+        );
+        assert_eq!(v(http::Method::GET, "/version"), "get");
+        let m = Metrics::new();
+        m.api_call(
+            &http::Method::GET,
+            &"/api/v1/pods?watch=true".parse().unwrap(),
+        );
+        assert!(
+            m.render()
+                .contains("kiln_api_requests_total{verb=\"watch\"} 1"),
+            "{}",
+            m.render()
+        );
+    }
 
     #[test]
     fn the_text_names_every_metric() {

@@ -27,6 +27,11 @@ pub const MANAGER: &str = "kiln-operator";
 pub const ANNOTATION_REBUILD: &str = "kiln.dev/rebuild";
 /// Set to `"true"` to stop a build; it ends `Cancelled`.
 pub const ANNOTATION_CANCEL: &str = "kiln.dev/cancel";
+
+/// The build pod's annotation that carries `spec.ssh[i].knownHosts`, for the downward API.
+pub fn known_hosts_annotation(i: usize) -> String {
+    format!("ssh.kiln.dev/known-hosts-{i}")
+}
 /// The finalizer that stops a deleted build's pods before the ImageBuild goes.
 pub const FINALIZER: &str = "kiln.dev/cleanup";
 

@@ -18,10 +18,11 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
-    KeyToPath, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec,
-    ProjectedVolumeSource, SeccompProfile, SecretProjection, SecretVolumeSource, SecurityContext,
-    Volume, VolumeMount, VolumeProjection,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, DownwardAPIProjection,
+    DownwardAPIVolumeFile, EmptyDirVolumeSource, EnvVar, KeyToPath, ObjectFieldSelector,
+    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, ProjectedVolumeSource,
+    SeccompProfile, SecretProjection, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -486,7 +487,7 @@ pub fn build_pod(inputs: &Inputs<'_>, attempt: i32) -> Pod {
         args.push(format!("--secrets-dir={SECRETS_DIR}"));
     }
     if !spec.ssh.is_empty() {
-        let sources = spec
+        let sources: Vec<VolumeProjection> = spec
             .ssh
             .iter()
             .map(|s| VolumeProjection {
@@ -506,10 +507,44 @@ pub fn build_pod(inputs: &Inputs<'_>, attempt: i32) -> Pod {
                 ..Default::default()
             })
             .collect();
-        volumes.push(projected_volume("ssh", sources));
+        // known_hosts lines are not secret: they travel in a pod annotation, which the same
+        // projected volume turns into a file (no extra object to create or clean up).
+        let known_hosts: Vec<VolumeProjection> = spec
+            .ssh
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.known_hosts.is_some())
+            .map(|(i, _)| VolumeProjection {
+                downward_api: Some(DownwardAPIProjection {
+                    items: Some(vec![DownwardAPIVolumeFile {
+                        path: known_hosts_path(i),
+                        field_ref: Some(ObjectFieldSelector {
+                            field_path: format!(
+                                "metadata.annotations['{}']",
+                                names::known_hosts_annotation(i)
+                            ),
+                            api_version: None,
+                        }),
+                        ..Default::default()
+                    }]),
+                }),
+                ..Default::default()
+            })
+            .collect();
+        volumes.push(projected_volume(
+            "ssh",
+            sources.into_iter().chain(known_hosts).collect(),
+        ));
         mounts.push(read_only_mount("ssh", SSH_DIR));
-        for s in &spec.ssh {
+        for (i, s) in spec.ssh.iter().enumerate() {
             args.push(format!("--ssh={}={SSH_DIR}/{}", s.id, s.id));
+            if s.known_hosts.is_some() {
+                args.push(format!(
+                    "--ssh-known-hosts={}={SSH_DIR}/{}",
+                    s.id,
+                    known_hosts_path(i)
+                ));
+            }
         }
     }
     // Registry credentials: the push secret first, then the pull secrets.
@@ -551,8 +586,19 @@ pub fn build_pod(inputs: &Inputs<'_>, attempt: i32) -> Pod {
         .resources
         .clone()
         .or_else(|| config.defaults.resources.clone());
-    let meta = inputs.meta(name, names::ROLE_BUILD, Some(attempt));
+    let mut meta = inputs.meta(name, names::ROLE_BUILD, Some(attempt));
+    let annotations = meta.annotations.get_or_insert_with(BTreeMap::new);
+    for (i, s) in spec.ssh.iter().enumerate() {
+        if let Some(lines) = &s.known_hosts {
+            annotations.insert(names::known_hosts_annotation(i), lines.clone());
+        }
+    }
     inputs.pod(meta, args, volumes, mounts, deadline, resources)
+}
+
+/// Where the known_hosts lines of `spec.ssh[i]` appear, under the ssh directory.
+fn known_hosts_path(i: usize) -> String {
+    format!("known-hosts/{i}")
 }
 
 /// The plan pod of a run: `kiln plan --json` on the fetched context.

@@ -48,6 +48,24 @@ pub fn outcome(pod: &Pod) -> Outcome {
         .as_ref()
         .and_then(|s| s.phase.as_deref())
         .unwrap_or("");
+    let pod_reason = pod.status.as_ref().and_then(|s| s.reason.as_deref());
+    let pod_message = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.message.as_deref())
+        .unwrap_or_default();
+    if pod_reason == Some("Evicted") && evicted_for_its_own_storage(pod_message) {
+        // The build outgrew the disk it was given (the state emptyDir's sizeLimit or the
+        // pod's ephemeral-storage limit): the same build on the same limits fills it again, so
+        // this is the worker's DiskFull (retried only as spec.backoffLimit allows), not a pod
+        // Kubernetes took away (retried at least twice).
+        return Outcome::Failed {
+            reason: Reason::DiskFull.as_str().to_string(),
+            message: format!(
+                "the build pod was evicted for using more disk than its limit: {pod_message}"
+            ),
+        };
+    }
     if let Some(text) = termination_message(pod)
         && let Ok(result) = serde_json::from_str::<BuildResult>(text.trim())
     {
@@ -58,13 +76,31 @@ pub fn outcome(pod: &Pod) -> Outcome {
                     // The worker stopped itself at spec.timeout: the CRD calls that
                     // DeadlineExceeded, whoever noticed first.
                     Reason::Timeout => reasons::DEADLINE_EXCEEDED.to_string(),
+                    // The worker was sent SIGTERM. The operator never does that to the pod of
+                    // a run it still reads (a cancel, a deletion or a newer run end the run
+                    // first), so someone else took the pod away: an eviction, a drain, a
+                    // `kubectl delete pod`. That is a lost pod, retried, not the user's cancel.
+                    Reason::Cancelled if pod_reason == Some("DeadlineExceeded") => {
+                        return Outcome::Failed {
+                            reason: reasons::DEADLINE_EXCEEDED.to_string(),
+                            message: "the build ran longer than spec.timeout".to_string(),
+                        };
+                    }
+                    Reason::Cancelled => {
+                        return Outcome::Failed {
+                            reason: reasons::POD_LOST.to_string(),
+                            message: format!(
+                                "the build pod was stopped from outside Kiln (evicted, drained or deleted): {}",
+                                failure_message(&f)
+                            ),
+                        };
+                    }
                     r => r.as_str().to_string(),
                 },
                 message: failure_message(&f),
             },
         };
     }
-    let pod_reason = pod.status.as_ref().and_then(|s| s.reason.as_deref());
     match pod_reason {
         Some("DeadlineExceeded") => Outcome::Failed {
             reason: reasons::DEADLINE_EXCEEDED.to_string(),
@@ -111,6 +147,17 @@ pub fn outcome(pod: &Pod) -> Outcome {
             }
         }
     }
+}
+
+/// Whether the kubelet's eviction message blames the pod's own local storage limits (an
+/// emptyDir's sizeLimit, the containers' ephemeral-storage limits) rather than pressure on the
+/// node. The kubelet's wording (pkg/kubelet/eviction, stable since 1.9): "Usage of EmptyDir
+/// volume %q exceeds the limit %q.", "Pod ephemeral local storage usage exceeds the total limit
+/// of containers %s.", "Container %s exceeded its local ephemeral storage limit %q.".
+fn evicted_for_its_own_storage(message: &str) -> bool {
+    (message.starts_with("Usage of EmptyDir volume") && message.contains("exceeds the limit"))
+        || message.starts_with("Pod ephemeral local storage usage exceeds")
+        || message.contains("exceeded its local ephemeral storage limit")
 }
 
 /// An init container that ended in failure, and what it said.
@@ -248,6 +295,37 @@ mod tests {
         );
         let p = pod("Failed", Some("Evicted"), None, 137);
         assert!(matches!(outcome(&p), Outcome::Failed { reason, .. } if reason == "PodLost"));
+        // The worker's own report of a SIGTERM: lost, or the deadline when that sent it.
+        let cancelled = r#"{"ok":false,"apiVersion":"kiln.dev/result/v1","reason":"Cancelled","message":"the build was stopped (SIGTERM)"}"#;
+        let p = pod("Failed", None, Some(cancelled), 143);
+        assert!(matches!(outcome(&p), Outcome::Failed { reason, .. } if reason == "PodLost"));
+        let p = pod("Failed", Some("DeadlineExceeded"), Some(cancelled), 143);
+        assert!(
+            matches!(outcome(&p), Outcome::Failed { reason, .. } if reason == "DeadlineExceeded")
+        );
+        // Evicted for the node's disk pressure: lost. For its own limits: the build's disk is
+        // full, and the message says which limit.
+        let mut p = pod("Failed", Some("Evicted"), None, 137);
+        p.status.as_mut().unwrap().message =
+            Some("The node was low on resource: ephemeral-storage. ".into());
+        assert!(matches!(outcome(&p), Outcome::Failed { reason, .. } if reason == "PodLost"));
+        for said in [
+            "Usage of EmptyDir volume \"state\" exceeds the limit \"16Mi\".",
+            "Pod ephemeral local storage usage exceeds the total limit of containers 32Mi.",
+            "Container worker exceeded its local ephemeral storage limit \"32Mi\". ",
+        ] {
+            p.status.as_mut().unwrap().message = Some(said.into());
+            match outcome(&p) {
+                Outcome::Failed { reason, message } => {
+                    assert_eq!(reason, "DiskFull", "{said}");
+                    assert!(
+                        message.contains(said) && message.contains("disk"),
+                        "{message}"
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+        }
         let p = pod("Failed", None, Some("panic: oops"), 101);
         match outcome(&p) {
             Outcome::Failed { reason, message } => {

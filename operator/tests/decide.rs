@@ -440,6 +440,83 @@ fn an_evicted_pod_is_lost_and_retried() {
 }
 
 #[test]
+fn a_pod_evicted_for_its_own_disk_limit_fails_disk_full_without_the_lost_pods_retries() {
+    let b = build();
+    let b1 = after(&b, &decide(&b, &observed(), &config()));
+    let mut p = ended(build_pod(1), "Failed", 137, "", 130);
+    let status = p.status.as_mut().unwrap();
+    status.reason = Some("Evicted".into());
+    status.message = Some("Usage of EmptyDir volume \"state\" exceeds the limit \"16Mi\".".into());
+    let mut seen = observed();
+    seen.now = t(140);
+    seen.pods = vec![p.clone()];
+    let d = decide(&b1, &seen, &config());
+    assert!(created_pods(&d).is_empty(), "{:?}", d.actions);
+    let b2 = after(&b1, &d);
+    assert_eq!(phase(&b2), Some(Phase::Failed));
+    assert_eq!(reason(&b2), "DiskFull");
+    let message = b2.status.as_ref().unwrap().message.clone().unwrap();
+    assert!(message.contains("EmptyDir volume \"state\""), "{message}");
+    // With a backoffLimit, it is retried like any other full disk.
+    let mut b = build();
+    b.spec.backoff_limit = Some(1);
+    let b1 = after(&b, &decide(&b, &observed(), &config()));
+    seen.now = t(400);
+    let d = decide(&b1, &seen, &config());
+    assert_eq!(created_pods(&d), ["app-g1-2"]);
+}
+
+#[test]
+fn a_worker_stopped_by_someone_else_is_a_lost_pod_not_a_cancelled_build() {
+    // An eviction or a drain sends the worker SIGTERM; it reports Cancelled on its way out.
+    let b = build();
+    let b1 = after(&b, &decide(&b, &observed(), &config()));
+    let cancelled = r#"{"ok":false,"apiVersion":"kiln.dev/result/v1","reason":"Cancelled","message":"the build was stopped (SIGTERM)"}"#;
+    let mut seen = observed();
+    seen.now = t(140);
+    seen.pods = vec![ended(build_pod(1), "Failed", 143, cancelled, 130)];
+    let d = decide(&b1, &seen, &config());
+    assert_eq!(created_pods(&d), ["app-g1-2"], "{:?}", d.actions);
+    let b2 = after(&b1, &d);
+    assert_eq!(phase(&b2), Some(Phase::Building));
+    // Stopped that way every time: it ends PodLost, never Cancelled.
+    seen.pods
+        .push(ended(build_pod(2), "Failed", 143, cancelled, 150));
+    seen.now = t(160);
+    let b3 = after(&b2, &decide(&b2, &seen, &config()));
+    seen.pods
+        .push(ended(build_pod(3), "Failed", 143, cancelled, 170));
+    seen.now = t(180);
+    let d = decide(&b3, &seen, &config());
+    assert!(created_pods(&d).is_empty());
+    let b4 = after(&b3, &d);
+    assert_eq!(phase(&b4), Some(Phase::Failed));
+    assert_eq!(reason(&b4), "PodLost");
+    let message = b4.status.as_ref().unwrap().message.clone().unwrap();
+    assert!(message.contains("stopped from outside Kiln"), "{message}");
+}
+
+#[test]
+fn a_failed_pod_deleted_by_someone_else_is_lost_whatever_it_reported() {
+    // Evicted through the API: the pod has a deletion timestamp and ended Failed before the
+    // worker wrote a result (or with a StepFailed its killed step caused).
+    let b = build();
+    let b1 = after(&b, &decide(&b, &observed(), &config()));
+    for said in ["", &step_failed(137)] {
+        let mut p = ended(build_pod(1), "Failed", 137, said, 130);
+        p.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t(131)));
+        let mut seen = observed();
+        seen.now = t(140);
+        seen.pods = vec![p];
+        let d = decide(&b1, &seen, &config());
+        assert_eq!(created_pods(&d), ["app-g1-2"], "{said}: {:?}", d.actions);
+        let s = status_of(&d).unwrap();
+        assert_eq!(s.phase, Some(Phase::Building));
+    }
+}
+
+#[test]
 fn the_deadline_fails_the_build() {
     let mut b = build();
     b.spec.backoff_limit = Some(3);

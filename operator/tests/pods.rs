@@ -339,3 +339,58 @@ fn the_inline_context_config_map() {
     .unwrap();
     insta::assert_yaml_snapshot!(cm);
 }
+
+#[test]
+fn ssh_known_hosts_reach_the_worker_through_an_annotation() {
+    let mut b = rich();
+    let lines = "git.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE\n";
+    b.spec.ssh.push(BuildSsh {
+        id: "deploy".into(),
+        secret_ref: SecretKeyRef {
+            name: "deploy-key-2".into(),
+            key: None,
+        },
+        known_hosts: Some(lines.into()),
+    });
+    let p = make(&b, &config());
+    let annotations = p.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        annotations
+            .get("ssh.kiln.dev/known-hosts-1")
+            .map(String::as_str),
+        Some(lines)
+    );
+    // The first key has no known_hosts: no annotation, no flag.
+    assert!(!annotations.contains_key("ssh.kiln.dev/known-hosts-0"));
+    let spec = p.spec.unwrap();
+    let args = spec.containers[0].args.clone().unwrap();
+    let flags: Vec<&String> = args
+        .iter()
+        .filter(|a| a.starts_with("--ssh-known-hosts="))
+        .collect();
+    assert_eq!(flags, ["--ssh-known-hosts=deploy=/kiln/ssh/known-hosts/1"]);
+    let ssh = spec
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "ssh")
+        .unwrap();
+    let projected = ssh.projected.unwrap().sources.unwrap();
+    let field = projected
+        .iter()
+        .find_map(|s| s.downward_api.as_ref())
+        .and_then(|d| d.items.as_ref())
+        .map(|items| {
+            (
+                items[0].path.clone(),
+                items[0].field_ref.clone().unwrap().field_path,
+            )
+        });
+    assert_eq!(
+        field,
+        Some((
+            "known-hosts/1".to_string(),
+            "metadata.annotations['ssh.kiln.dev/known-hosts-1']".to_string()
+        ))
+    );
+}

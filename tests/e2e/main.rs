@@ -2,6 +2,12 @@
 
 mod cache;
 mod crd;
+mod disrupt;
+mod faults;
+mod git;
 mod helm;
+mod invalid;
+mod leak;
 mod operator;
 mod quickstart;
+mod rbac;

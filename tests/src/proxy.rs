@@ -34,6 +34,12 @@ pub struct Faults {
     pub kill_after: Option<(String, u32)>,
     /// Answer every `HEAD` of a blob with 500, as a registry whose storage backend is sick.
     pub fail_blob_heads: bool,
+    /// Answer 503 to every request that matches one of these, every time: a registry that
+    /// keeps failing one kind of request, not a blip. `"PUT /manifests/"` matches the requests
+    /// whose method is `PUT` and whose line contains `/manifests/`; `"/manifests/"` any method.
+    pub fail_matching: Vec<String>,
+    /// Hold every request this long before acting on it: a slow registry.
+    pub delay: Option<std::time::Duration>,
 }
 
 /// Counts of what was injected.
@@ -66,7 +72,13 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Listen on a free loopback port and forward to `upstream`.
     pub fn start(upstream: SocketAddr, faults: Faults) -> FaultProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        FaultProxy::start_on("127.0.0.1".parse().unwrap(), upstream, faults)
+    }
+
+    /// Listen on a free port of `ip` (an address pods reach, for the end-to-end suite) and
+    /// forward to `upstream`.
+    pub fn start_on(ip: std::net::IpAddr, upstream: SocketAddr, faults: Faults) -> FaultProxy {
+        let listener = TcpListener::bind((ip, 0)).unwrap();
         let addr = listener.local_addr().unwrap();
         listener.set_nonblocking(true).unwrap();
         let shared = Arc::new(Shared {
@@ -105,7 +117,7 @@ impl FaultProxy {
         FaultProxy::start(upstream, Faults::default())
     }
 
-    /// `127.0.0.1:PORT`.
+    /// `IP:PORT`.
     pub fn host(&self) -> String {
         self.addr.to_string()
     }
@@ -161,6 +173,16 @@ fn key(line: &str) -> String {
     format!("{method} {path}")
 }
 
+/// Whether a `fail_matching` pattern (`[METHOD ]FRAGMENT`) matches a request line.
+fn matches(pattern: &str, line: &str) -> bool {
+    match pattern.split_once(' ') {
+        Some((method, fragment)) if !method.starts_with('/') => {
+            line.starts_with(&format!("{method} ")) && line.contains(fragment)
+        }
+        _ => line.contains(pattern),
+    }
+}
+
 enum Action {
     Forward,
     Status(u16, &'static str),
@@ -196,6 +218,9 @@ fn serve(client: TcpStream, upstream: SocketAddr, s: &Shared, f: &Faults) -> io:
         .unwrap_or(0);
     let chunked = header("transfer-encoding").is_some_and(|v| v.contains("chunked"));
 
+    if let Some(d) = f.delay {
+        std::thread::sleep(d);
+    }
     let action = {
         let k = key(&request_line);
         let mut last = s.last_fault.lock().unwrap();
@@ -205,7 +230,9 @@ fn serve(client: TcpStream, upstream: SocketAddr, s: &Shared, f: &Faults) -> io:
         let injected = s.e500.load(Ordering::SeqCst)
             + s.e429.load(Ordering::SeqCst)
             + s.cuts.load(Ordering::SeqCst);
-        let a = if f.fail_blob_heads
+        let a = if f.fail_matching.iter().any(|m| matches(m, &request_line)) {
+            Action::Status(503, "Service Unavailable")
+        } else if f.fail_blob_heads
             && request_line.starts_with("HEAD ")
             && request_line.contains("/blobs/")
         {
@@ -240,7 +267,7 @@ fn serve(client: TcpStream, upstream: SocketAddr, s: &Shared, f: &Faults) -> io:
             io::copy(&mut (&mut reader).take(length), &mut io::sink())?;
         }
         match code {
-            500 => s.e500.fetch_add(1, Ordering::SeqCst),
+            500 | 503 => s.e500.fetch_add(1, Ordering::SeqCst),
             _ => s.e429.fetch_add(1, Ordering::SeqCst),
         };
         let mut c = client;

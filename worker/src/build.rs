@@ -4,12 +4,16 @@
 //! module reads the context, plans the Dockerfile, solves it and writes the outputs.
 
 mod attest;
+mod caches;
 mod error;
+mod load;
 mod output;
 mod platforms;
 mod report;
 
+use caches::*;
 pub use error::{Error, MissingRequired};
+pub use load::{load, load_with};
 pub(crate) use platforms::Built;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -268,108 +272,6 @@ impl Request {
     }
 }
 
-/// Read the context and the Dockerfile.
-pub fn load(req: &Request, store: &Store) -> Result<(Context, DockerfileText), Error> {
-    load_with(req, store, &|_| {})
-}
-
-/// [`load`], saying what a remote context does through `note`.
-pub fn load_with(
-    req: &Request,
-    store: &Store,
-    note: &dyn Fn(String),
-) -> Result<(Context, DockerfileText), Error> {
-    let in_context = |ctx: &Context| -> PathBuf {
-        let rel = req
-            .dockerfile
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("Dockerfile"));
-        if rel.is_absolute() {
-            rel
-        } else {
-            ctx.root().join(rel)
-        }
-    };
-    let rel = req
-        .dockerfile
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("Dockerfile"));
-    let (context, dockerfile_path) = match &req.context {
-        ContextSource::Dir(dir) => {
-            let path = req
-                .dockerfile
-                .clone()
-                .map(|f| {
-                    if f.is_relative() && !f.exists() {
-                        dir.join(f)
-                    } else {
-                        f
-                    }
-                })
-                .unwrap_or_else(|| dir.join("Dockerfile"));
-            (Context::from_dir(dir, Some(&path))?, path)
-        }
-        ContextSource::Tar(file) => {
-            let reader: Box<dyn io::Read> = if file.as_os_str() == "-" {
-                Box::new(io::stdin())
-            } else {
-                Box::new(File::open(file)?)
-            };
-            let ctx = Context::from_tar(reader, store, Some(&rel))?;
-            let path = in_context(&ctx);
-            (ctx, path)
-        }
-        ContextSource::Git(git) => {
-            note(format!("fetching the Git context {}", git.describe()));
-            let remote = crate::context::remote::git(
-                git,
-                &req.git_auth(),
-                req.keep_git_dir,
-                store,
-                Some(&rel),
-            )?;
-            if let Some(rev) = remote.context.origin().and_then(|o| o.revision.clone()) {
-                note(format!("Git context {} at commit {rev}", git.describe()));
-            }
-            if remote.submodules > 0 {
-                note(format!(
-                    "warning: the Git context has {} submodules; Kiln does not fetch submodules, their directories are empty",
-                    remote.submodules
-                ));
-            }
-            let path = in_context(&remote.context);
-            (remote.context, path)
-        }
-        ContextSource::Url { url, sha256 } => {
-            note(format!(
-                "downloading the context {}",
-                crate::git::reference::redact(url)
-            ));
-            let remote = crate::context::remote::url(url, sha256.as_deref(), store, Some(&rel))?;
-            let path = match &remote.dockerfile {
-                Some(p) => {
-                    note(
-                        "the URL is not an archive: it is the Dockerfile, and the context is empty"
-                            .into(),
-                    );
-                    p.clone()
-                }
-                None => in_context(&remote.context),
-            };
-            (remote.context, path)
-        }
-    };
-    let text = std::fs::read_to_string(&dockerfile_path).map_err(|source| Error::Dockerfile {
-        path: dockerfile_path.clone(),
-        source,
-    })?;
-    let name = match (&req.context, &req.dockerfile) {
-        (_, Some(f)) => f.display().to_string(),
-        _ => "Dockerfile".to_string(),
-    };
-    Ok((context, DockerfileText { name, text }))
-}
-
 /// Plan the Dockerfile; errors are rendered with their source lines.
 pub fn make_plan(req: &Request, dockerfile: &DockerfileText) -> Result<Plan, Error> {
     let opts = PlanOptions {
@@ -544,9 +446,16 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
         git_auth: req.git_auth(),
         ssh_known_hosts: req.ssh_known_hosts.clone(),
         snapshotter: match req.snapshotter {
-            Some(s) => s,
-            None if overlay_usable(store.root()) => Snapshotter::Overlay,
+            Some(s) => {
+                tracing::debug!(snapshotter = ?s, "snapshotter chosen by --snapshotter");
+                s
+            }
+            None if overlay_usable(store.root()) => {
+                tracing::debug!("snapshotter: overlayfs mounts here");
+                Snapshotter::Overlay
+            }
             None => {
+                tracing::debug!("snapshotter: overlayfs cannot be mounted here, copying");
                 progress.event(Event::Info { message: "overlayfs cannot be mounted here: RUN steps use the copy snapshotter, which is slower".into() });
                 Snapshotter::Copy
             }
@@ -691,142 +600,6 @@ fn build(req: &Request, store: &Store, progress: &dyn Sink) -> Result<Outcome, E
         })?;
     }
     Ok(outcome)
-}
-
-/// Read the `--cache-from` caches. One that does not exist yet is skipped with a note, as
-/// BuildKit does: the first build of a branch has no cache to import.
-fn import_caches(
-    req: &Request,
-    registries: &Registries,
-    store: &Store,
-    progress: &dyn Sink,
-) -> Result<Vec<std::sync::Arc<Imported>>, Error> {
-    let mut out = Vec::new();
-    for spec in &req.cache_from {
-        let imported = match spec {
-            CacheSpec::Local { dir, tag, .. } => transfer::import_local(dir, tag)
-                .map_err(|e| Error::CacheImport(format!("--cache-from {}: {e}", dir.display())))?,
-            CacheSpec::Registry { reference, .. } => {
-                match crate::cache::registry::import(
-                    registries,
-                    reference,
-                    store,
-                    &Platform::host(),
-                ) {
-                    Ok(i) => i,
-                    // As in BuildKit, a cache that cannot be read costs its hits, not the
-                    // build; the reason is shown.
-                    Err(e) => {
-                        progress.event(Event::Info {
-                            message: format!("warning: --cache-from {reference}: {e}"),
-                        });
-                        continue;
-                    }
-                }
-            }
-            CacheSpec::Inline => None,
-        };
-        match imported {
-            Some(i) => {
-                progress.event(Event::Info {
-                    message: format!(
-                        "importing cache from {}: {} records",
-                        i.source.describe(),
-                        i.records.len()
-                    ),
-                });
-                out.push(std::sync::Arc::new(i));
-            }
-            None => progress.event(Event::Info {
-                message: format!("no cache to import from {}", describe_cache(spec)),
-            }),
-        }
-    }
-    Ok(out)
-}
-
-fn describe_cache(spec: &CacheSpec) -> String {
-    match spec {
-        CacheSpec::Local { dir, tag, .. } => format!("{}:{tag}", dir.display()),
-        CacheSpec::Registry { reference, .. } => reference.clone(),
-        CacheSpec::Inline => "the image (inline)".into(),
-    }
-}
-
-/// Write the step cache (of every platform) to a `--cache-to` destination.
-fn export_cache(
-    built: &[Built<'_, '_>],
-    store: &Store,
-    spec: &CacheSpec,
-    progress: &dyn Sink,
-) -> Result<(), Error> {
-    let records = cache_records(&built.iter().collect::<Vec<_>>(), spec.mode())?;
-    let solver = built[0].solver;
-    let n = records.len();
-    match spec {
-        CacheSpec::Local { dir, tag, .. } => {
-            let blobs: Vec<_> = records.iter().filter_map(|r| r.layer.clone()).collect();
-            solver.fetch_missing_blobs(&blobs)?;
-            let artifact = transfer::cache_artifact(store, records)?;
-            transfer::export_local(store, &artifact, dir, tag).map_err(|e| Error::Output {
-                path: dir.clone(),
-                source: e.into(),
-            })?;
-        }
-        CacheSpec::Registry { reference, .. } => {
-            let blobs: Vec<_> = records.iter().filter_map(|r| r.layer.clone()).collect();
-            let artifact = Export::Image(Box::new(transfer::cache_artifact(store, records)?));
-            let names = [reference.clone()];
-            output::fetch_for_push(solver, &blobs, &artifact, &names)
-                .map_err(cache_error(reference))?;
-            crate::registry::push::push(&solver.opts().registry, store, &artifact, &names)
-                .map_err(|e| cache_error(reference)(Error::Push(e)))?;
-        }
-        // Already in the image config.
-        CacheSpec::Inline => {}
-    }
-    progress.event(Event::Info {
-        message: format!("exported {n} cache records to {}", describe_cache(spec)),
-    });
-    Ok(())
-}
-
-/// The records of the step results a cache export carries, over the platforms built (a step
-/// they share, once).
-fn cache_records(
-    built: &[&Built<'_, '_>],
-    mode: transfer::Mode,
-) -> Result<Vec<CacheRecord>, Error> {
-    let mut records: Vec<CacheRecord> = vec![];
-    let mut seen = HashSet::new();
-    for b in built {
-        let solver = b.solver;
-        for id in solver.cache_ids(&b.result, mode) {
-            if !seen.insert(id.clone()) {
-                continue;
-            }
-            let empty = solver.is_empty(&id);
-            let layer = if empty {
-                None
-            } else {
-                Some(solver.layer(&id)?)
-            };
-            records.push(CacheRecord {
-                aliases: solver.aliases_of(&id),
-                key: id,
-                empty,
-                layer,
-            });
-        }
-    }
-    Ok(records)
-}
-
-fn cache_error(reference: &str) -> impl Fn(Error) -> Error + '_ {
-    move |e| Error::CacheExport {
-        reference: reference.to_string(),
-        source: Box::new(e),
-    }
 }
 
 /// A failed step as BuildKit shows it: the Dockerfile lines around it, the error, and the last

@@ -22,14 +22,14 @@ impl Digest {
     }
 
     /// Parse `sha256:<64 hex>`. Other algorithms are refused: Kiln stores by sha256 only.
-    pub fn parse(text: &str) -> Result<Digest, String> {
+    pub fn parse(text: &str) -> Result<Digest, BadDigest> {
         match text.strip_prefix("sha256:") {
             Some(h)
                 if h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
             {
                 Ok(Digest(text.to_string()))
             }
-            _ => Err(format!("{text:?} is not a sha256 digest")),
+            _ => Err(BadDigest(text.to_string())),
         }
     }
 
@@ -48,9 +48,14 @@ impl Digest {
     }
 }
 
+/// A string that is not a `sha256:<64 lower-case hex>` digest.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a sha256 digest")]
+pub struct BadDigest(pub String);
+
 impl TryFrom<String> for Digest {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
+    type Error = BadDigest;
+    fn try_from(s: String) -> Result<Self, BadDigest> {
         Digest::parse(&s)
     }
 }

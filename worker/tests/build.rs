@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use common::{Env, text};
+use common::{Env, kiln_bin, text};
 
 fn root_env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
@@ -735,4 +735,88 @@ fn file_capabilities_survive_copy_as_root() {
 #[test]
 fn file_capabilities_survive_copy_rootless() {
     file_capabilities_survive_copy(rootless_env(), "caps");
+}
+
+/// What the engine's own processes have mounted under `dir`, read from inside their mount
+/// namespaces (`/proc/PID/mountinfo`): a rootless engine lives in a namespace of its own, whose
+/// mounts the test's table never shows. The sandbox helpers of running steps are left out.
+fn engine_mounts_under(dir: &Path) -> (usize, Vec<String>) {
+    let kiln = kiln_bin();
+    let dir = dir.to_str().unwrap();
+    let mut out = Vec::new();
+    let mut engines = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(exe) = std::fs::read_link(entry.path().join("exe")) else {
+            continue;
+        };
+        if exe != kiln {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains("__sandbox") {
+            continue;
+        }
+        let mounts = std::fs::read_to_string(entry.path().join("mountinfo")).unwrap_or_default();
+        if mounts.is_empty() {
+            continue;
+        }
+        engines += 1;
+        out.extend(
+            mounts
+                .lines()
+                .filter(|l| l.contains(dir))
+                .map(|l| format!("pid {:?}: {l}", entry.file_name())),
+        );
+    }
+    (engines, out)
+}
+
+/// Earlier steps' mounts (their overlays, tmpfs, cache and bind mounts) are gone from the
+/// engine's namespace while a later step runs, not only from the host's after the build.
+fn no_step_leaves_a_mount_in_the_engine(env: &Env, name: &str) {
+    let marker = if env.rootless { "7.4321" } else { "7.1234" };
+    let mut dockerfile = String::from("FROM kiln-ref/busybox:1 AS other\nRUN echo x > /x\n");
+    dockerfile.push_str("FROM kiln-ref/busybox:1\n");
+    for i in 0..4 {
+        dockerfile.push_str(&format!(
+            "RUN --mount=type=tmpfs,target=/t{i} --mount=type=cache,target=/c{i} --mount=type=bind,from=other,target=/b{i} cat /b{i}/x > /f{i}\n"
+        ));
+    }
+    dockerfile.push_str(&format!("RUN sleep {marker}\n"));
+    let ctx = env.context(name, &[("Dockerfile", &dockerfile)]);
+    let state = env.dir.join(format!("state-{name}"));
+    let mut child = env
+        .command(&env.build_args(&state, &ctx, &["--no-cache"]), &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while processes_matching(&format!("sleep {marker}")).is_empty() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "the last step never started"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the build ended early");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (engines, leaked) = engine_mounts_under(&state);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the build failed");
+    assert!(engines > 0, "no engine process was found to look into");
+    assert!(
+        leaked.is_empty(),
+        "mounts of finished steps are left in the engine's namespace:\n{}",
+        leaked.join("\n")
+    );
+}
+
+#[test]
+fn no_step_leaves_a_mount_in_the_engine_namespace() {
+    no_step_leaves_a_mount_in_the_engine(root_env(), "ns-mounts-root");
+}
+
+#[test]
+fn no_step_leaves_a_mount_in_the_rootless_engine_namespace() {
+    no_step_leaves_a_mount_in_the_engine(rootless_env(), "ns-mounts-rootless");
 }

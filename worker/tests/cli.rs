@@ -358,3 +358,55 @@ fn build_help_names_what_each_option_accepts() {
         }
     }
 }
+
+#[test]
+fn debug_logs_cache_decisions_and_json_logs_parse() {
+    let dir = dockerfile_dir("FROM scratch\nCOPY a.txt /\n");
+    std::fs::write(dir.path().join("a.txt"), "a\n").unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let cache = format!("--cache-dir={}", state.path().display());
+    let out = format!(
+        "--output=type=oci,dest={}",
+        state.path().join("out").display()
+    );
+    let build = |extra: &[&str]| {
+        let run = Command::cargo_bin("kiln")
+            .unwrap()
+            .env_remove("KILN_LOG")
+            .args(["build", "--progress=plain", &cache, &out])
+            .args(extra)
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr).to_string();
+        assert!(run.status.success(), "{stderr}");
+        stderr
+    };
+    let first = build(&["--debug"]);
+    let miss = first
+        .lines()
+        .find(|l| l.contains("cache miss"))
+        .unwrap_or_else(|| panic!("no cache miss logged:\n{first}"));
+    assert!(miss.contains("COPY a.txt /"), "{miss}");
+    assert!(
+        miss.split_whitespace()
+            .any(|w| w.strip_prefix("key=").is_some_and(|k| k.len() == 64)),
+        "{miss}"
+    );
+    let second = build(&["--debug", "--log-format=json"]);
+    let hits: Vec<serde_json::Value> = second
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|v: &serde_json::Value| v["fields"]["message"] == "cache hit")
+        .collect();
+    assert_eq!(hits.len(), 1, "{second}");
+    assert_eq!(hits[0]["level"], "DEBUG");
+    assert_eq!(hits[0]["fields"]["step"], "COPY a.txt /");
+    // Without --debug nothing but progress is printed.
+    let quiet = build(&[]);
+    assert!(
+        !quiet.contains("cache hit") && !quiet.contains("DEBUG"),
+        "{quiet}"
+    );
+}

@@ -411,12 +411,25 @@ fn build_a_git_context(rootless: bool) {
     let f = fixture();
     let place = Place::new(rootless);
     let url = format!("{}#v1", f.public.url("repo.git"));
-    let (out, result) = place.build(&url, &[]);
+    let (out, result) = place.build(&url, &["--provenance=mode=min".into()]);
     assert!(out.status.success(), "{}", text(&out));
     let BuildResult::Success(success) = &result else {
         panic!("{result:?}")
     };
     assert_eq!(success.revision.as_ref(), Some(&f.c1));
+    // Provenance names the repository and the commit as the config source, and has no local
+    // sources: the builder fetched the context itself.
+    let statement: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(place.path("out/provenance.json")).unwrap()).unwrap();
+    let params = &statement["predicate"]["buildDefinition"]["externalParameters"];
+    assert_eq!(params["configSource"]["uri"], url.as_str(), "{params}");
+    assert_eq!(params["configSource"]["digest"]["sha1"], f.c1.as_str());
+    assert!(
+        params["request"]["locals"]
+            .as_array()
+            .is_none_or(|l| l.is_empty()),
+        "{params}"
+    );
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(place.path("metadata.json")).unwrap())
             .unwrap();

@@ -193,8 +193,26 @@ fn check_case(env: &Env, case: &Path) -> Result<(), Vec<String>> {
             }
             return Err(vec![format!("{line}:\n{stderr}")]);
         }
-        if !stderr.contains("error") {
-            return Err(vec![format!("the failure has no error message:\n{stderr}")]);
+        // Kiln's message for the same failure: what it names, and the line it points at.
+        let Some((line, needle)) = failure_expectation(&name) else {
+            return Err(vec![format!(
+                "{name}: BuildKit fails it; say in failure_expectation what Kiln must report"
+            )]);
+        };
+        // `Dockerfile:2:5` for a parse error, `Dockerfile:2` above a failed step's excerpt.
+        let at = line.map(|l| format!("Dockerfile:{l}"));
+        let points_at = |at: &str| {
+            stderr
+                .match_indices(at)
+                .any(|(i, _)| !stderr[i + at.len()..].starts_with(|c: char| c.is_ascii_digit()))
+        };
+        if !stderr.contains("error")
+            || !at.as_deref().is_none_or(points_at)
+            || !stderr.contains(needle)
+        {
+            return Err(vec![format!(
+                "the failure must name {needle:?} at {at:?}; it says:\n{stderr}"
+            )]);
         }
         return Ok(());
     }
@@ -338,4 +356,21 @@ fn reference_corpus_with_the_copy_snapshotter() {
     let mut env = Env::new("copy", false);
     env.extra_args = vec!["--snapshotter=copy".into()];
     run_corpus(&env);
+}
+
+/// For each case BuildKit fails: the Dockerfile line Kiln's error points at (none for a base
+/// image that cannot be resolved: BuildKit names only the image there too), and a word the
+/// message must contain (what failed, in the user's terms).
+fn failure_expectation(case: &str) -> Option<(Option<u32>, &'static str)> {
+    Some(match case {
+        "error-cmd-before-from" => (Some(2), "no build stage"),
+        "error-copy-from-unknown-stage" => (Some(2), "nosuchstage"),
+        "error-copy-missing-file" => (Some(2), "\"/does-not-exist.txt\" not found"),
+        "error-from-index" => (None, "docker.io/library/0"),
+        "error-from-uppercase-stage" => (Some(4), "Builder"),
+        "error-healthcheck-bad-duration" => (Some(2), "parsecs"),
+        "error-run-fails" => (Some(3), "exit code: 3"),
+        "error-unknown-instruction" => (Some(2), "FROBNICATE"),
+        _ => return None,
+    })
 }

@@ -2,6 +2,13 @@
 //!
 //! Field names and order follow the OCI image spec's Go types (and BuildKit's Docker
 //! extensions), with Go's `omitempty`, so the JSON we write reads like what BuildKit writes.
+//!
+//! Why not the `oci-spec` crate: its builders serialise fields in their own order and emit
+//! empty maps and lists that Go's `omitempty` drops, so a manifest or config we write would
+//! differ byte for byte (and so by digest) from BuildKit's for the same image; it has no
+//! Docker schema-2 types, which registries still serve and we must read; and its strict
+//! enums refuse platform and media-type values that registries carry in the wild. These types
+//! are small, and the reference corpus pins their JSON against BuildKit's.
 
 use std::collections::BTreeMap;
 
@@ -48,7 +55,9 @@ impl Descriptor {
     }
 }
 
-/// An OS and architecture.
+/// An OS and architecture, as the image index and config carry it (field order and `os.version`
+/// as the OCI spec's Go type). The front end's normalised, parsed platform is
+/// [`crate::plan::Platform`]; this is its wire form, and converts from it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Platform {
     pub architecture: String,
@@ -64,24 +73,11 @@ pub struct Platform {
 }
 
 impl Platform {
-    /// The platform this process runs on, in Go's names.
+    /// The platform this process runs on: the front end's ([`crate::plan::Platform::host`]),
+    /// in this document shape, so that the two never disagree (arm64 has no variant, as
+    /// containerd normalises it).
     pub fn host() -> Platform {
-        let (architecture, variant) = match std::env::consts::ARCH {
-            "x86_64" => ("amd64", None),
-            "aarch64" => ("arm64", Some("v8")),
-            "arm" => ("arm", Some("v7")),
-            "x86" => ("386", None),
-            "powerpc64" => ("ppc64le", None),
-            "s390x" => ("s390x", None),
-            "riscv64" => ("riscv64", None),
-            other => (other, None),
-        };
-        Platform {
-            architecture: architecture.into(),
-            os: "linux".into(),
-            os_version: None,
-            variant: variant.map(Into::into),
-        }
+        Platform::from(&crate::plan::Platform::host())
     }
 
     /// Parse `os/arch[/variant]`.

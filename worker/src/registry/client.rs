@@ -66,6 +66,12 @@ impl Registries {
         let credential = self.auth.lookup(registry)?;
         let api = api_host(registry);
         let transport = self.transport(registry).await;
+        tracing::debug!(
+            registry,
+            ?transport,
+            anonymous = matches!(credential, crate::registry::auth::Credential::Anonymous),
+            "registry host"
+        );
         let client = self.client(registry, transport)?;
         // Anonymous access is stored too: on a registry that challenges, it gets an anonymous
         // token. (On an open registry oci-client then checks `/v2/` before each request; one
@@ -369,6 +375,7 @@ impl Host {
     /// Fetch a manifest or index: its bytes and digest. A reference pinned by digest is
     /// checked against it.
     pub async fn manifest(&self, r: &Reference) -> Result<(Vec<u8>, Digest), RegistryError> {
+        tracing::debug!(reference = %r, "registry: GET manifest");
         let oci = oci_reference(r);
         let got = retry::retry(&self.retry, |_| async {
             let (bytes, _) = self
@@ -410,6 +417,7 @@ impl Host {
         if store.has_blob(digest) {
             return Ok(());
         }
+        tracing::debug!(reference = %r, %digest, size, "registry: GET blob");
         let oci = oci_reference(r);
         let desc = OciDescriptor {
             digest: digest.to_string(),
@@ -494,6 +502,7 @@ impl Host {
 
     /// Whether the repository of `r` has a blob (`HEAD /v2/<name>/blobs/<digest>`).
     pub async fn blob_exists(&self, r: &Reference, digest: &Digest) -> Result<bool, RegistryError> {
+        tracing::debug!(reference = %r, %digest, "registry: HEAD blob");
         let oci = oci_reference(r);
         retry::retry(&self.retry, |_| async {
             Ok::<_, Attempt>(self.client.blob_exists(&oci, digest.as_str()).await?)
@@ -505,6 +514,7 @@ impl Host {
     /// Ask the registry to mount a blob from another of its repositories. `false` when it
     /// declines (it then answers with an upload session, which is left to expire).
     pub async fn mount(&self, r: &Reference, from: &str, digest: &Digest) -> bool {
+        tracing::debug!(reference = %r, from, %digest, "registry: cross-repository mount");
         let oci = oci_reference(r);
         let source = oci_client::Reference::with_tag(
             self.registry.clone(),
@@ -530,6 +540,7 @@ impl Host {
         digest: &Digest,
         size: u64,
     ) -> Result<(), RegistryError> {
+        tracing::debug!(reference = %r, %digest, size, "registry: upload blob");
         let oci = oci_reference(r);
         retry::retry(&self.retry, |_| async {
             let file = tokio::fs::File::open(path).await.map_err(Attempt::Io)?;
@@ -550,6 +561,7 @@ impl Host {
         bytes: &[u8],
         media_type: &str,
     ) -> Result<(), RegistryError> {
+        tracing::debug!(reference = %r, media_type, size = bytes.len(), "registry: PUT manifest");
         let oci = oci_reference(r);
         let content_type = reqwest::header::HeaderValue::from_str(media_type).map_err(|e| {
             RegistryError::Other {

@@ -106,6 +106,17 @@ impl Runner {
                 .write_all(&serde_json::to_vec(spec).map_err(io::Error::other)?)?;
         }
         let _ = std::fs::remove_file(&spec.error_file);
+        tracing::debug!(
+            uid = spec.uid,
+            gid = spec.gid,
+            network_namespace = spec.isolate_network,
+            pid_namespace = spec.process_sandbox,
+            insecure = spec.insecure,
+            mounts = spec.mounts.len(),
+            "starting a RUN step: namespaces mount, uts, ipc{}{}",
+            if spec.isolate_network { ", net" } else { "" },
+            if spec.process_sandbox { ", pid" } else { "" }
+        );
         let mut command = Command::new(&self.helper);
         // The helper dies with the engine, even when the engine is killed outright: a killed
         // build must not leave its steps running.

@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use kiln_crds::reference::Reference;
 
+use super::stage::ImageState;
 use super::{BaseError, BuildError, NamedContext, Solver, key};
 use crate::digest::{Digest, HashingReader};
 use crate::image::layout::Layout;
@@ -31,7 +32,6 @@ use crate::registry::pull::Puller;
 use crate::snapshot::compress::Compression;
 use crate::snapshot::extract::{self, UnpackOptions};
 use crate::snapshot::layer::{LayerBlob, SnapshotMeta, chain_id};
-use crate::snapshot::view::View;
 
 /// Where a layer's blob is read from: its path, and whether it was already verified.
 type BlobSource<'a> = dyn Fn(&Descriptor) -> Result<(PathBuf, bool), BaseError> + Sync + 'a;
@@ -105,27 +105,18 @@ pub struct ImageSource {
     pub local: bool,
 }
 
-/// A base image, unpacked.
+/// A base image, unpacked, and where it came from.
 #[derive(Debug, Clone)]
 pub struct BaseImage {
     /// Where it came from; `None` for a local directory.
     pub source: Option<ImageSource>,
-    pub key: Digest,
-    /// Snapshot ids of the non-empty layers, topmost first.
-    pub chain: Vec<String>,
-    /// Snapshot ids of all layers, bottom first.
-    pub layers: Vec<String>,
-    pub image: Image,
+    pub state: ImageState,
 }
 
-impl BaseImage {
-    pub fn view(&self, solver: &Solver<'_>) -> View {
-        View::new(
-            self.chain
-                .iter()
-                .map(|id| solver.snapshots.fs(id))
-                .collect(),
-        )
+impl std::ops::Deref for BaseImage {
+    type Target = ImageState;
+    fn deref(&self) -> &ImageState {
+        &self.state
     }
 }
 
@@ -315,10 +306,12 @@ impl Solver<'_> {
             .collect();
         Ok(BaseImage {
             source: None,
-            key: key::image(&resolved.config_digest),
-            chain,
-            layers,
-            image: resolved.image,
+            state: ImageState {
+                key: key::image(&resolved.config_digest),
+                chain,
+                layers,
+                image: resolved.image,
+            },
         })
     }
 
@@ -378,10 +371,12 @@ impl Solver<'_> {
             .collect();
         Ok(BaseImage {
             source: None,
-            key: key::image(config_digest),
-            chain,
-            layers,
-            image,
+            state: ImageState {
+                key: key::image(config_digest),
+                chain,
+                layers,
+                image,
+            },
         })
     }
 
@@ -502,10 +497,12 @@ impl Solver<'_> {
         let layers = vec![id.hex().to_string()];
         Ok(BaseImage {
             source: None,
-            key: id,
-            chain: layers.clone(),
-            layers,
-            image,
+            state: ImageState {
+                key: id,
+                chain: layers.clone(),
+                layers,
+                image,
+            },
         })
     }
 }

@@ -14,11 +14,11 @@ use crate::progress::Event;
 use crate::snapshot::layer::{Pending, SnapshotMeta};
 use crate::snapshot::view::View;
 
-/// The filesystem and image a stage produced.
+/// A filesystem as a chain of snapshots, with its image config: what a base image and a built
+/// stage both are.
 #[derive(Debug, Clone)]
-pub struct StageResult {
-    pub label: String,
-    /// The key of the stage's final filesystem.
+pub struct ImageState {
+    /// The key of the final filesystem.
     pub key: Digest,
     /// Snapshot ids of the non-empty layers, topmost first: the overlay lower layers.
     pub chain: Vec<String>,
@@ -28,8 +28,8 @@ pub struct StageResult {
     pub image: Image,
 }
 
-impl StageResult {
-    /// The stage's filesystem, read without mounting.
+impl ImageState {
+    /// The filesystem, read without mounting.
     pub fn view(&self, solver: &Solver<'_>) -> View {
         View::new(
             self.chain
@@ -37,6 +37,20 @@ impl StageResult {
                 .map(|id| solver.snapshots.fs(id))
                 .collect(),
         )
+    }
+}
+
+/// The filesystem and image a stage produced, and the stage's name in progress.
+#[derive(Debug, Clone)]
+pub struct StageResult {
+    pub label: String,
+    pub state: ImageState,
+}
+
+impl std::ops::Deref for StageResult {
+    type Target = ImageState;
+    fn deref(&self) -> &ImageState {
+        &self.state
     }
 }
 
@@ -83,10 +97,7 @@ impl Solver<'_> {
             let base = self.image(&name, &self.frontend.platform(i))?;
             return Ok(Arc::new(StageResult {
                 label,
-                key: base.key.clone(),
-                chain: base.chain.clone(),
-                layers: base.layers.clone(),
-                image: base.image.clone(),
+                state: base.state.clone(),
             }));
         }
         let platform = self.frontend.platform(i);
@@ -186,10 +197,12 @@ impl Solver<'_> {
         }
         Ok(Arc::new(StageResult {
             label,
-            key: state.key,
-            chain: state.chain,
-            layers: state.layers,
-            image: state.image,
+            state: ImageState {
+                key: state.key,
+                chain: state.chain,
+                layers: state.layers,
+                image: state.image,
+            },
         }))
     }
 
@@ -309,6 +322,16 @@ impl Solver<'_> {
             .steps
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let cached = !no_cache && known;
+        tracing::debug!(
+            stage = state.stage,
+            step = %step.display,
+            key = %step_key.hex(),
+            local,
+            imported = imported.is_some(),
+            no_cache,
+            "{}",
+            if cached { "cache hit" } else { "cache miss" }
+        );
         if let Some(remote) = imported {
             self.use_imported(&id, remote)?;
         }
