@@ -823,3 +823,53 @@ fn prepare_volumes_needs_only_cap_chown() {
         .args(["prepare-volumes", "--owner=1000:1000"])
         .arg(&v));
 }
+
+/// A cache volume that fills up (a PVC at its size): the step fails with reason DiskFull, and
+/// the message names the mount, not only the exit code.
+#[test]
+fn a_full_cache_volume_fails_the_step_disk_full() {
+    let env = root_env();
+    let volume = env.dir.join("fullvol-volume");
+    let _ = Command::new("umount").arg(&volume).output();
+    let _ = std::fs::remove_dir_all(&volume);
+    std::fs::create_dir_all(&volume).unwrap();
+    let out = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "kiln-test-full"])
+        .arg(&volume)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mount tmpfs: {}", text(&out));
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).output();
+        }
+    }
+    let _unmount = Unmount(volume.clone());
+    let dockerfile = "FROM kiln-ref/busybox:1\n\
+        RUN --mount=type=cache,id=big,target=/cache dd if=/dev/zero of=/cache/fill bs=64k count=64\n";
+    let ctx = env.context("fullvol", &[("Dockerfile", dockerfile)]);
+    let result = env.dir.join("fullvol-result.json");
+    let _ = std::fs::remove_file(&result);
+    let vol = format!(
+        "--cache-volume={{\"id\":\"big\",\"uid\":0,\"gid\":0,\"mode\":493,\"from\":null,\"source\":null,\"dir\":\"{}\"}}",
+        volume.display()
+    );
+    let run = env.build(
+        &ctx,
+        &[
+            "--no-cache",
+            &vol,
+            &format!("--result-file={}", result.display()),
+        ],
+    );
+    assert!(!run.status.success(), "the step filled 1 MiB with 4 MiB");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&result).unwrap()).unwrap();
+    assert_eq!(json["reason"], "DiskFull", "{json}");
+    let message = json["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("/cache is full") && message.contains("exit code: 1"),
+        "{message}"
+    );
+}

@@ -84,6 +84,16 @@ pub enum StepFailure {
     /// The step's process ran and exited non-zero.
     #[error("process \"{command}\" did not complete successfully: exit code: {code}")]
     Exit { command: String, code: i32 },
+    /// The step's process exited non-zero and a volume it writes to has no space left: the
+    /// likely cause, named (a full cache volume, or the build's own state directory).
+    #[error(
+        "process \"{command}\" did not complete successfully: exit code: {code}; {volume} is full (no space left on it)"
+    )]
+    VolumeFull {
+        command: String,
+        code: i32,
+        volume: String,
+    },
     /// The step's process could not be started (no such executable, a sandbox failure).
     #[error("process \"{command}\" could not run: {source}")]
     Run { command: String, source: RunError },
@@ -169,6 +179,7 @@ impl StepFailure {
             return Reason::DiskFull;
         }
         match self {
+            StepFailure::VolumeFull { .. } => Reason::DiskFull,
             StepFailure::MissingSecret { .. }
             | StepFailure::MissingSsh { .. }
             | StepFailure::SecretFile { .. }
@@ -189,7 +200,7 @@ impl StepFailure {
     /// The exit code of a process that ran and failed.
     pub fn exit_code(&self) -> Option<i32> {
         match self {
-            StepFailure::Exit { code, .. } => Some(*code),
+            StepFailure::Exit { code, .. } | StepFailure::VolumeFull { code, .. } => Some(*code),
             _ => None,
         }
     }

@@ -414,10 +414,15 @@ impl Solver<'_> {
         match result {
             Ok(0) => {}
             Ok(code) => {
-                return Err((
-                    StepFailure::Exit { command, code },
-                    tail.into_lines(&secrets[..redacted]),
-                ));
+                let failure = match full_volume(&spec) {
+                    Some(volume) => StepFailure::VolumeFull {
+                        command,
+                        code,
+                        volume,
+                    },
+                    None => StepFailure::Exit { command, code },
+                };
+                return Err((failure, tail.into_lines(&secrets[..redacted])));
             }
             Err(RunError::Cancelled) => return Err(plain(StepFailure::Cancelled)),
             Err(source) => {
@@ -797,6 +802,33 @@ fn clean_stubs(upper: &Path, base: &View, stubs: &[PathBuf]) -> std::io::Result<
 
 /// The xattrs overlayfs marks an opaque directory with, as root and in a user namespace.
 const OVERLAY_OPAQUE: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
+
+/// A volume the failed step wrote to that has no space left, named for the user: a writable
+/// cache (or other bind) mount by its target, else the build's state directory (where the
+/// step's own changes go). Less than 256 KiB free counts as full: a failed write leaves about
+/// that much behind on most filesystems.
+fn full_volume(spec: &crate::sandbox::spec::Spec) -> Option<String> {
+    use crate::sandbox::spec::{MountKind, Rootfs};
+    const FULL: u64 = 256 * 1024;
+    let full = |path: &std::path::Path| {
+        rustix::fs::statvfs(path)
+            .is_ok_and(|v| v.f_blocks > 0 && v.f_bavail.saturating_mul(v.f_frsize) < FULL)
+    };
+    for m in &spec.mounts {
+        if let MountKind::Bind { source } = &m.kind
+            && !m.readonly
+            && full(source)
+        {
+            return Some(format!("the volume mounted at {}", m.target));
+        }
+    }
+    let own = match &spec.rootfs {
+        Rootfs::Overlay(o) => o.upper.clone(),
+        Rootfs::Dir(d) => Some(d.clone()),
+    };
+    own.filter(|p| full(p))
+        .map(|_| "the build's state directory (the step's own changes)".to_string())
+}
 
 #[cfg(test)]
 mod tests {
