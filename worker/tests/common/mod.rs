@@ -54,6 +54,48 @@ pub fn ensure_rootless_user() {
     });
 }
 
+/// The directories of this process's [`Env`]s, removed when it exits: most live in statics,
+/// which are never dropped, and each is some 80 MB.
+static ENV_DIRS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn remove_at_exit(dir: &Path) {
+    static HOOK: OnceLock<()> = OnceLock::new();
+    HOOK.get_or_init(|| {
+        extern "C" fn remove_env_dirs() {
+            let dirs = match ENV_DIRS.lock() {
+                Ok(mut dirs) => std::mem::take(&mut *dirs),
+                Err(_) => return,
+            };
+            for dir in dirs {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+        // SAFETY: registers a plain function with no captured state.
+        unsafe { libc::atexit(remove_env_dirs) };
+    });
+    ENV_DIRS.lock().unwrap().push(dir.to_path_buf());
+}
+
+/// Removes the [`Env`] directories that test processes which died before their exit hook ran
+/// (killed, timed out) left behind: those whose pid no longer runs.
+fn sweep_dead_envs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("kiln-reference-")) else {
+            continue;
+        };
+        let Some(pid) = rest.rsplit('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// Where a run of the corpus works, and as whom.
 pub struct Env {
     pub dir: PathBuf,
@@ -99,9 +141,11 @@ impl Env {
     }
 
     pub fn new(name: &str, rootless: bool) -> Env {
+        sweep_dead_envs();
         let dir =
             std::env::temp_dir().join(format!("kiln-reference-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
+        remove_at_exit(&dir);
         std::fs::create_dir_all(dir.join("home")).unwrap();
         let env = Env {
             state: dir.join("state"),
