@@ -84,7 +84,10 @@ fn sweep_dead_envs() {
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("kiln-reference-")) else {
+        let Some(rest) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("kiln-reference-"))
+        else {
             continue;
         };
         let Some(pid) = rest.rsplit('-').next().and_then(|p| p.parse::<u32>().ok()) else {
