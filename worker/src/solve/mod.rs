@@ -13,10 +13,12 @@
 //! [`Shared`] holds: a step two platforms have in common runs once.
 
 mod base;
+mod copy_step;
 mod error;
 mod key;
 mod remote;
 mod run;
+mod run_mounts;
 mod shared;
 mod stage;
 
