@@ -29,8 +29,15 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kiln_crds::{CacheStatus, ImageBuild, ImageBuildStatus, Phase, SecurityProfile, StepStats};
+use kiln_crds::{CacheStatus, ImageBuild, ImageBuildStatus, Phase, StepStats};
 use kube::ResourceExt;
+
+mod checks;
+mod pods;
+
+use checks::{check_plan_against_spec, check_spec};
+pub use pods::is_finished;
+use pods::{cannot_start, finished_at, label, pod_phase};
 
 use crate::admission::Admission;
 use crate::config::Config;
@@ -197,7 +204,8 @@ impl<'a> Decider<'a> {
             );
             return self.finish();
         }
-        if let Err((reason, message)) = self.check_spec() {
+        if let Err((reason, message)) = check_spec(self.build, self.seen.cluster_minor, self.config)
+        {
             self.fail(reason, message);
             return self.finish();
         }
@@ -298,47 +306,6 @@ impl<'a> Decider<'a> {
             .collect();
         self.actions
             .extend(doomed.into_iter().map(Action::DeletePod));
-    }
-
-    fn check_spec(&self) -> Result<(), (&'static str, String)> {
-        let mut problems = Vec::new();
-        if let Err(errors) = kiln_crds::validate(&self.build.spec) {
-            problems.push(kiln_crds::validate::summarize(&errors));
-        }
-        if let Ok(value) = serde_json::to_value(self.build)
-            && let Err(errors) = kiln_crds::validate_cel(&value)
-        {
-            let summary = kiln_crds::validate::summarize(&errors);
-            if !problems.contains(&summary) {
-                problems.push(summary);
-            }
-        }
-        if !problems.is_empty() {
-            return Err((reasons::INVALID_SPEC, problems.join("; ")));
-        }
-        if self.build.spec.security_profile == SecurityProfile::Userns
-            && let Some(minor) = self.seen.cluster_minor
-            && minor < 33
-        {
-            // Before 1.33 the API server drops `hostUsers: false` without a word: the pod would
-            // run as root with SYS_ADMIN in the node's own user namespace.
-            return Err((
-                reasons::PROFILE_UNSUPPORTED,
-                format!(
-                    "spec.securityProfile: userns needs Kubernetes 1.33 or later (hostUsers: false); this cluster is 1.{minor}: use rootless"
-                ),
-            ));
-        }
-        if self.build.spec.security_profile == SecurityProfile::Privileged
-            && !self.config.allow_privileged
-        {
-            return Err((
-                reasons::PRIVILEGED_NOT_ALLOWED,
-                "spec.securityProfile: privileged is not allowed by the operator's configuration (allowPrivileged)"
-                    .into(),
-            ));
-        }
-        Ok(())
     }
 
     fn wait_for_missing(&mut self) {
@@ -761,56 +728,6 @@ impl<'a> Decider<'a> {
     }
 }
 
-/// Required secret and ssh ids of the Dockerfile that the spec does not provide.
-fn check_plan_against_spec(
-    build: &ImageBuild,
-    plan: &PlanFacts,
-) -> Result<(), (&'static str, String)> {
-    let spec = &build.spec;
-    let at = |line: u32| match line {
-        0 => format!("{}: ", spec.dockerfile),
-        n => format!("{}:{n}: ", spec.dockerfile),
-    };
-    for s in plan.secrets.iter().filter(|s| s.required) {
-        if !spec.secrets.iter().any(|x| x.id == s.id) {
-            return Err((
-                reasons::MISSING_SECRET,
-                format!(
-                    "{}RUN --mount=type=secret,id={},required needs a secret that spec.secrets does not provide",
-                    at(s.line),
-                    s.id
-                ),
-            ));
-        }
-    }
-    if let Some(cache) = &spec.cache {
-        for (i, v) in cache.volumes.iter().enumerate() {
-            if !plan.caches.iter().any(|c| c.id == v.id) {
-                return Err((
-                    reasons::INVALID_SPEC,
-                    format!(
-                        "spec.cache.volumes[{i}].id: no RUN --mount=type=cache of the stages this build runs uses the id {:?}",
-                        v.id
-                    ),
-                ));
-            }
-        }
-    }
-    for s in plan.ssh.iter().filter(|s| s.required) {
-        if !spec.ssh.iter().any(|x| x.id == s.id) {
-            return Err((
-                reasons::MISSING_SECRET,
-                format!(
-                    "{}RUN --mount=type=ssh,id={},required needs a key that spec.ssh does not provide",
-                    at(s.line),
-                    s.id
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
 fn sharing_name(s: kiln_worker::plan::step::Sharing) -> &'static str {
     match s {
         kiln_worker::plan::step::Sharing::Shared => "shared",
@@ -821,58 +738,6 @@ fn sharing_name(s: kiln_worker::plan::step::Sharing) -> &'static str {
 
 fn ready_reason(s: &ImageBuildStatus) -> Option<String> {
     status::condition(&s.conditions, status::READY).map(|c| c.reason.clone())
-}
-
-fn label<'p>(pod: &'p Pod, key: &str) -> Option<&'p str> {
-    pod.metadata.labels.as_ref()?.get(key).map(String::as_str)
-}
-
-fn pod_phase(pod: &Pod) -> &str {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("Pending")
-}
-
-/// Whether a pod has ended (it will not run again: restartPolicy is Never).
-pub fn is_finished(pod: &Pod) -> bool {
-    matches!(pod_phase(pod), "Succeeded" | "Failed")
-}
-
-/// Why the worker container cannot start, when Kubernetes says it is stuck rather than slow.
-fn cannot_start(pod: &Pod) -> Option<String> {
-    let waiting = result::worker_status(pod)?
-        .state
-        .as_ref()?
-        .waiting
-        .as_ref()?;
-    let reason = waiting.reason.as_deref()?;
-    let stuck = matches!(
-        reason,
-        "ErrImagePull"
-            | "ImagePullBackOff"
-            | "InvalidImageName"
-            | "ErrImageNeverPull"
-            | "CreateContainerConfigError"
-            | "CreateContainerError"
-            | "RunContainerError"
-    );
-    stuck.then(|| match waiting.message.as_deref() {
-        Some(m) if !m.is_empty() => format!("{reason}: {m}"),
-        _ => reason.to_string(),
-    })
-}
-
-/// When the worker container ended.
-fn finished_at(pod: &Pod) -> Option<Timestamp> {
-    result::worker_status(pod)?
-        .state
-        .as_ref()?
-        .terminated
-        .as_ref()?
-        .finished_at
-        .as_ref()
-        .map(|t| t.0)
 }
 
 fn add(t: Timestamp, d: Duration) -> Timestamp {
