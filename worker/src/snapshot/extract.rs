@@ -72,6 +72,23 @@ pub struct UnpackOptions {
     pub limits: Option<crate::fetch::Limits>,
 }
 
+impl UnpackOptions {
+    /// An image layer unpacked into a snapshot as this process's user namespace allows: OCI
+    /// whiteouts as overlayfs ones, the archive's owners (unless the namespace maps one id).
+    pub fn image_layer() -> UnpackOptions {
+        UnpackOptions {
+            layer: true,
+            overlay_xattr_prefix: crate::userns::overlay_xattr_prefix(),
+            chown: None,
+            ignore_chown_errors: matches!(
+                crate::userns::current(),
+                Some(crate::userns::Mapping::Single { .. })
+            ),
+            limits: None,
+        }
+    }
+}
+
 /// What an unpack produced.
 #[derive(Debug, Clone)]
 pub struct Unpacked {

@@ -404,16 +404,7 @@ impl Solver<'_> {
             hashing = hashing.unhashed();
         }
         let pending = self.snapshots.begin()?;
-        let opts = UnpackOptions {
-            layer: true,
-            overlay_xattr_prefix: crate::userns::overlay_xattr_prefix(),
-            chown: None,
-            ignore_chown_errors: matches!(
-                crate::userns::current(),
-                Some(crate::userns::Mapping::Single { .. })
-            ),
-            limits: None,
-        };
+        let opts = UnpackOptions::image_layer();
         let unpacked = extract::unpack(&mut hashing, &pending.fs(), &opts).map_err(|source| {
             BaseError::Unpack {
                 origin: origin.to_string(),

@@ -211,16 +211,7 @@ impl Solver<'_> {
         let file = File::open(&path)?;
         let mut hashing = HashingReader::new(file);
         let pending = self.snapshots.begin()?;
-        let opts = UnpackOptions {
-            layer: true,
-            overlay_xattr_prefix: crate::userns::overlay_xattr_prefix(),
-            chown: None,
-            ignore_chown_errors: matches!(
-                crate::userns::current(),
-                Some(crate::userns::Mapping::Single { .. })
-            ),
-            limits: None,
-        };
+        let opts = UnpackOptions::image_layer();
         let unpacked = extract::unpack(&mut hashing, &pending.fs(), &opts).map_err(|source| {
             BaseError::Unpack {
                 origin: remote.source.describe(),
