@@ -24,7 +24,8 @@ help:
 	@echo "make bench   Kiln against BuildKit and buildah (bench/bench.py), then registry push/pull against skopeo"
 	@echo "             (BENCH_ONLY=cold,noop,... BENCH_PEERS=kiln,buildkit BENCH_QUICK=1 BENCH_SIZES=\"200 500\")"
 	@echo "make bench-operator  30 ImageBuilds at once on the test cluster (concurrency 4, 3 namespaces) and"
-	@echo "             apply -> Succeeded against a bare Pod: bench/results/operator.md (bench/operator.py)"
+	@echo "             apply -> Succeeded against a bare Pod, warm caches in fresh pods (cache claim, registry"
+	@echo "             cache): bench/results/operator.md (bench/operator.py; BENCH_PARTS=load,overhead,warm)"
 	@echo "make fuzz    run every fuzz target (fuzz/fuzz_targets) for FUZZ_SECONDS each (default 40) with cargo-fuzz"
 	@echo "make images  the worker and operator images, built by Kiln: target/images/kiln-{worker,operator}.tar"
 	@echo "             (IMAGE_TAG=dev, IMAGE_REGISTRY=host:port to name and push them, IMAGE_FLAGS=more kiln build flags)"
@@ -83,7 +84,8 @@ demo:
 bench:
 	python3 bench/bench.py
 
-# The operator under load and its overhead on the test cluster (redeploys Kiln with the limit).
+# The operator under load, its overhead, and warm caches in fresh pods on the test cluster
+# (redeploys Kiln with the limit).
 bench-operator:
 	python3 bench/operator.py
 

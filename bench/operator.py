@@ -12,11 +12,20 @@
 2. Overhead: apply -> Succeeded of a one-step build, against the same build pod created as a
    bare Pod (the pod spec the operator made, without the operator), 3 runs each, medians, with
    a breakdown from the objects' timestamps.
+3. Warm caches in fresh pods (issue 17, part 5): an npm-like build whose dependency step fills
+   a 500 MB cache mount (500 files of 1 MiB from /dev/urandom, skipped when the cache holds
+   them) and installs a few of them into the layer, then a source step. Cold: a new namespace
+   (new cache claim) and an empty registry cache. Then a one-file change in a fresh pod twice:
+   through the cache claim (same namespace, no registry cache: the dependency step reruns on a
+   warm cache), and through `cache.registry` (a new namespace, so a new empty claim: the
+   dependency step comes from the registry cache that the cold build exported with mode max).
+   apply -> Succeeded of each, BENCH_RUNS rounds, medians, as a fraction of the cold build.
 
 Writes bench/results/operator.md and .json. Needs root (it reads the operator's /proc entry
 and runs a registry), the test kit (or KUBECONFIG) and `make images` (it deploys Kiln with
 scripts/deploy and the concurrency limit; KILN_BENCH_SKIP_DEPLOY=1 uses the running one as is).
-Knobs: BENCH_BUILDS (30), BENCH_NAMESPACES (3), BENCH_CONCURRENCY (4), BENCH_RUNS (3).
+Knobs: BENCH_BUILDS (30), BENCH_NAMESPACES (3), BENCH_CONCURRENCY (4), BENCH_RUNS (3),
+BENCH_PARTS (load,overhead,warm: which parts run; the report keeps the last figures of the others).
 """
 
 import json
@@ -38,6 +47,7 @@ CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "4"))
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 OPERATOR_NS = os.environ.get("KILN_NAMESPACE_DEPLOY", "kiln-system")
 TIMEOUT = 900
+PARTS = os.environ.get("BENCH_PARTS", "load,overhead,warm").split(",")
 
 
 def say(msg):
@@ -347,6 +357,84 @@ def overhead(registry, base, stamp):
         "breakdown_median": {k: med([b[k] for b in breakdowns]) for k in breakdowns[0]},
     }
 
+WARM_DOCKERFILE = """FROM {base}
+COPY deps.lock /app/deps.lock
+RUN --mount=type=cache,id=deps,target=/cache sh -c 'set -e; if [ ! -f /cache/filled ]; then i=0; while [ $i -lt 500 ]; do head -c 1048576 /dev/urandom > /cache/pkg-$i; i=$((i+1)); done; touch /cache/filled; fi; mkdir -p /app/node_modules; cp /cache/pkg-1 /cache/pkg-2 /app/node_modules/'
+COPY src/ /app/src/
+RUN cat /app/src/* > /app/out
+"""
+
+
+def warm_yaml(name, image, base, change, cache_ref):
+    files = {
+        "Dockerfile": WARM_DOCKERFILE.format(base=base),
+        "deps.lock": "left-pad 1.3.0\nlodash 4.17.21\n",
+        "src/index.js": f"console.log('change {change}')\n",
+    }
+    body = ""
+    for path, text in files.items():
+        body += f"        {path}: |\n" + "".join(f"          {line}\n" for line in text.splitlines())
+    cache = f"  cache:\n    registry: {{ref: \"{cache_ref}\", mode: max}}\n" if cache_ref else ""
+    return (
+        f"apiVersion: kiln.dev/v1alpha1\nkind: ImageBuild\nmetadata:\n  name: {name}\nspec:\n"
+        f"  source:\n    inline:\n      files:\n{body}"
+        f"  output:\n    image: {image}\n    insecure: true\n{cache}"
+    )
+
+
+def apply_and_wait(ns, yaml, name):
+    """apply -> Succeeded, in seconds; the ImageBuild's final object."""
+    t0 = time.time()
+    kubectl("apply", "-n", ns, "-f", "-", stdin=yaml)
+    while True:
+        ib = kjson("get", "ib", "-n", ns, name)
+        if ib.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+            break
+        if time.time() - t0 > TIMEOUT:
+            raise SystemExit(f"bench-operator: {ns}/{name} did not end in {TIMEOUT} s")
+        time.sleep(0.1)
+    seconds = time.time() - t0
+    assert ib["status"]["phase"] == "Succeeded", ib["status"]
+    return seconds, ib
+
+
+def warm(registry, base, stamp):
+    cold, via_claim, via_registry, steps = [], [], [], {}
+    for i in range(RUNS):
+        ns, ns_reg = f"bench-warm-{stamp}-{i}", f"bench-warm-{stamp}-{i}-reg"
+        for n in (ns, ns_reg):
+            kubectl("create", "namespace", n)
+        cache_ref = f"{registry}/bench/warm-{stamp}-{i}:cache"
+        image = lambda n: f"{registry}/bench/warm-{stamp}-{i}-{n}:1"
+        secs, ib = apply_and_wait(ns, warm_yaml("cold", image("cold"), base, 0, cache_ref), "cold")
+        cold.append(secs)
+        steps.setdefault("cold", []).append(ib["status"].get("steps"))
+        # A one-file change, a fresh pod, the claim the cold build filled; no layer cache.
+        secs, ib = apply_and_wait(ns, warm_yaml("claim", image("claim"), base, 1, None), "claim")
+        via_claim.append(secs)
+        steps.setdefault("claim", []).append(ib["status"].get("steps"))
+        warm_claims = [c for c in ib["status"].get("caches", []) if c.get("warm")]
+        assert warm_claims, f"the second build's cache claim was not warm: {ib['status']}"
+        # The same change in another namespace: a new, empty claim, the registry cache.
+        secs, ib = apply_and_wait(ns_reg, warm_yaml("registry", image("registry"), base, 1, cache_ref), "registry")
+        via_registry.append(secs)
+        steps.setdefault("registry", []).append(ib["status"].get("steps"))
+        for n in (ns, ns_reg):
+            kubectl("delete", "namespace", n, "--wait=false")
+    med = lambda xs: round(statistics.median(xs), 2)
+    return {
+        "runs": RUNS,
+        "cold_seconds": [round(x, 2) for x in cold],
+        "claim_seconds": [round(x, 2) for x in via_claim],
+        "registry_seconds": [round(x, 2) for x in via_registry],
+        "cold_median": med(cold),
+        "claim_median": med(via_claim),
+        "registry_median": med(via_registry),
+        "claim_ratio": round(statistics.median(via_claim) / statistics.median(cold), 2),
+        "registry_ratio": round(statistics.median(via_registry) / statistics.median(cold), 2),
+        "steps": steps,
+    }
+
 
 def write(result):
     out = os.path.join(ROOT, "bench/results")
@@ -398,6 +486,25 @@ Breakdown of the operator's runs (medians, seconds; the API's timestamps have 1 
 An inline source is planned
 in the operator (no plan pod), and a build without cache mounts makes no PVC.
 """
+    W = result.get("warm")
+    if W:
+        md += f"""
+## Warm caches in fresh pods (measured {result.get('warm_measured', result['date'])})
+
+An npm-like build: a dependency step fills a 500 MB cache mount (500 files of 1 MiB from
+/dev/urandom) unless it is full, and installs 2 MiB of it into the layer; then a source step.
+Each build runs in a fresh pod. apply -> `Succeeded`, medians of {W['runs']} rounds:
+
+| build | median (s) | runs (s) | / cold | target |
+|---|---|---|---|---|
+| cold: new cache claim, empty registry cache | {W['cold_median']} | {', '.join(map(str, W['cold_seconds']))} | 1 | |
+| one-file change, through the cache claim (no layer cache: the dependency step reruns on the warm claim) | {W['claim_median']} | {', '.join(map(str, W['claim_seconds']))} | {W['claim_ratio']} | 0.2 or less |
+| one-file change, through `cache.registry` (a new, empty claim: the dependency step comes from the registry cache, mode max) | {W['registry_median']} | {', '.join(map(str, W['registry_seconds']))} | {W['registry_ratio']} | 0.2 or less |
+
+Steps (total / cached) of each run: cold {', '.join(f"{x['total']}/{x['cached']}" for x in W['steps']['cold'] if x)};
+claim {', '.join(f"{x['total']}/{x['cached']}" for x in W['steps']['claim'] if x)};
+registry {', '.join(f"{x['total']}/{x['cached']}" for x in W['steps']['registry'] if x)}.
+"""
     with open(os.path.join(out, "operator.md"), "w") as f:
         f.write(md)
     say(f"wrote {out}/operator.md")
@@ -429,13 +536,23 @@ def main():
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "commit": sh("git", "-C", ROOT, "rev-parse", "--short=12", "HEAD").strip(),
         }
-        result["load"] = load(registry, base, stamp)
-        say(f"load: {json.dumps(result['load'])}")
-        result["overhead"] = overhead(registry, base, stamp)
-        say(f"overhead: {json.dumps(result['overhead'])}")
+        previous = {}
+        try:
+            with open(os.path.join(ROOT, "bench/results/operator.json")) as f:
+                previous = json.load(f)
+        except (OSError, ValueError):
+            pass
+        for part, run in (("load", load), ("overhead", overhead), ("warm", warm)):
+            if part in PARTS:
+                result[part] = run(registry, base, stamp)
+                result[f"{part}_measured"] = result["date"]
+                say(f"{part}: {json.dumps(result[part])}")
+            elif part in previous:
+                result[part] = previous[part]
+                result[f"{part}_measured"] = previous.get(f"{part}_measured", previous.get("date"))
         write(result)
-        load_ok = (result["load"]["succeeded"] == result["load"]["builds"]
-                   and result["load"]["admission_in_creation_order"])
+        load_ok = "load" not in PARTS or (result["load"]["succeeded"] == result["load"]["builds"]
+                                          and result["load"]["admission_in_creation_order"])
         if not load_ok:
             raise SystemExit("bench-operator: not every build succeeded in order (see operator.md)")
     finally:
