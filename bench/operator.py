@@ -306,16 +306,9 @@ def overhead(registry, base, stamp):
         name = f"one-{i}"
         df = f"FROM {base}\nRUN echo run-{i} > /x\n"
         yaml = build_yaml(name, f"{registry}/bench/{ns}-{name}:1", df)
-        t0 = time.time()
-        kubectl("apply", "-n", ns, "-f", "-", stdin=yaml)
-        while True:
-            ib = kjson("get", "ib", "-n", ns, name)
-            if ib.get("status", {}).get("phase") in ("Succeeded", "Failed"):
-                break
-            time.sleep(0.1)
+        seconds, ib = apply_and_wait(ns, yaml, name)
         t1 = time.time()
-        assert ib["status"]["phase"] == "Succeeded", ib["status"]
-        ops.append(t1 - t0)
+        ops.append(seconds)
         pod = kjson("get", "pod", "-n", ns, ib["status"]["podName"])
         c = pod["status"]["containerStatuses"][0]["state"]["terminated"]
         created = ts(ib["metadata"]["creationTimestamp"])

@@ -355,13 +355,7 @@ impl<'a> Writer<'a> {
     fn flush_files(&mut self) -> Result<(), CopyError> {
         let jobs = std::mem::take(&mut self.files);
         let create = |job: &FileJob| -> Result<bool, CopyError> {
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&job.dst)
-            {
+            match create_new(&job.dst) {
                 Ok(to) => self
                     .fill_file(&job.src, &job.meta, to, job.owner)
                     .map(|()| true),
@@ -437,13 +431,7 @@ impl<'a> Writer<'a> {
         // A new regular file costs one create and works on the descriptor; anything already
         // at `dst` takes the general path below.
         if ft.is_file() && meta.nlink() == 1 {
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(dst)
-            {
+            match create_new(dst) {
                 Ok(to) => return self.fill_file(src, meta, to, owner),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(e.into()),
@@ -480,11 +468,7 @@ impl<'a> Writer<'a> {
                 self.links.insert(key, dst.to_path_buf());
             }
             let mut from = File::open(src)?;
-            let mut to = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(dst)?;
+            let mut to = create_new(dst)?;
             io::copy(&mut from, &mut to)?;
             finish(
                 dst,
@@ -521,6 +505,17 @@ impl<'a> Writer<'a> {
         .map_err(Into::into)
     }
 }
+/// Create a new regular file at `path` (mode 0600 until it is finished), never through a
+/// symlink; `AlreadyExists` if anything is there.
+fn create_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
 fn copy_xattrs(src: &Path, dst: &File) {
     use xattr::FileExt;
     if let Ok(names) = xattr::list(src) {
