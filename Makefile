@@ -31,16 +31,22 @@ help:
 	@echo "             (IMAGE_TAG=dev, IMAGE_REGISTRY=host:port to name and push them, IMAGE_FLAGS=more kiln build flags)"
 
 # The operator is built on its own, so that cargo's feature unification does not link the
-# worker's executor into it (scripts/check-operator-links).
+# worker's executor into it (scripts/check-operator-links). KILN_PROFILE=dev builds the debug
+# binaries instead (and `make images` packs those): CI's end-to-end suite uses them, as `make
+# test` has compiled them already, rather than spend 12 minutes on an optimised build.
+KILN_PROFILE ?= release
+CARGO_PROFILE_FLAG := $(if $(filter release,$(KILN_PROFILE)),--release,)
+export KILN_BIN_DIR := target/$(if $(filter release,$(KILN_PROFILE)),release,debug)
 build:
-	$(CARGO) build --release -p kiln-worker --bin kiln
-	$(CARGO) build --release -p kiln-operator
+	$(CARGO) build $(CARGO_PROFILE_FLAG) -p kiln-worker --bin kiln
+	$(CARGO) build $(CARGO_PROFILE_FLAG) -p kiln-operator
 
 # Debian packages the image contexts come from (images/mkcontext): newuidmap/newgidmap, setcap,
 # CA certificates, strip.
 IMAGE_PACKAGES := uidmap libcap2-bin ca-certificates binutils openssh-client
 
-# The images, built by Kiln itself from the release binaries (images/build).
+# The images, built by Kiln itself from the release binaries (images/build; KILN_PROFILE=dev:
+# the debug ones).
 export IMAGE_TAG IMAGE_REGISTRY IMAGE_FLAGS
 images: build
 	scripts/ensure-packages $(IMAGE_PACKAGES)
@@ -96,15 +102,18 @@ bench-operator:
 # front-end corpus); new inputs go to fuzz/corpus/<target>; a crash leaves its input in
 # fuzz/artifacts/<target>. Each target's clean run time is printed at the end.
 FUZZ_SECONDS ?= 40
+# cargo-fuzz builds with one codegen unit unless told otherwise: 16 let two cores share the
+# large crates (the engine, gix) and take minutes off the build, for slightly slower runs.
+FUZZ_FLAGS ?= --codegen-units 16
 FUZZ_TARGETS := parse_plan tar_extract dockerignore word_expand registry_manifest
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz build
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz build $(FUZZ_FLAGS)
 	@cd fuzz && for t in $(FUZZ_TARGETS); do \
 		mkdir -p corpus/$$t; \
 		seeds=seeds/$$t; [ $$t = parse_plan ] && seeds=../tests/corpus/frontend; \
 		start=$$(date +%s); \
-		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t corpus/$$t $$seeds \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $(FUZZ_FLAGS) $$t corpus/$$t $$seeds \
 			-- -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=10 -rss_limit_mb=4096 \
 			|| exit 1; \
 		echo "fuzz $$t: $$(( $$(date +%s) - start ))s without a finding"; \

@@ -373,7 +373,10 @@ fn prune_removes_an_unused_claim_and_keeps_one_in_use() {
     );
     assert_eq!(claims(&ns).len(), 2);
     std::thread::sleep(Duration::from_secs(2));
-    let operator = kiln_tests::repo_root().join("target/release/kiln-operator");
+    // The binary the operator image holds (scripts/e2e says which), else the release one.
+    let operator = std::env::var_os("KILN_E2E_OPERATOR_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| kiln_tests::repo_root().join("target/release/kiln-operator"));
     let dry = Command::new(&operator)
         .args([
             "prune",

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use kiln_tests::cluster::{Namespace, apply, kubectl, kubectl_ok, list_json, wait_for};
+use kiln_tests::cluster::{Namespace, apply, kubectl, kubectl_ok, list_json, live_pods, wait_for};
 use serde_json::Value;
 
 use crate::operator::{
@@ -22,14 +22,10 @@ fn pod_names(ns: &str, build: &str) -> Vec<String> {
 }
 
 fn operator_pods() -> Vec<Value> {
-    list_json(
+    live_pods(
         &operator_namespace(),
-        "pods",
-        Some("app.kubernetes.io/component=operator"),
+        "app.kubernetes.io/component=operator",
     )
-    .into_iter()
-    .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-    .collect()
 }
 
 fn ready(p: &Value) -> bool {

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kiln_tests::cluster::{
-    Namespace, Run, apply, get_json, kubectl, kubectl_ok, list_json, wait_for,
+    Namespace, Run, apply, get_json, kubectl, kubectl_ok, list_json, live_pods, wait_for,
 };
 use kiln_tests::repo_root;
 use serde_json::Value;
@@ -114,17 +114,13 @@ impl Release {
 
     /// The operator's pods that are not on their way out.
     fn live_pods(&self) -> Vec<Value> {
-        list_json(
+        live_pods(
             &self.namespace,
-            "pods",
-            Some(&format!(
+            &format!(
                 "app.kubernetes.io/instance={},app.kubernetes.io/component=operator",
                 self.name
-            )),
+            ),
         )
-        .into_iter()
-        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-        .collect()
     }
 
     fn config_yaml(&self) -> Option<String> {

@@ -125,6 +125,18 @@ pub fn list_json(namespace: &str, kind: &str, selector: Option<&str>) -> Vec<ser
     v["items"].as_array().cloned().unwrap_or_default()
 }
 
+/// The pods matching `selector` that are alive: not being deleted, and not ended (a pod the
+/// kubelet evicted stays listed as Failed until someone deletes it).
+pub fn live_pods(namespace: &str, selector: &str) -> Vec<serde_json::Value> {
+    list_json(namespace, "pods", Some(selector))
+        .into_iter()
+        .filter(|p| {
+            p["metadata"]["deletionTimestamp"].is_null()
+                && !matches!(p["status"]["phase"].as_str(), Some("Failed" | "Succeeded"))
+        })
+        .collect()
+}
+
 /// Polls an object until `done` says so, and returns it; panics with the last state (and
 /// `describe`) after `timeout`.
 pub fn wait_for(
