@@ -43,6 +43,10 @@ pub const LABEL_INSTANCE: &str = "kiln.dev/cache-instance";
 pub const ANNOTATION_ID: &str = "kiln.dev/cache-id";
 pub const ANNOTATION_LAST_USED: &str = "kiln.dev/last-used";
 pub const ANNOTATION_SHARING: &str = "kiln.dev/cache-sharing";
+/// `uid:gid` that a pod's `cache-owner` init container gave the claim's root directory to. Set
+/// by the operator once that init container succeeded; a later pod for the same owner needs no
+/// init container (it would find nothing to do, and it costs a container start).
+pub const ANNOTATION_OWNER: &str = "kiln.dev/cache-owner";
 /// The prefix of a pod's label per claim it mounts: `cache.kiln.dev/<claim>: <sharing>`.
 pub const HOLDER_PREFIX: &str = "cache.kiln.dev/";
 
@@ -67,6 +71,8 @@ pub struct Choice {
     pub create: Option<PersistentVolumeClaim>,
     /// A node the pod must run on (a ReadWriteOnce claim that a shared holder uses there).
     pub node: Option<String>,
+    /// Who owns the claim's root already ([`ANNOTATION_OWNER`]), if anyone is recorded.
+    pub owner: Option<String>,
 }
 
 /// Why a build cannot have its caches now.
@@ -290,11 +296,13 @@ pub fn choose(needs: &[Need], inputs: &Inputs<'_>) -> Result<Vec<Choice>, Wait> 
                 inputs.now,
             )
         });
+        let owner = existing_claim.and_then(|c| c.annotations().get(ANNOTATION_OWNER).cloned());
         out.push(Choice {
             need: need.clone(),
             claim,
             create,
             node,
+            owner,
         });
     }
     Ok(out)

@@ -960,3 +960,129 @@ fn a_cache_volume_for_an_id_the_dockerfile_never_uses_is_invalid() {
     }));
     assert_eq!(created_pods(&decide(&b, &seen, &config())), ["app-g1-1"]);
 }
+
+/// The pod `decide` created, with its `cache-owner` init container ended with `exit`.
+fn with_init_exit(
+    pod: &k8s_openapi::api::core::v1::Pod,
+    exit: i32,
+) -> k8s_openapi::api::core::v1::Pod {
+    use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated, ContainerStatus};
+    let mut p = running(pod.clone());
+    p.status.as_mut().unwrap().init_container_statuses = Some(vec![ContainerStatus {
+        name: "cache-owner".into(),
+        state: Some(ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: exit,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }]);
+    p
+}
+
+fn owned_claims(d: &decide::Decision) -> Vec<(Vec<String>, String)> {
+    d.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::OwnClaims { claims, owner } => Some((claims.clone(), owner.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_claim_handed_over_once_needs_no_init_container_again() {
+    use kiln_worker::plan::step::Sharing;
+    let mut seen = with_caches(Sharing::Shared);
+    let d = decide(&build(), &seen, &config());
+    let mut claim = d
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            Action::CreateClaim(c) => Some((**c).clone()),
+            _ => None,
+        })
+        .unwrap();
+    let claim_name = claim.metadata.name.clone().unwrap();
+    let pod = d
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            Action::CreatePod(p) => Some((**p).clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(pod.spec.as_ref().unwrap().init_containers.is_some());
+    let b1 = after(&build(), &d);
+    seen.cache_claims = vec![claim.clone()];
+
+    // While the init container has not ended, or when it failed, nothing is recorded.
+    seen.pods = vec![running(pod.clone())];
+    assert!(owned_claims(&decide(&b1, &seen, &config())).is_empty());
+    seen.pods = vec![with_init_exit(&pod, 1)];
+    assert!(owned_claims(&decide(&b1, &seen, &config())).is_empty());
+
+    // Once it exited 0, the claim is recorded as the worker's, whatever the build does next.
+    seen.pods = vec![with_init_exit(&pod, 0)];
+    assert_eq!(
+        owned_claims(&decide(&b1, &seen, &config())),
+        vec![(vec![claim_name.clone()], "1000:1000".to_string())]
+    );
+
+    // Recorded: not again.
+    claim
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert("kiln.dev/cache-owner".into(), "1000:1000".into());
+    seen.cache_claims = vec![claim.clone()];
+    assert!(owned_claims(&decide(&b1, &seen, &config())).is_empty());
+
+    // Another build on the recorded claim mounts it with no init container at all.
+    let mut other = build();
+    other.metadata.name = Some("second".into());
+    other.metadata.uid = Some("uid-2".into());
+    let mut seen2 = with_caches(Sharing::Shared);
+    seen2.cache_claims = vec![claim.clone()];
+    let d = decide(&other, &seen2, &config());
+    let pod2 = d
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            Action::CreatePod(p) => Some((**p).clone()),
+            _ => None,
+        })
+        .unwrap();
+    let spec2 = pod2.spec.as_ref().unwrap();
+    assert!(
+        spec2.init_containers.is_none(),
+        "{:?}",
+        spec2.init_containers
+    );
+    assert!(spec2.volumes.as_ref().unwrap().iter().any(|v| {
+        v.persistent_volume_claim
+            .as_ref()
+            .is_some_and(|p| p.claim_name == claim_name)
+    }));
+
+    // A claim recorded for another owner (an older worker's uid) is handed over again.
+    claim
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert("kiln.dev/cache-owner".into(), "2000:2000".into());
+    seen2.cache_claims = vec![claim];
+    let d = decide(&other, &seen2, &config());
+    let init = d
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            Action::CreatePod(p) => p.spec.as_ref().unwrap().init_containers.clone(),
+            _ => None,
+        })
+        .expect("an init container");
+    assert_eq!(init[0].args.as_ref().unwrap()[1], "--owner=1000:1000");
+}

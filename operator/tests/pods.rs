@@ -394,3 +394,80 @@ fn ssh_known_hosts_reach_the_worker_through_an_annotation() {
         ))
     );
 }
+
+#[test]
+fn the_init_container_hands_over_only_claims_not_yet_the_workers() {
+    use k8s_openapi::api::core::v1::{ContainerState, ContainerStateTerminated, ContainerStatus};
+    use kiln_operator::cache::{Choice, Need};
+    use kiln_worker::plan::step::Sharing;
+    let choice = |claim: &str, owner: Option<&str>| {
+        let need = Need {
+            key: format!("key-{claim}"),
+            id: claim.to_string(),
+            sharing: Sharing::Shared,
+        };
+        let mount = kiln_operator::plan::CacheUse {
+            id: claim.to_string(),
+            target: format!("/{claim}"),
+            sharing: Sharing::Shared,
+            ..Default::default()
+        };
+        let c = Choice {
+            need,
+            claim: claim.to_string(),
+            create: None,
+            node: None,
+            owner: owner.map(str::to_string),
+        };
+        (c, mount)
+    };
+    let config = Config::default();
+    let caches = [choice("warm", Some("1000:1000")), choice("fresh", None)];
+    let p = pod::with_caches(make(&build(), &config), &caches, &config);
+    let spec = p.spec.as_ref().unwrap();
+    // The worker mounts both; the init container only the claim it must hand over.
+    let worker_mounts: Vec<&str> = spec.containers[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.mount_path.as_str())
+        .collect();
+    assert!(
+        worker_mounts.contains(&"/kiln/caches/warm"),
+        "{worker_mounts:?}"
+    );
+    assert!(
+        worker_mounts.contains(&"/kiln/caches/fresh"),
+        "{worker_mounts:?}"
+    );
+    let init = &spec.init_containers.as_ref().unwrap()[0];
+    assert_eq!(
+        init.args.as_ref().unwrap(),
+        &["prepare-volumes", "--owner=1000:1000", "/kiln/caches/fresh"]
+    );
+    // Before it ends, nothing is handed over; after it exits 0, exactly the claim it mounts.
+    assert!(pod::handed_over(&p).is_empty());
+    let mut done = p.clone();
+    done.status = Some(k8s_openapi::api::core::v1::PodStatus {
+        init_container_statuses: Some(vec![ContainerStatus {
+            name: "cache-owner".into(),
+            state: Some(ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code: 0,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    });
+    assert_eq!(pod::handed_over(&done), vec!["fresh".to_string()]);
+    // Both already the worker's: no init container.
+    let caches = [
+        choice("warm", Some("1000:1000")),
+        choice("other", Some("1000:1000")),
+    ];
+    let p = pod::with_caches(make(&build(), &config), &caches, &config);
+    assert!(p.spec.as_ref().unwrap().init_containers.is_none());
+}

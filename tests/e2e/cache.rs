@@ -70,6 +70,23 @@ fn a_cache_written_by_one_build_is_warm_in_the_next_builds_pod() {
         "cache claims are not owned by a build"
     );
     assert!(pvc["metadata"]["annotations"]["kiln.dev/last-used"].is_string());
+    // The kit's hostPath volumes come owned by root: the first pod's init container handed the
+    // claim to the worker, and the operator recorded it.
+    let writer_pod = ib["status"]["podName"].as_str().unwrap();
+    let pod = get_json(&ns.name, "pod", writer_pod).expect("the writer's pod");
+    assert_eq!(pod["spec"]["initContainers"][0]["name"], "cache-owner");
+    let pvc = wait_for(
+        &ns.name,
+        "pvc",
+        &claim,
+        Duration::from_secs(30),
+        "the claim's owner annotation",
+        |pvc| pvc["metadata"]["annotations"]["kiln.dev/cache-owner"].is_string(),
+    );
+    assert_eq!(
+        pvc["metadata"]["annotations"]["kiln.dev/cache-owner"],
+        "1000:1000"
+    );
 
     // Another ImageBuild, another pod: the marker is there.
     let f = read_cache(&ns, "reader", "warm");
@@ -80,6 +97,14 @@ fn a_cache_written_by_one_build_is_warm_in_the_next_builds_pod() {
     let reader = get_json(&ns.name, "imagebuild", "reader").unwrap();
     assert_eq!(reader["status"]["caches"][0]["claimName"], claim.as_str());
     assert_eq!(reader["status"]["caches"][0]["warm"], true);
+    // ... and its pod started without an init container: the claim was the worker's already.
+    let reader_pod = reader["status"]["podName"].as_str().unwrap();
+    let pod = get_json(&ns.name, "pod", reader_pod).expect("the reader's pod");
+    assert!(
+        pod["spec"]["initContainers"].is_null(),
+        "{}",
+        pod["spec"]["initContainers"]
+    );
     // The build deleted, the claim stays.
     let run = kubectl(
         &["delete", "ib", "-n", &ns.name, "writer", "--wait=true"],

@@ -70,22 +70,13 @@ pub(super) async fn carry_out(
                 }
             }
             Action::TouchClaims(claims) => {
-                let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
-                let patch = serde_json::json!({"metadata": {"annotations": {
-                    crate::cache::ANNOTATION_LAST_USED: Timestamp::now().to_string(),
-                }}});
-                for claim in claims {
-                    ctx.metrics.write("touch_claim");
-                    match api
-                        .patch(claim, &PatchParams::default(), &Patch::Merge(&patch))
-                        .await
-                    {
-                        Ok(_) => {}
-                        // Deleted by hand or by GC since: nothing to record.
-                        Err(kube::Error::Api(e)) if e.code == 404 => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
+                let now = Timestamp::now().to_string();
+                let annotation = (crate::cache::ANNOTATION_LAST_USED, now.as_str());
+                annotate_claims(ctx, &ns, claims, annotation, "touch_claim").await?;
+            }
+            Action::OwnClaims { claims, owner } => {
+                let annotation = (crate::cache::ANNOTATION_OWNER, owner.as_str());
+                annotate_claims(ctx, &ns, claims, annotation, "own_claim").await?;
             }
             Action::DeletePod(pod) => {
                 ctx.metrics.write("delete_pod");
@@ -126,6 +117,30 @@ pub(super) async fn carry_out(
         }
     }
     Ok(created)
+}
+
+/// Sets one annotation on each claim; a claim deleted since (by hand or by GC) is skipped.
+async fn annotate_claims(
+    ctx: &Context,
+    ns: &str,
+    claims: &[String],
+    (key, value): (&str, &str),
+    metric: &'static str,
+) -> Result<(), Error> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
+    for claim in claims {
+        ctx.metrics.write(metric);
+        match api
+            .patch(claim, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 pub(super) async fn publish(ctx: &Context, build: &ImageBuild, ev: &decide::Event) {

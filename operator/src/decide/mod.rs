@@ -89,6 +89,11 @@ pub enum Action {
     CreateClaim(Box<PersistentVolumeClaim>),
     /// Record that these cache claims are in use now (their last-used annotation).
     TouchClaims(Vec<String>),
+    /// Record that the worker (`owner`, `uid:gid`) owns these claims' roots now.
+    OwnClaims {
+        claims: Vec<String>,
+        owner: String,
+    },
     DeletePod(String),
     /// Write the whole status (server-side apply).
     ApplyStatus(Box<ImageBuildStatus>),
@@ -228,6 +233,7 @@ impl<'a> Decider<'a> {
     }
 
     fn finish(mut self) -> Decision {
+        self.record_owned_claims();
         let ended = self.new.phase.is_some_and(Phase::is_terminal)
             && (self.old.phase != self.new.phase || self.old.run != self.new.run);
         if ended && !self.new.caches.is_empty() {
@@ -573,6 +579,30 @@ impl<'a> Decider<'a> {
             reasons::BUILDING,
             format!("building in pod {pod_name}{attempt_note}"),
         );
+    }
+
+    /// Claims that the current pod's init container handed to the worker, and that do not say
+    /// so yet: the next pod that mounts them can do without an init container.
+    fn record_owned_claims(&mut self) {
+        let Some(name) = self.new.pod_name.as_deref() else {
+            return;
+        };
+        let Some(current) = self.seen.pods.iter().find(|p| p.name_any() == name) else {
+            return;
+        };
+        let owner = pod::claim_owner();
+        let claims: Vec<String> = pod::handed_over(current)
+            .into_iter()
+            .filter(|claim| {
+                self.seen.cache_claims.iter().any(|c| {
+                    c.name_any() == *claim
+                        && c.annotations().get(cache::ANNOTATION_OWNER) != Some(&owner)
+                })
+            })
+            .collect();
+        if !claims.is_empty() {
+            self.actions.push(Action::OwnClaims { claims, owner });
+        }
     }
 
     /// The claims of the plan's caches, each with the mount it serves; or what the build waits

@@ -18,7 +18,9 @@ use crate::config::Config;
 /// operator derives every lock from them. A shared `ReadWriteOnce` claim already in use pins the
 /// pod to that node. A rootless worker (uid 1000) gets each claim's root directory from an init
 /// container that may only chown (`cacheVolumes.ownership: initContainer`), or from the pod's
-/// `fsGroup` on storage that honours it (`fsGroup`).
+/// `fsGroup` on storage that honours it (`fsGroup`). A claim that an earlier pod's init
+/// container already handed over (its `kiln.dev/cache-owner` annotation) is left out of the init
+/// container, and when none is left there is no init container at all.
 pub fn with_caches(
     mut pod: Pod,
     caches: &[(crate::cache::Choice, crate::plan::CacheUse)],
@@ -80,14 +82,21 @@ pub fn with_caches(
         }
         args.extend(context);
     }
-    if rootless && config.cache_volumes.ownership == crate::config::Ownership::InitContainer {
-        let mut args = vec![
-            "prepare-volumes".to_string(),
-            format!("--owner={WORKER_UID}:{WORKER_UID}"),
-        ];
-        args.extend(mounts.iter().map(|m| m.mount_path.clone()));
+    let owner = claim_owner();
+    let unowned: Vec<VolumeMount> = caches
+        .iter()
+        .zip(&mounts)
+        .filter(|((c, _), _)| c.owner.as_deref() != Some(owner.as_str()))
+        .map(|(_, m)| m.clone())
+        .collect();
+    if rootless
+        && config.cache_volumes.ownership == crate::config::Ownership::InitContainer
+        && !unowned.is_empty()
+    {
+        let mut args = vec!["prepare-volumes".to_string(), format!("--owner={owner}")];
+        args.extend(unowned.iter().map(|m| m.mount_path.clone()));
         spec.init_containers = Some(vec![Container {
-            name: "cache-owner".into(),
+            name: OWNER_CONTAINER.into(),
             image: Some(config.worker_image.clone()),
             image_pull_policy: config.worker_image_pull_policy.clone(),
             args: Some(args),
@@ -104,7 +113,7 @@ pub fn with_caches(
                 }),
                 ..Default::default()
             }),
-            volume_mounts: Some(mounts),
+            volume_mounts: Some(unowned),
             // Its error, if any, goes into the pod's status for the operator to report.
             termination_message_policy: Some("FallbackToLogsOnError".into()),
             ..Default::default()
@@ -129,4 +138,48 @@ pub fn with_caches(
         });
     }
     pod
+}
+
+/// The name of the init container that hands claims to the worker.
+pub const OWNER_CONTAINER: &str = "cache-owner";
+
+/// The `uid:gid` the init container gives each claim's root to: the worker's.
+pub fn claim_owner() -> String {
+    format!("{WORKER_UID}:{WORKER_UID}")
+}
+
+/// The claims whose root this pod's init container handed to the worker: those it mounts, once
+/// it has exited 0. Empty while it runs, when it failed, and for a pod without one.
+pub fn handed_over(pod: &Pod) -> Vec<String> {
+    let succeeded = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.init_container_statuses.as_ref())
+        .and_then(|all| all.iter().find(|c| c.name == OWNER_CONTAINER))
+        .and_then(|c| c.state.as_ref()?.terminated.as_ref())
+        .is_some_and(|t| t.exit_code == 0);
+    let Some(spec) = pod.spec.as_ref().filter(|_| succeeded) else {
+        return Vec::new();
+    };
+    let Some(init) = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .find(|c| c.name == OWNER_CONTAINER)
+    else {
+        return Vec::new();
+    };
+    init.volume_mounts
+        .iter()
+        .flatten()
+        .filter_map(|m| {
+            spec.volumes
+                .iter()
+                .flatten()
+                .find(|v| v.name == m.name)?
+                .persistent_volume_claim
+                .as_ref()
+                .map(|c| c.claim_name.clone())
+        })
+        .collect()
 }

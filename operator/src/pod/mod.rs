@@ -16,7 +16,7 @@
 //!   (`hostUsers: false`); `privileged` only when the operator's configuration allows it.
 
 mod caches;
-pub use caches::with_caches;
+pub use caches::{claim_owner, handed_over, with_caches};
 
 use std::collections::BTreeMap;
 
