@@ -448,6 +448,13 @@ def warm(registry, base, stamp):
     }
 
 
+def measured(result, part):
+    """When and at which commit a part's figures were taken."""
+    date = result.get(f"{part}_measured", result["date"])
+    commit = result.get(f"{part}_commit")
+    return f"measured {date}, commit `{commit}`" if commit else f"measured {date}"
+
+
 def write(result):
     out = os.path.join(ROOT, "bench/results")
     with open(os.path.join(out, "operator.json"), "w") as f:
@@ -456,10 +463,11 @@ def write(result):
     L, O = result["load"], result["overhead"]
     md = f"""# Operator bench (`make bench-operator`)
 
-Measured {result['date']} on the test kit (Kubernetes 1.20, one node, 2 cores shared), commit
-`{result['commit']}`. bench/operator.py says how each figure is taken.
+Written {result['date']} on the test kit (Kubernetes 1.20, one node, 2 cores shared), commit
+`{result['commit']}`. Each part names when and at which commit it was measured: a partial run
+(`BENCH_PARTS`) keeps the other parts' figures. bench/operator.py says how each figure is taken.
 
-## {L['builds']} ImageBuilds at once, concurrency {L['concurrency']}, {L['namespaces']} namespaces
+## {L['builds']} ImageBuilds at once, concurrency {L['concurrency']}, {L['namespaces']} namespaces ({measured(result, 'load')})
 
 | figure | value |
 |---|---|
@@ -481,7 +489,7 @@ The operator reads through watch caches, plus a direct GET only where a cache ma
 its own write (controller.rs); the requests figure counts every request its client sent during
 the run (a watch counts once per connection, not per event).
 
-## apply -> Succeeded of a one-step build, against the same pod run bare
+## apply -> Succeeded of a one-step build, against the same pod run bare ({measured(result, 'overhead')})
 
 | | median of {O['runs']} (s) | runs (s) |
 |---|---|---|
@@ -501,7 +509,7 @@ in the operator (no plan pod), and a build without cache mounts makes no PVC.
     W = result.get("warm")
     if W:
         md += f"""
-## Warm caches in fresh pods (measured {result.get('warm_measured', result['date'])})
+## Warm caches in fresh pods ({measured(result, 'warm')})
 
 An npm-like build: a dependency step fills a 500 MB cache mount (500 files of 1 MiB from
 /dev/urandom) unless it is full, and installs 2 MiB of it into the layer; then a source step.
@@ -521,8 +529,8 @@ registry {', '.join(f"{x['total']}/{x['cached']}" for x in W['steps']['registry'
         if B:
             md += """
 Where the time goes (medians, seconds): the build pod's creation -> worker start (1 s
-resolution; it includes binding a new cache claim and the init container that hands it to uid
-1000), and the worker's own run (its result's `durationSeconds`: import, build, cache export,
+resolution; it includes binding a new cache claim and, for a claim not yet handed over, the init
+container that gives it to uid 1000), and the worker's own run (its result's `durationSeconds`: import, build, cache export,
 push).
 
 | build | pod created -> worker started | worker |
@@ -533,10 +541,13 @@ push).
                 md += (f"\nThe worker's own run against the cold one: claim "
                        f"{round(B['claim']['worker'] / cw, 2)}x, registry "
                        f"{round(B['registry']['worker'] / cw, 2)}x. The rest of a warm build is "
-                       "Kubernetes starting the pod: binding a claim (a new one on the registry "
-                       "path, whose namespace is fresh) and running the init container that "
-                       "hands a claim to uid 1000 (`cacheVolumes.ownership: initContainer`, "
-                       "which the kit's hostPath storage needs; with `fsGroup` there is none).\n")
+                       "Kubernetes starting the pod. On the claim path the claim is bound and "
+                       "already the worker's (its `kiln.dev/cache-owner` annotation), so the pod "
+                       "has no init container. The registry path's namespace is fresh: its new "
+                       "claim waits for the kit's provisioner and the scheduler's retry, then "
+                       "the init container that gives it to uid 1000 "
+                       "(`cacheVolumes.ownership: initContainer`, which the kit's hostPath "
+                       "storage needs; with `fsGroup` there is none).\n")
     with open(os.path.join(out, "operator.md"), "w") as f:
         f.write(md)
     say(f"wrote {out}/operator.md")
@@ -578,10 +589,12 @@ def main():
             if part in PARTS:
                 result[part] = run(registry, base, stamp)
                 result[f"{part}_measured"] = result["date"]
+                result[f"{part}_commit"] = result["commit"]
                 say(f"{part}: {json.dumps(result[part])}")
             elif part in previous:
                 result[part] = previous[part]
                 result[f"{part}_measured"] = previous.get(f"{part}_measured", previous.get("date"))
+                result[f"{part}_commit"] = previous.get(f"{part}_commit", previous.get("commit"))
         write(result)
         load_ok = "load" not in PARTS or (result["load"]["succeeded"] == result["load"]["builds"]
                                           and result["load"]["admission_in_creation_order"])
