@@ -9,7 +9,6 @@
 pub mod tty;
 
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -89,7 +88,8 @@ pub struct Printer<W: Write + Send + 'static> {
     started: Instant,
     inner: Arc<Mutex<PrinterState<W>>>,
     /// The tty view's redraw thread.
-    ticker: Mutex<Option<(Arc<AtomicBool>, JoinHandle<()>)>>,
+    /// The tty redraw thread, and the sender whose drop stops it at once.
+    ticker: Mutex<Option<(crossbeam_channel::Sender<()>, JoinHandle<()>)>>,
 }
 
 struct PrinterState<W> {
@@ -146,11 +146,12 @@ impl<W: Write + Send + 'static> Printer<W> {
             ticker: Mutex::new(None),
         };
         if mode == Mode::Tty {
-            let stop = Arc::new(AtomicBool::new(false));
-            let (inner, flag) = (p.inner.clone(), stop.clone());
+            let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+            let inner = p.inner.clone();
             let handle = std::thread::spawn(move || {
-                while !flag.load(Ordering::SeqCst) {
-                    std::thread::sleep(TICK);
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(TICK)
+                {
                     let mut st = inner.lock().unwrap_or_else(|e| e.into_inner());
                     let redraw = st
                         .view
@@ -172,7 +173,7 @@ impl<W: Write + Send + 'static> Printer<W> {
     pub fn finish(&self) {
         let ticker = self.ticker.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some((stop, handle)) = ticker {
-            stop.store(true, Ordering::SeqCst);
+            drop(stop);
             let _ = handle.join();
         }
         let mut st = self.inner.lock().unwrap_or_else(|e| e.into_inner());
