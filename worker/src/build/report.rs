@@ -46,7 +46,7 @@ impl Outcome {
                 mounted: p.mounted,
                 existing: p.existing,
             }),
-            duration_seconds: (duration.as_secs_f64() * 10.0).round() / 10.0,
+            duration_seconds: (duration.as_secs_f64() * 1000.0).round() / 1000.0,
         }
     }
 }
