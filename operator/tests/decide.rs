@@ -838,22 +838,8 @@ fn a_locked_cache_held_elsewhere_makes_the_build_wait() {
     let mut seen = with_caches(Sharing::Locked);
     // The first build takes the claim.
     let d = decide(&build(), &seen, &config());
-    let claim = d
-        .actions
-        .iter()
-        .find_map(|a| match a {
-            Action::CreateClaim(c) => Some((**c).clone()),
-            _ => None,
-        })
-        .unwrap();
-    let holder = d
-        .actions
-        .iter()
-        .find_map(|a| match a {
-            Action::CreatePod(p) => Some((**p).clone()),
-            _ => None,
-        })
-        .unwrap();
+    let claim = created_claim(&d);
+    let holder = created_pod(&d);
     // A second build of another ImageBuild sees the claim and the first one's live pod.
     seen.cache_claims = vec![claim.clone()];
     let mut running_holder = running(holder);
@@ -997,23 +983,9 @@ fn a_claim_handed_over_once_needs_no_init_container_again() {
     use kiln_worker::plan::step::Sharing;
     let mut seen = with_caches(Sharing::Shared);
     let d = decide(&build(), &seen, &config());
-    let mut claim = d
-        .actions
-        .iter()
-        .find_map(|a| match a {
-            Action::CreateClaim(c) => Some((**c).clone()),
-            _ => None,
-        })
-        .unwrap();
+    let mut claim = created_claim(&d);
     let claim_name = claim.metadata.name.clone().unwrap();
-    let pod = d
-        .actions
-        .iter()
-        .find_map(|a| match a {
-            Action::CreatePod(p) => Some((**p).clone()),
-            _ => None,
-        })
-        .unwrap();
+    let pod = created_pod(&d);
     assert!(pod.spec.as_ref().unwrap().init_containers.is_some());
     let b1 = after(&build(), &d);
     seen.cache_claims = vec![claim.clone()];
@@ -1047,14 +1019,7 @@ fn a_claim_handed_over_once_needs_no_init_container_again() {
     let mut seen2 = with_caches(Sharing::Shared);
     seen2.cache_claims = vec![claim.clone()];
     let d = decide(&other, &seen2, &config());
-    let pod2 = d
-        .actions
-        .iter()
-        .find_map(|a| match a {
-            Action::CreatePod(p) => Some((**p).clone()),
-            _ => None,
-        })
-        .unwrap();
+    let pod2 = created_pod(&d);
     let spec2 = pod2.spec.as_ref().unwrap();
     assert!(
         spec2.init_containers.is_none(),
@@ -1085,4 +1050,26 @@ fn a_claim_handed_over_once_needs_no_init_container_again() {
         })
         .expect("an init container");
     assert_eq!(init[0].args.as_ref().unwrap()[1], "--owner=1000:1000");
+}
+
+/// The claim a decision creates.
+fn created_claim(d: &decide::Decision) -> k8s_openapi::api::core::v1::PersistentVolumeClaim {
+    d.actions
+        .iter()
+        .find_map(|a| match a {
+            Action::CreateClaim(c) => Some((**c).clone()),
+            _ => None,
+        })
+        .expect("a claim is created")
+}
+
+/// The pod a decision creates.
+fn created_pod(d: &decide::Decision) -> k8s_openapi::api::core::v1::Pod {
+    d.actions
+        .iter()
+        .find_map(|a| match a {
+            Action::CreatePod(p) => Some((**p).clone()),
+            _ => None,
+        })
+        .expect("a pod is created")
 }
